@@ -1,1 +1,322 @@
-//! placeholder
+//! The wasmtime engine behind Bantam.
+//!
+//! One [`Engine`] per process. It owns the wasmtime engine (pooling
+//! allocator, copy-on-write memory images, epoch interruption), the
+//! [`Linker`] holding every host interface a guest may import, and the
+//! compile cache. [`Engine::prepare`] turns an app component into a
+//! [`ComponentPre`]: compiled (or loaded from the cache), linked, and
+//! pre-instantiated once at start-up, so that serving a request only has to
+//! create a fresh [`Store`] and instantiate.
+//!
+//! The engine never touches the network and knows nothing about HTTP
+//! routing; triggers decide when to instantiate and what to call.
+
+mod cache;
+mod sandbox;
+mod stdio;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+pub use cache::CompileCache;
+pub use sandbox::{HostState, Sandbox};
+pub use stdio::LogConfig;
+
+/// How often the epoch ticks. Guests yield to the scheduler on every tick,
+/// so a guest stuck in a loop cannot hold a worker thread for longer than
+/// this; deadlines (the limits work) are counted in ticks too.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Settings for the [`Engine`], chosen once per process.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Use the pooling instance allocator (fast instantiation, memory
+    /// reserved up front). Falls back to on-demand allocation when the
+    /// reservation fails.
+    pub pooling: bool,
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// The largest linear memory one instance may grow to, in bytes.
+    pub max_instance_memory: usize,
+    /// The most instances alive at once, across all components.
+    pub max_instances: u32,
+}
+
+impl EngineConfig {
+    /// The default cache location: `<user cache dir>/bantam/components`.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+            .map(|dir| dir.join("bantam").join("components"))
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            pooling: true,
+            cache_dir: Self::default_cache_dir(),
+            max_instance_memory: 256 << 20,
+            max_instances: 1000,
+        }
+    }
+}
+
+/// Why the engine could not be set up or a component prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The wasmtime configuration was rejected.
+    #[error("cannot configure the WebAssembly engine: {0}")]
+    Config(String),
+    /// A component file could not be read.
+    #[error("component `{component}`: cannot read {}: {source}", .path.display())]
+    Read {
+        /// The component id.
+        component: String,
+        /// The file that was read.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A component failed to compile (not a valid component, ...).
+    #[error("component `{component}` ({}) is not a valid WebAssembly component: {message}", .path.display())]
+    Compile {
+        /// The component id.
+        component: String,
+        /// The file that was compiled.
+        path: PathBuf,
+        /// wasmtime's explanation.
+        message: String,
+    },
+    /// A component imports something Bantam does not provide.
+    #[error("component `{component}` cannot start: {message}")]
+    Link {
+        /// The component id.
+        component: String,
+        /// Which import is missing, in wasmtime's words.
+        message: String,
+    },
+}
+
+/// Renders a wasmtime error with its chain of causes on one line. The
+/// guest's wasm backtrace is left out (it spans many lines); it is logged
+/// at debug level.
+pub fn describe(error: &wasmtime::Error) -> String {
+    if let Some(backtrace) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
+        tracing::debug!("guest backtrace:\n{backtrace}");
+        // A trap: the backtrace is the outer context, the trap the cause.
+        return error.root_cause().to_string();
+    }
+    error
+        .chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// The process-wide WebAssembly engine: wasmtime, the host interfaces and
+/// the compile cache.
+pub struct Engine {
+    engine: wasmtime::Engine,
+    linker: Linker<HostState>,
+    cache: Option<CompileCache>,
+    max_instance_memory: usize,
+    epoch_ticker: EpochTicker,
+}
+
+/// A component ready to serve: compiled, linked against the host
+/// interfaces, and pre-instantiated. Cheap to instantiate many times.
+pub struct ComponentPre {
+    /// The component id.
+    pub id: String,
+    /// The compiled component.
+    pub component: Component,
+    /// The pre-instance: imports resolved once, instantiation is a copy.
+    pub instance_pre: InstancePre<HostState>,
+    /// What each instance's sandbox holds (env, files, stdio).
+    pub sandbox: Arc<Sandbox>,
+    /// Whether the compiled code came from the cache.
+    pub from_cache: bool,
+}
+
+impl Engine {
+    /// Build the engine. Errors only if wasmtime rejects the configuration.
+    pub fn new(config: &EngineConfig) -> Result<Self, EngineError> {
+        let engine = match config.pooling {
+            true => match wasmtime::Engine::new(&wasmtime_config(config, true)) {
+                Ok(engine) => engine,
+                Err(error) => {
+                    tracing::warn!(
+                        "pooling allocator unavailable ({}); using on-demand allocation",
+                        describe(&error)
+                    );
+                    new_wasmtime_engine(config, false)?
+                }
+            },
+            false => new_wasmtime_engine(config, false)?,
+        };
+        let linker = host_linker(&engine).map_err(|e| EngineError::Config(describe(&e)))?;
+        let cache = config.cache_dir.clone().map(CompileCache::new);
+        let epoch_ticker = EpochTicker::start(engine.clone());
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            max_instance_memory: config.max_instance_memory,
+            epoch_ticker,
+        })
+    }
+
+    /// The wasmtime engine, for triggers that need to name it.
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.engine
+    }
+
+    /// Compile (or load from the cache), link and pre-instantiate a
+    /// component. Fails if the component is invalid or imports something
+    /// the host does not provide, naming the component and the import.
+    pub fn prepare(
+        &self,
+        component: &bantam_app::Component,
+        logs: &LogConfig,
+    ) -> Result<ComponentPre, EngineError> {
+        let bytes = std::fs::read(&component.source).map_err(|source| EngineError::Read {
+            component: component.id.clone(),
+            path: component.source.clone(),
+            source,
+        })?;
+        let compile_error = |error: wasmtime::Error| EngineError::Compile {
+            component: component.id.clone(),
+            path: component.source.clone(),
+            message: describe(&error),
+        };
+        let started = Instant::now();
+        let (compiled, from_cache) = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, &bytes).map_err(compile_error)?,
+            None => (
+                Component::new(&self.engine, &bytes).map_err(compile_error)?,
+                false,
+            ),
+        };
+        tracing::debug!(
+            component = %component.id,
+            from_cache,
+            elapsed = ?started.elapsed(),
+            "component ready"
+        );
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&compiled)
+            .map_err(|error| EngineError::Link {
+                component: component.id.clone(),
+                message: describe(&error),
+            })?;
+        Ok(ComponentPre {
+            id: component.id.clone(),
+            component: compiled,
+            instance_pre,
+            sandbox: Arc::new(Sandbox::new(component, logs)),
+            from_cache,
+        })
+    }
+
+    /// A fresh store for one instance of `pre`: its own memory, its own
+    /// WASI context holding only what the manifest grants.
+    pub fn new_store(&self, pre: &ComponentPre) -> wasmtime::Result<Store<HostState>> {
+        let state = pre.sandbox.new_host_state(self.max_instance_memory)?;
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        // Yield to the async scheduler on every epoch tick, so a guest that
+        // computes without pause cannot starve other requests on its thread.
+        store.epoch_deadline_async_yield_and_update(1);
+        Ok(store)
+    }
+
+    /// Stop the epoch ticker; called on shutdown.
+    pub fn shutdown(&self) {
+        self.epoch_ticker.stop();
+    }
+}
+
+fn new_wasmtime_engine(
+    config: &EngineConfig,
+    pooling: bool,
+) -> Result<wasmtime::Engine, EngineError> {
+    wasmtime::Engine::new(&wasmtime_config(config, pooling))
+        .map_err(|e| EngineError::Config(describe(&e)))
+}
+
+fn wasmtime_config(config: &EngineConfig, pooling: bool) -> Config {
+    let mut wasmtime = Config::new();
+    wasmtime.wasm_component_model(true);
+    wasmtime.wasm_component_model_async(true);
+    wasmtime.epoch_interruption(true);
+    wasmtime.memory_init_cow(true);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::new();
+        let instances = config.max_instances;
+        // A Rust component typically holds a few core instances and one or
+        // two memories; size the pools so `max_instances` components fit.
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(4))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(2))
+            .total_stacks(instances)
+            .max_memory_size(config.max_instance_memory)
+            // Keep the first pages of each slot resident: resetting them with
+            // memset is cheaper than a page fault on the next instance.
+            .linear_memory_keep_resident(64 << 10)
+            .table_keep_resident(16 << 10);
+        wasmtime.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    wasmtime
+}
+
+/// The linker with every host interface Bantam provides: WASI 0.2 and 0.3
+/// (cli, clocks, filesystem, random, sockets, io) and `wasi:http` 0.2 and 0.3.
+fn host_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    Ok(linker)
+}
+
+/// A thread that advances the engine's epoch every [`EPOCH_TICK`].
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: wasmtime::Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("bantam-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        Self { stop }
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

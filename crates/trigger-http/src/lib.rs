@@ -1,1 +1,191 @@
-//! placeholder
+//! The HTTP trigger: Bantam's request path.
+//!
+//! HTTP in -> [`router`] picks the route -> [`headers`] adds Spin's
+//! `spin-*` headers -> [`executor`] makes a fresh instance of the
+//! component's pre-instance and calls its handler -> the response streams
+//! back. [`server`] accepts connections and shuts down gracefully.
+//!
+//! Everything that can be decided once is decided in [`HttpTrigger::new`]
+//! at start-up: routes are parsed and ordered, components are checked for
+//! an HTTP export. The per-request path only matches and instantiates.
+
+pub mod executor;
+pub mod headers;
+pub mod router;
+pub mod server;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bantam_app::{App, Executor, Route, RoutePattern};
+use bantam_engine::{ComponentPre, Engine};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use wasmtime_wasi_http::WasiBody;
+
+pub use executor::{ExecutorError, HttpComponent, HttpExport};
+use router::Router;
+
+/// Requests under this prefix are answered by the host, never by the app.
+const WELL_KNOWN_PREFIX: &str = "/.well-known/spin/";
+
+/// Why the HTTP trigger could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    /// A component cannot serve HTTP.
+    #[error(transparent)]
+    Executor(#[from] ExecutorError),
+    /// A trigger uses an executor Bantam does not run.
+    #[error("route {route}: component `{component}` uses the `{executor}` executor, which Bantam does not support")]
+    UnsupportedExecutor {
+        /// The route as written.
+        route: String,
+        /// The component id.
+        component: String,
+        /// The executor type.
+        executor: String,
+    },
+    /// A trigger names a component that was not prepared.
+    #[error("route {route}: component `{component}` was not loaded")]
+    MissingComponent {
+        /// The route as written.
+        route: String,
+        /// The component id.
+        component: String,
+    },
+}
+
+/// The HTTP trigger of one app: its routes and its components.
+pub struct HttpTrigger {
+    router: Router<Arc<HttpComponent>>,
+    components: HashMap<String, Arc<HttpComponent>>,
+    app_info: Bytes,
+}
+
+impl HttpTrigger {
+    /// Build the trigger from a loaded app and its prepared components.
+    pub fn new(
+        engine: Arc<Engine>,
+        app: &App,
+        prepared: Vec<ComponentPre>,
+    ) -> Result<Self, TriggerError> {
+        let mut by_id: HashMap<String, ComponentPre> =
+            prepared.into_iter().map(|pre| (pre.id.clone(), pre)).collect();
+        let mut components: HashMap<String, Arc<HttpComponent>> = HashMap::new();
+        let mut routes = Vec::new();
+        for http_route in &app.http_routes {
+            let route_text = match &http_route.route {
+                Route::Public(pattern) => format!("\"{}\"", pattern.as_str()),
+                Route::Private => "{ private = true }".to_string(),
+            };
+            if let Executor::Wagi { .. } = http_route.executor {
+                return Err(TriggerError::UnsupportedExecutor {
+                    route: route_text,
+                    component: http_route.component.clone(),
+                    executor: "wagi".into(),
+                });
+            }
+            let component = match components.get(&http_route.component) {
+                Some(component) => component.clone(),
+                None => {
+                    let pre = by_id.remove(&http_route.component).ok_or_else(|| {
+                        TriggerError::MissingComponent {
+                            route: route_text.clone(),
+                            component: http_route.component.clone(),
+                        }
+                    })?;
+                    let component = Arc::new(HttpComponent::new(engine.clone(), pre)?);
+                    components.insert(http_route.component.clone(), component.clone());
+                    component
+                }
+            };
+            if let Route::Public(pattern) = &http_route.route {
+                routes.push((pattern.clone(), component));
+            }
+        }
+        let app_info = serde_json::json!({ "name": app.name, "version": app.version });
+        Ok(Self {
+            router: Router::build(routes),
+            components,
+            app_info: Bytes::from(app_info.to_string()),
+        })
+    }
+
+    /// The public routes and the component serving each, in manifest order.
+    pub fn routes(&self) -> impl Iterator<Item = (&RoutePattern, &str)> {
+        self.router
+            .routes()
+            .map(|(pattern, component)| (pattern, component.id.as_str()))
+    }
+
+    /// The components serving HTTP, by id.
+    pub fn component(&self, id: &str) -> Option<&Arc<HttpComponent>> {
+        self.components.get(id)
+    }
+
+    /// Serve one request from `client`.
+    pub async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<WasiBody> {
+        let (mut parts, body) = request.into_parts();
+        // `Uri` is reference-counted: the clone lets the match borrow the
+        // path while the request's parts are rewritten.
+        let uri = parts.uri.clone();
+        let path = uri.path();
+        if let Some(rest) = path.strip_prefix(WELL_KNOWN_PREFIX) {
+            return match rest {
+                "health" => text(StatusCode::OK, Bytes::from_static(b"OK")),
+                "info" => text(StatusCode::OK, self.app_info.clone()),
+                _ => empty(StatusCode::NOT_FOUND),
+            };
+        }
+        let Some(matched) = self.router.route(path) else {
+            return empty(StatusCode::NOT_FOUND);
+        };
+        let component = matched.target.clone();
+
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "localhost".to_owned());
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/");
+        let full_url = format!("http://{authority}{path_and_query}");
+        headers::inject(&mut parts.headers, &full_url, &matched, client);
+        match full_url.parse() {
+            Ok(uri) => parts.uri = uri,
+            Err(_) => return empty(StatusCode::BAD_REQUEST),
+        }
+        let body = body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync();
+        let request = Request::from_parts(parts, body);
+
+        match component.handle(request).await {
+            Ok(response) => response,
+            // Spin answers a failed handler with an empty 500; the cause is
+            // in the log, never in the response.
+            Err(_) => empty(StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: Bytes) -> Response<WasiBody> {
+    let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed_unsync());
+    *response.status_mut() = status;
+    response
+}
+
+fn empty(status: StatusCode) -> Response<WasiBody> {
+    text(status, Bytes::new())
+}

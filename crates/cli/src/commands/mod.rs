@@ -1,0 +1,4 @@
+//! One module per `bantam` subcommand.
+
+pub mod build;
+pub mod up;

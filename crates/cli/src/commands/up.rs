@@ -1,0 +1,203 @@
+//! `bantam up`: load an app, prepare its components, serve HTTP.
+//!
+//! Flags follow `spin up` wherever Spin has the same thing, so Spin users'
+//! habits carry over: `-f/--from`, `--listen`, `--build`, `-L/--log-dir`,
+//! `--truncate-logs`, `-q/--quiet`, `-e/--env`, `--disable-cache`,
+//! `--disable-pooling`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bantam_engine::{Engine, EngineConfig, LogConfig};
+use bantam_trigger_http::HttpTrigger;
+use bantam_trigger_http::server::{self, Shutdown};
+use clap::Args;
+
+/// Flags of `bantam up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The application to run: a spin.toml, or a directory holding one.
+    /// Without it, spin.toml is looked for here and in parent directories.
+    #[arg(short = 'f', long = "from", alias = "file", value_name = "APP")]
+    pub from: Option<PathBuf>,
+    /// The address to listen on. Port 0 picks a free port.
+    #[arg(
+        long,
+        env = "SPIN_HTTP_LISTEN_ADDR",
+        default_value = "127.0.0.1:3000",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+    /// Run the components' build commands first.
+    #[arg(long, env = "SPIN_ALWAYS_BUILD")]
+    pub build: bool,
+    /// Where component stdout/stderr logs go (default `.spin/logs` next to
+    /// the manifest); an empty value writes no log files.
+    #[arg(short = 'L', long = "log-dir", env = "SPIN_LOG_DIR", value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Truncate the log files at start-up instead of appending.
+    #[arg(long)]
+    pub truncate_logs: bool,
+    /// Do not show component output on the terminal.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Pass an environment variable (KEY=VALUE) to all components.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Do not use the compile cache.
+    #[arg(long)]
+    pub disable_cache: bool,
+    /// Where compiled components are cached (default: the user cache
+    /// directory).
+    #[arg(long, env = "BANTAM_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not use the pooling instance allocator.
+    #[arg(long)]
+    pub disable_pooling: bool,
+    /// How long in-flight requests may run after a shutdown signal.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_timeout: Duration,
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got `{text}`")),
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, "s"), |at| text.split_at(at));
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration such as 10s or 500ms, got `{text}`"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(format!("unknown duration unit `{unit}` in `{text}`; use ms, s or m")),
+    }
+}
+
+/// Run `bantam up`.
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let manifest_path = bantam_app::find_manifest(args.from.as_deref(), &cwd)?;
+    if args.build {
+        super::build::build(&manifest_path, &[])?;
+    }
+    let mut app = bantam_app::load(&manifest_path)?;
+    for warning in &app.warnings {
+        eprintln!("Warning: {warning}");
+    }
+    for component in &mut app.components {
+        component.environment.extend(args.env.iter().cloned());
+    }
+
+    let engine = Arc::new(Engine::new(&EngineConfig {
+        pooling: !args.disable_pooling,
+        cache_dir: match (&args.cache_dir, args.disable_cache) {
+            (_, true) => None,
+            (Some(dir), false) => Some(dir.clone()),
+            (None, false) => EngineConfig::default_cache_dir(),
+        },
+        ..EngineConfig::default()
+    })?);
+
+    let logs = log_config(&args, &app.state_dir);
+    if let Some(dir) = &logs.log_dir {
+        let shown = dir.strip_prefix(&app.dir).unwrap_or(dir);
+        println!("Logging component stdio to \"{}/\"", shown.display());
+    }
+
+    // Only components a trigger can reach are compiled and linked: an
+    // unused component costs nothing and cannot stop the app.
+    let mut prepared = Vec::with_capacity(app.components.len());
+    for component in &app.components {
+        if app.http_routes.iter().any(|r| r.component == component.id) {
+            prepared.push(engine.prepare(component, &logs)?);
+        }
+    }
+    let trigger = Arc::new(HttpTrigger::new(engine.clone(), &app, prepared)?);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bantam-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    let outcome = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let address = listener.local_addr()?;
+        print_routes(&app, &trigger, address);
+        let shutdown = async {
+            shutdown_signal().await;
+            eprintln!("Shutting down: finishing in-flight requests");
+        };
+        anyhow::Ok(server::serve(trigger, listener, shutdown, args.shutdown_timeout).await)
+    })?;
+    engine.shutdown();
+    if outcome == Shutdown::TimedOut {
+        bail!(
+            "in-flight requests did not finish within {:?}; they were stopped",
+            args.shutdown_timeout
+        );
+    }
+    Ok(())
+}
+
+fn log_config(args: &UpArgs, state_dir: &Path) -> LogConfig {
+    let log_dir = match &args.log_dir {
+        Some(dir) if dir.as_os_str().is_empty() => None,
+        Some(dir) => Some(dir.clone()),
+        None => Some(state_dir.join("logs")),
+    };
+    LogConfig {
+        log_dir,
+        terminal: !args.quiet,
+        truncate: args.truncate_logs,
+    }
+}
+
+/// The start-up listing, in `spin up`'s format.
+fn print_routes(app: &bantam_app::App, trigger: &HttpTrigger, address: SocketAddr) {
+    let base = format!("http://{address}");
+    let mut out = format!("\nServing {base}\nAvailable Routes:\n");
+    for (pattern, component_id) in trigger.routes() {
+        let wildcard = if pattern.is_wildcard() { " (wildcard)" } else { "" };
+        let route = pattern.component_route();
+        out.push_str(&format!("  {component_id}: {base}{route}{wildcard}\n"));
+        if let Some(description) = app
+            .component(component_id)
+            .and_then(|c| c.description.as_deref())
+            .filter(|d| !d.is_empty())
+        {
+            out.push_str(&format!("    {description}\n"));
+        }
+    }
+    print!("{out}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of `bantam`: real guests built from source, served by
+//! the real binary over HTTP on a free loopback port.
+
+mod support;
+
+mod faults;
+mod routing;
+mod sandbox;
+mod startup;

@@ -1,0 +1,126 @@
+//! Start-up: the route listing, the compile cache, clear errors for bad
+//! apps, and graceful shutdown.
+
+use std::time::Duration;
+
+use crate::support::{TestApp, get};
+
+fn hello_app(guest: &str) -> TestApp {
+    TestApp::new(&format!(
+        r#"
+spin_manifest_version = 2
+[application]
+name = "hello"
+
+[[trigger.http]]
+route = "/hello/..."
+component = "hello"
+
+[[trigger.http]]
+route = "/exact"
+component = "hello"
+
+[component.hello]
+description = "Says hello"
+source = "{guest}"
+"#
+    ))
+}
+
+#[tokio::test]
+async fn start_up_lists_routes_like_spin() {
+    let app = hello_app("{p3}");
+    let bantam = app.up(&[]);
+    let output = bantam.output();
+    let base = &bantam.base;
+    assert!(output.contains("Logging component stdio to \".spin/logs/\""), "{output}");
+    assert!(output.contains("Available Routes:"), "{output}");
+    assert!(output.contains(&format!("  hello: {base}/hello (wildcard)\n    Says hello")), "{output}");
+    assert!(output.contains(&format!("  hello: {base}/exact\n")), "{output}");
+}
+
+#[tokio::test]
+async fn a_second_start_loads_compiled_code_from_the_cache() {
+    let app = hello_app("{p2}");
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let first = app.up(&["--cache-dir", cache_dir]);
+    assert!(first.output().contains("from_cache=false"), "{}", first.output());
+    drop(first);
+    let entries = std::fs::read_dir(cache.path()).unwrap().count();
+    assert_eq!(entries, 1, "one compiled component in the cache");
+    let second = app.up(&["--cache-dir", cache_dir]);
+    assert!(second.output().contains("from_cache=true"), "{}", second.output());
+    let (status, _) = get(&second.url("/exact?status=200")).await;
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_missing_import_fails_start_up_naming_component_and_import() {
+    let app = TestApp::new(
+        r#"
+spin_manifest_version = 2
+[application]
+name = "missing"
+[[trigger.http]]
+route = "/..."
+component = "needs-more"
+[component.needs-more]
+source = "{missing_import}"
+"#,
+    );
+    let output = app.up_fails();
+    assert!(output.contains("component `needs-more` cannot start"), "{output}");
+    assert!(output.contains("bantam-test:missing/nothing"), "{output}");
+}
+
+#[test]
+fn a_malformed_manifest_is_reported_with_file_line_and_field() {
+    let app = TestApp::new(
+        "spin_manifest_version = 2\n\
+         [application]\n\
+         name = \"bad\"\n\
+         [[trigger.http]]\n\
+         route = \"/...\"\n\
+         component = \"bad\"\n\
+         [component.bad]\n\
+         sourse = \"x.wasm\"\n",
+    );
+    let output = app.up_fails();
+    assert!(output.contains("spin.toml:8:"), "{output}");
+    assert!(output.contains("sourse"), "{output}");
+}
+
+#[test]
+fn a_missing_component_file_names_the_resolved_path() {
+    let app = TestApp::new(
+        "spin_manifest_version = 2\n\
+         [application]\n\
+         name = \"bad\"\n\
+         [[trigger.http]]\n\
+         route = \"/...\"\n\
+         component = \"gone\"\n\
+         [component.gone]\n\
+         source = \"target/gone.wasm\"\n",
+    );
+    let output = app.up_fails();
+    let resolved = app.path().join("target/gone.wasm");
+    assert!(output.contains(&resolved.display().to_string()), "{output}");
+    assert!(output.contains("spin.toml:8:"), "{output}");
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
+    let app = hello_app("{p3}");
+    let mut bantam = app.up(&[]);
+    let url = bantam.url("/exact?sleep-ms=1500");
+    let slow = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bantam.terminate();
+    let (status, body) = slow.await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "slept 1500"));
+    let code = tokio::task::spawn_blocking(move || bantam.wait(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+}

@@ -1,0 +1,231 @@
+//! Shared test harness: guests built once per run, apps in temporary
+//! directories, and `bantam up` as a real process on a free port.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Build the guest programs in `tests/guests` (once per test run) and
+/// return the directory holding the `.wasm` components.
+pub fn guests() -> &'static Path {
+    static GUESTS: OnceLock<PathBuf> = OnceLock::new();
+    GUESTS.get_or_init(|| {
+        let manifest = repo_root().join("tests/guests/Cargo.toml");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let output = Command::new(cargo)
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .arg(&manifest)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .stdout(Stdio::inherit())
+            .output()
+            .expect("running cargo to build the guest programs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if !output.status.success() {
+            if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
+                panic!("the wasm32-wasip2 target is missing: run `rustup target add wasm32-wasip2`");
+            }
+            panic!("building the guest programs failed:\n{stderr}");
+        }
+        repo_root().join("tests/guests/target/wasm32-wasip2/release")
+    })
+}
+
+/// The path of guest component `name` (crate name with `_`).
+pub fn guest(name: &str) -> String {
+    let path = guests().join(format!("{name}.wasm"));
+    assert!(path.is_file(), "guest {} was not built", path.display());
+    path.to_string_lossy().into_owned()
+}
+
+/// An app in a temporary directory.
+pub struct TestApp {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    /// An app whose spin.toml is `manifest`, with `{p3}`, `{p2}`, `{plain}`
+    /// and `{missing_import}` replaced by the guest component paths.
+    pub fn new(manifest: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = manifest.to_string();
+        for (placeholder, name) in [
+            ("{p3}", "http_p3_probe"),
+            ("{p2}", "http_p2_probe"),
+            ("{plain}", "wasi_http_plain"),
+            ("{missing_import}", "missing_import"),
+        ] {
+            if text.contains(placeholder) {
+                text = text.replace(placeholder, &guest(name));
+            }
+        }
+        std::fs::write(dir.path().join("spin.toml"), text).unwrap();
+        Self { dir }
+    }
+
+    /// Write a file in the app directory.
+    pub fn file(self, path: &str, contents: &str) -> Self {
+        let path = self.dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `bantam up` on this app, on a free port, waiting until it serves.
+    pub fn up(&self, extra: &[&str]) -> Bantam {
+        Bantam::start(self.path(), extra).unwrap_or_else(|output| {
+            panic!("bantam up did not start:\n{output}");
+        })
+    }
+
+    /// `bantam up` expected to fail at start-up: its output.
+    pub fn up_fails(&self) -> String {
+        match Bantam::start(self.path(), &[]) {
+            Ok(bantam) => panic!("bantam up started but should have failed:\n{}", bantam.output()),
+            Err(output) => output,
+        }
+    }
+}
+
+/// A running `bantam up` process; killed on drop.
+pub struct Bantam {
+    child: Child,
+    pub base: String,
+    output: Arc<(Mutex<String>, Condvar)>,
+}
+
+impl Bantam {
+    /// Start `bantam up -f <dir> --listen 127.0.0.1:0`; `Err` holds the
+    /// output when it exits before serving.
+    fn start(dir: &Path, extra: &[&str]) -> Result<Self, String> {
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bantam-compile-cache");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bantam"))
+            .arg("up")
+            .arg("-f")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0", "--cache-dir"])
+            .arg(&cache)
+            .args(extra)
+            .current_dir(dir)
+            .env("RUST_LOG", "warn,bantam=debug")
+            .env("HOST_SECRET", "do-not-leak")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting bantam");
+        let output = Arc::new((Mutex::new(String::new()), Condvar::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let (text, changed) = &*output;
+                    let mut text = text.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                    changed.notify_all();
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let text = output.0.lock().unwrap().clone();
+            if let Some(at) = text.find("Serving http://") {
+                let rest = &text[at + "Serving ".len()..];
+                let base = rest.lines().next().unwrap().trim().to_string();
+                return Ok(Self { child, base, output });
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                // Let the reader threads drain what is left.
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(output.0.lock().unwrap().clone());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!("timed out waiting for start-up:\n{text}"));
+            }
+            let (lock, changed) = &*output;
+            let guard = lock.lock().unwrap();
+            let _ = changed.wait_timeout(guard, Duration::from_millis(50)).unwrap();
+        }
+    }
+
+    /// Everything the process printed so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        self.output.0.lock().unwrap().clone()
+    }
+
+    /// Wait until the output contains `needle` (guest output is written
+    /// asynchronously to the response).
+    pub fn wait_for_output(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.output();
+            if text.contains(needle) || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Send SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait for the process to exit; its exit code.
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Bantam {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A GET request: status and body.
+pub async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// A GET request answered with the probe's JSON echo.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let (status, body) = get(url).await;
+    assert_eq!(status, 200, "GET {url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
+}

@@ -1,0 +1,116 @@
+//! The per-instance sandbox: what one guest instance can see and do.
+//!
+//! A [`Sandbox`] is built once per component from its manifest entry and is
+//! immutable; [`Sandbox::new_host_state`] makes the [`HostState`] of one
+//! fresh instance from it. A guest sees only its declared environment
+//! variables, its declared files (read-only, at the paths the manifest
+//! gives), clocks and random. It has no network: sockets are refused and
+//! outbound HTTP is denied until a capability grants it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::LogConfig;
+use crate::stdio::{GuestOutput, GuestOutputStream};
+
+/// What every instance of one component gets.
+#[derive(Debug)]
+pub struct Sandbox {
+    environment: Vec<(String, String)>,
+    files_root: Option<PathBuf>,
+    stdout: Arc<GuestOutput>,
+    stderr: Arc<GuestOutput>,
+}
+
+impl Sandbox {
+    /// The sandbox of `component`, with its output going where `logs` says.
+    pub fn new(component: &bantam_app::Component, logs: &LogConfig) -> Self {
+        let (stdout, stderr) = GuestOutput::for_component(&component.id, logs);
+        Self {
+            environment: component.environment.clone(),
+            files_root: component.files_root.clone(),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The host state of one fresh instance.
+    pub fn new_host_state(&self, max_memory: usize) -> wasmtime::Result<HostState> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.envs(&self.environment)
+            .stdout(GuestOutputStream(self.stdout.clone()))
+            .stderr(GuestOutputStream(self.stderr.clone()));
+        if let Some(root) = &self.files_root {
+            // Read-only, and rooted at the private copy: `..` and absolute
+            // paths cannot leave it (cap-std resolves every path beneath it).
+            wasi.preopened_dir(root, "/", FsPerms::ReadOnly)?;
+        }
+        Ok(HostState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new().memory_size(max_memory).build(),
+            outbound_http: OutboundHttp,
+        })
+    }
+}
+
+/// The data of one instance's store: its WASI context, its resources and
+/// its limits.
+pub struct HostState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    outbound_http: OutboundHttp,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound_http,
+        }
+    }
+}
+
+/// Outbound HTTP policy. Until `allowed_outbound_hosts` is enforced, no
+/// request leaves the sandbox: denying is the safe default.
+struct OutboundHttp;
+
+impl WasiHttpHooks for OutboundHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        tracing::warn!("outbound HTTP request to {} denied", request.uri());
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}

@@ -1,0 +1,205 @@
+//! Guest standard output and error: to the terminal, tagged with the
+//! component id, and appended to per-component log files.
+//!
+//! As with Spin, each component writes to `<log dir>/<id>_stdout.txt` and
+//! `<id>_stderr.txt` (the log dir defaults to `.spin/logs` next to the
+//! manifest). On the terminal each line is prefixed with `[id]` so the
+//! output of several components stays readable. Lines from one instance are
+//! kept whole; an unterminated last line is written when the instance ends.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+/// Where guest output goes.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Directory for the per-component log files; `None` writes no files.
+    pub log_dir: Option<PathBuf>,
+    /// Whether guest output is also shown on the terminal.
+    pub terminal: bool,
+    /// Truncate the log files at start-up instead of appending.
+    pub truncate: bool,
+}
+
+/// Which of the process's own streams a guest stream is echoed to.
+#[derive(Debug, Clone, Copy)]
+enum Terminal {
+    Stdout,
+    Stderr,
+}
+
+/// One guest output stream (stdout or stderr) of one component, shared by
+/// all its instances.
+#[derive(Debug)]
+pub(crate) struct GuestOutput {
+    prefix: String,
+    terminal: Option<Terminal>,
+    file: Option<File>,
+}
+
+impl GuestOutput {
+    /// The stdout and stderr sinks of component `id`.
+    pub(crate) fn for_component(id: &str, config: &LogConfig) -> (Arc<Self>, Arc<Self>) {
+        let open = |suffix: &str| {
+            let dir = config.log_dir.as_deref()?;
+            open_log(dir, &format!("{id}_{suffix}.txt"), config.truncate)
+        };
+        let prefix = format!("[{id}] ");
+        let sink = |suffix, terminal| {
+            Arc::new(Self {
+                prefix: prefix.clone(),
+                terminal: config.terminal.then_some(terminal),
+                file: open(suffix),
+            })
+        };
+        (sink("stdout", Terminal::Stdout), sink("stderr", Terminal::Stderr))
+    }
+
+    fn write_lines(&self, lines: &[u8]) {
+        if let Some(mut file) = self.file.as_ref() {
+            // Logging must never fail a request; a full disk loses log lines.
+            let _ = file.write_all(lines);
+        }
+        let Some(terminal) = self.terminal else {
+            return;
+        };
+        let mut tagged = Vec::with_capacity(lines.len() + 16);
+        for line in lines.split_inclusive(|b| *b == b'\n') {
+            tagged.extend_from_slice(self.prefix.as_bytes());
+            tagged.extend_from_slice(line);
+        }
+        if tagged.last() != Some(&b'\n') {
+            tagged.push(b'\n');
+        }
+        let _ = match terminal {
+            Terminal::Stdout => std::io::stdout().lock().write_all(&tagged),
+            Terminal::Stderr => std::io::stderr().lock().write_all(&tagged),
+        };
+    }
+}
+
+fn open_log(dir: &Path, name: &str, truncate: bool) -> Option<File> {
+    let path = dir.join(name);
+    let result = std::fs::create_dir_all(dir).and_then(|()| {
+        OpenOptions::new()
+            .create(true)
+            .append(!truncate)
+            .write(true)
+            .truncate(truncate)
+            .open(&path)
+    });
+    match result {
+        Ok(file) => Some(file),
+        Err(error) => {
+            tracing::warn!("cannot open log file {}: {error}", path.display());
+            None
+        }
+    }
+}
+
+/// The WASI view of a [`GuestOutput`]: each instance gets its own
+/// [`LineWriter`] so partial lines of concurrent requests do not interleave.
+#[derive(Clone)]
+pub(crate) struct GuestOutputStream(pub(crate) Arc<GuestOutput>);
+
+impl IsTerminal for GuestOutputStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutputStream {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(LineWriter::new(self.0.clone()))
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(LineWriter::new(self.0.clone()))
+    }
+}
+
+/// Buffers an instance's output up to the end of a line.
+struct LineWriter {
+    output: Arc<GuestOutput>,
+    pending: Vec<u8>,
+}
+
+/// The most bytes held back waiting for a newline before they are written
+/// anyway, so a guest cannot grow host memory by never ending a line.
+const MAX_PENDING: usize = 64 << 10;
+
+impl LineWriter {
+    fn new(output: Arc<GuestOutput>) -> Self {
+        Self {
+            output,
+            pending: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        let complete = match self.pending.iter().rposition(|b| *b == b'\n') {
+            Some(end) => end + 1,
+            None if self.pending.len() > MAX_PENDING => self.pending.len(),
+            None => return,
+        };
+        let rest = self.pending.split_off(complete);
+        self.output.write_lines(&self.pending);
+        self.pending = rest;
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            self.output.write_lines(&self.pending);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for LineWriter {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for LineWriter {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(MAX_PENDING)
+    }
+}
+
+impl tokio::io::AsyncWrite for LineWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

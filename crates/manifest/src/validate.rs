@@ -1,0 +1,465 @@
+//! From the raw TOML to a validated [`AppManifest`].
+//!
+//! Every check that can fail points at the value responsible, so the
+//! message reads `spin.toml:12:10: component `hello` source: ...`.
+
+use std::ops::Range;
+use std::path::Path;
+
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+
+use crate::raw::{RawComponent, RawHttpTrigger, RawManifest, StringOrList};
+use crate::{
+    AppManifest, Application, BuildConfig, Component, ComponentSource, Executor, FileMount,
+    HttpTrigger, Location, ManifestError, ManifestWarning, Route, RoutePattern, Variable,
+};
+
+/// Turns byte spans into located errors for one manifest file.
+struct Source<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Source<'_> {
+    fn location(&self, span: Range<usize>) -> Location {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+        Location {
+            path: self.path.to_path_buf(),
+            line,
+            column: self.text[line_start..start].chars().count() + 1,
+        }
+    }
+
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> ManifestError {
+        ManifestError::Invalid {
+            location: self.location(span),
+            message: message.into(),
+        }
+    }
+
+    fn toml_error(&self, error: &toml::de::Error) -> ManifestError {
+        // toml's messages name the field (`unknown field `sourse`, expected
+        // one of ...`); the span points at it.
+        let message = error.message().trim().to_string();
+        self.error(error.span().unwrap_or(0..0), message)
+    }
+
+    /// Decode a value embedded in the manifest (such as an inline table)
+    /// with spans that still point into the whole file: the document is
+    /// re-parsed with everything outside the value blanked out.
+    fn reparse<T: DeserializeOwned>(&self, span: Range<usize>) -> Result<T, ManifestError> {
+        #[derive(serde::Deserialize)]
+        struct Wrapper<T> {
+            x: T,
+        }
+        let mut doc: String = self.text[..span.start]
+            .chars()
+            .map(|c| if c == '\n' { '\n' } else { ' ' })
+            .collect();
+        // Two columns before the value always exist (`key = value`).
+        doc.truncate(doc.len().saturating_sub(2));
+        doc.push_str("x=");
+        doc.push_str(&self.text[span.clone()]);
+        match toml::from_str::<Wrapper<T>>(&doc) {
+            Ok(wrapper) => Ok(wrapper.x),
+            Err(error) => Err(self.toml_error(&error)),
+        }
+    }
+}
+
+pub(crate) fn validate(text: &str, path: &Path) -> Result<AppManifest, ManifestError> {
+    let source = Source { text, path };
+    let raw: RawManifest = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+
+    check_version(&source, &raw.spin_manifest_version)?;
+    let application = raw.application.get_ref();
+    if let Some(base) = application.trigger.http.as_ref().and_then(|h| h.base.as_ref())
+        && base.get_ref() != "/"
+    {
+        return Err(source.error(
+            base.span(),
+            format!(
+                "application.trigger.http.base = \"{}\": base paths other than \"/\" are not \
+                 supported (as in Spin); include the prefix in each route instead",
+                base.get_ref()
+            ),
+        ));
+    }
+
+    let mut variables = IndexMap::new();
+    for (name, variable) in &raw.variables {
+        check_variable_name(&source, name)?;
+        let v = variable.get_ref();
+        if v.required && v.default.is_some() {
+            return Err(source.error(
+                variable.span(),
+                format!("variable `{}`: `required = true` and `default` cannot both be given", name.get_ref()),
+            ));
+        }
+        if !v.required && v.default.is_none() {
+            return Err(source.error(
+                variable.span(),
+                format!("variable `{}`: give a `default` or set `required = true`", name.get_ref()),
+            ));
+        }
+        variables.insert(
+            name.get_ref().clone(),
+            Variable {
+                default: v.default.clone(),
+                required: v.required,
+                secret: v.secret,
+                description: v.description.clone(),
+            },
+        );
+    }
+
+    let manifest_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut components = IndexMap::new();
+    for (id, component) in &raw.component {
+        check_component_id(&source, id.get_ref(), id.span())?;
+        let component = convert_component(&source, &manifest_dir, id.get_ref(), component.get_ref())?;
+        components.insert(id.get_ref().clone(), component);
+    }
+
+    let mut http_triggers = Vec::new();
+    let mut warnings = Vec::new();
+    let mut routes_seen: Vec<(String, String, Range<usize>)> = Vec::new();
+    for (index, trigger) in raw.trigger.http.iter().enumerate() {
+        let trigger_span = trigger.span();
+        let trigger = trigger.get_ref();
+        let route = convert_route(&source, &trigger.route)?;
+        let route_label = match &route {
+            Route::Public(pattern) => format!("trigger.http route \"{pattern}\""),
+            Route::Private => "trigger.http route { private = true }".to_string(),
+        };
+        if let Some(static_response) = &trigger.static_response {
+            return Err(source.error(
+                static_response.span(),
+                format!("{route_label}: `static_response` is not supported by Bantam yet"),
+            ));
+        }
+        let component = component_reference(
+            &source,
+            &manifest_dir,
+            trigger,
+            trigger_span,
+            index,
+            &route_label,
+            &mut components,
+        )?;
+        let executor = convert_executor(&source, trigger.executor.as_ref(), &route_label)?;
+        if let Route::Public(pattern) = &route {
+            if let Some((_, previous, previous_span)) =
+                routes_seen.iter().find(|(text, _, _)| text == pattern.as_str())
+            {
+                warnings.push(ManifestWarning {
+                    location: source.location(trigger.route.span()),
+                    message: format!(
+                        "duplicate route \"{pattern}\": the trigger for component `{component}` \
+                         replaces the one for `{previous}` at line {} (the last one wins, as in Spin)",
+                        source.location(previous_span.clone()).line
+                    ),
+                });
+            }
+            routes_seen.push((pattern.as_str().to_string(), component.clone(), trigger.route.span()));
+        }
+        http_triggers.push(HttpTrigger {
+            id: trigger.id.clone(),
+            route,
+            component,
+            executor,
+        });
+    }
+
+    let application = raw.application.into_inner();
+    Ok(AppManifest {
+        application: Application {
+            name: application.name,
+            version: application.version,
+            description: application.description,
+            authors: application.authors,
+        },
+        variables,
+        http_triggers,
+        components,
+        warnings,
+        manifest_path: path.to_path_buf(),
+        manifest_dir,
+    })
+}
+
+fn check_version(source: &Source<'_>, version: &Spanned<toml::Value>) -> Result<(), ManifestError> {
+    match version.get_ref() {
+        toml::Value::Integer(2) => Ok(()),
+        toml::Value::String(v) if v == "1" => Err(source.error(
+            version.span(),
+            "spin_manifest_version = \"1\": version 1 manifests are not supported; \
+             upgrade to version 2 (`spin doctor` can do it)",
+        )),
+        other => Err(source.error(
+            version.span(),
+            format!("spin_manifest_version = {other}: only version 2 is supported"),
+        )),
+    }
+}
+
+fn check_variable_name(source: &Source<'_>, name: &Spanned<String>) -> Result<(), ManifestError> {
+    let text = name.get_ref();
+    let valid = text.starts_with(|c: char| c.is_ascii_lowercase())
+        && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(source.error(
+            name.span(),
+            format!("variable name `{text}` must be lower_snake_case (lowercase letters, digits and `_`, starting with a letter)"),
+        ))
+    }
+}
+
+/// Spin's component ids: lowercase letters and digits in words joined by
+/// single hyphens, starting with a letter.
+fn check_component_id(source: &Source<'_>, id: &str, span: Range<usize>) -> Result<(), ManifestError> {
+    let valid = id.starts_with(|c: char| c.is_ascii_lowercase())
+        && !id.ends_with('-')
+        && !id.contains("--")
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(source.error(
+            span,
+            format!(
+                "component id `{id}` must be kebab-case (lowercase letters, digits and single `-`, starting with a letter)"
+            ),
+        ))
+    }
+}
+
+fn convert_route(source: &Source<'_>, route: &Spanned<toml::Value>) -> Result<Route, ManifestError> {
+    match route.get_ref() {
+        toml::Value::String(text) => RoutePattern::parse(text)
+            .map(Route::Public)
+            .map_err(|e| source.error(route.span(), format!("trigger.http route \"{text}\": malformed route: {e}"))),
+        toml::Value::Table(table) => match (table.get("private"), table.len()) {
+            (Some(toml::Value::Boolean(true)), 1) => Ok(Route::Private),
+            (Some(toml::Value::Boolean(false)), 1) => Err(source.error(
+                route.span(),
+                "trigger.http route: `private = false` is not allowed; give the route as a string instead",
+            )),
+            _ => Err(source.error(
+                route.span(),
+                "trigger.http route: expected a route string such as \"/hello/...\" or `{ private = true }`",
+            )),
+        },
+        _ => Err(source.error(
+            route.span(),
+            "trigger.http route: expected a route string such as \"/hello/...\" or `{ private = true }`",
+        )),
+    }
+}
+
+/// The id of the component a trigger names, adding inline components
+/// (`component = { source = ... }`) under a generated id.
+fn component_reference(
+    source: &Source<'_>,
+    manifest_dir: &Path,
+    trigger: &RawHttpTrigger,
+    trigger_span: Range<usize>,
+    index: usize,
+    route_label: &str,
+    components: &mut IndexMap<String, Component>,
+) -> Result<String, ManifestError> {
+    let Some(reference) = &trigger.component else {
+        return Err(source.error(trigger_span, format!("{route_label}: missing field `component`")));
+    };
+    match reference.get_ref() {
+        toml::Value::String(id) => {
+            if components.contains_key(id) {
+                Ok(id.clone())
+            } else {
+                let defined = components.keys().cloned().collect::<Vec<_>>();
+                Err(source.error(
+                    reference.span(),
+                    format!(
+                        "{route_label}: component `{id}` is not defined (defined components: {})",
+                        if defined.is_empty() { "none".to_string() } else { defined.join(", ") }
+                    ),
+                ))
+            }
+        }
+        toml::Value::Table(_) => {
+            let raw: RawComponent = source.reparse(reference.span())?;
+            let id = format!("inline-component-{index}");
+            let component = convert_component(source, manifest_dir, &id, &raw)?;
+            components.insert(id.clone(), component);
+            Ok(id)
+        }
+        _ => Err(source.error(
+            reference.span(),
+            format!("{route_label}: `component` must be a component id or an inline component table"),
+        )),
+    }
+}
+
+fn convert_executor(
+    source: &Source<'_>,
+    executor: Option<&Spanned<toml::Value>>,
+    route_label: &str,
+) -> Result<Executor, ManifestError> {
+    let Some(executor) = executor else {
+        return Ok(Executor::Http);
+    };
+    let bad = |message: &str| source.error(executor.span(), format!("{route_label}: executor: {message}"));
+    let toml::Value::Table(table) = executor.get_ref() else {
+        return Err(bad("expected a table such as `{ type = \"http\" }`"));
+    };
+    match table.get("type").and_then(toml::Value::as_str) {
+        Some("http" | "spin") if table.len() == 1 => Ok(Executor::Http),
+        Some("wagi") => {
+            for key in table.keys() {
+                if !matches!(key.as_str(), "type" | "argv" | "entrypoint") {
+                    return Err(bad(&format!("unknown field `{key}` for the wagi executor")));
+                }
+            }
+            Ok(Executor::Wagi {
+                argv: table.get("argv").and_then(toml::Value::as_str).map(str::to_string),
+            })
+        }
+        Some("http" | "spin") => Err(bad("the http executor takes no other fields")),
+        Some(other) => Err(bad(&format!("unknown executor type `{other}`, expected `http` or `wagi`"))),
+        None => Err(bad("missing field `type`")),
+    }
+}
+
+fn convert_component(
+    source: &Source<'_>,
+    manifest_dir: &Path,
+    id: &str,
+    raw: &RawComponent,
+) -> Result<Component, ManifestError> {
+    if let Some(dependencies) = &raw.dependencies
+        && !dependencies.get_ref().is_empty()
+    {
+        return Err(source.error(
+            dependencies.span(),
+            format!("component `{id}`: `dependencies` are not supported by Bantam yet"),
+        ));
+    }
+    if let Some(profile) = &raw.profile
+        && !profile.get_ref().is_empty()
+    {
+        return Err(source.error(
+            profile.span(),
+            format!("component `{id}`: build `profile`s are not supported by Bantam yet"),
+        ));
+    }
+
+    let component_source = convert_source(source, id, &raw.source)?;
+    let source_path = match &component_source {
+        ComponentSource::Local(file) => {
+            let resolved = manifest_dir.join(file);
+            if !resolved.is_file() {
+                return Err(source.error(
+                    raw.source.span(),
+                    format!("component `{id}` source: file not found: {}", resolved.display()),
+                ));
+            }
+            resolved
+        }
+        ComponentSource::Remote { .. } | ComponentSource::Registry { .. } => {
+            return Err(source.error(
+                raw.source.span(),
+                format!("component `{id}` source: only local files are supported by Bantam yet"),
+            ));
+        }
+    };
+
+    let files = raw
+        .files
+        .iter()
+        .map(|entry| match entry.get_ref() {
+            toml::Value::String(pattern) => Ok(FileMount::Glob(pattern.clone())),
+            toml::Value::Table(table) => {
+                let field = |name: &str| table.get(name).and_then(toml::Value::as_str).map(str::to_string);
+                match (field("source"), field("destination"), table.len()) {
+                    (Some(source), Some(destination), 2) => Ok(FileMount::Mapping { source, destination }),
+                    _ => Err(source.error(
+                        entry.span(),
+                        format!("component `{id}` files: expected a glob or `{{ source = \"dir\", destination = \"/path\" }}`"),
+                    )),
+                }
+            }
+            _ => Err(source.error(
+                entry.span(),
+                format!("component `{id}` files: expected a glob or `{{ source = \"dir\", destination = \"/path\" }}`"),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    Ok(Component {
+        id: id.to_string(),
+        description: raw.description.clone(),
+        source: component_source,
+        source_path,
+        files,
+        exclude_files: raw.exclude_files.clone(),
+        environment: raw.environment.clone(),
+        allowed_outbound_hosts: raw.allowed_outbound_hosts.clone(),
+        allowed_http_hosts: raw.allowed_http_hosts.clone(),
+        key_value_stores: raw.key_value_stores.clone(),
+        sqlite_databases: raw.sqlite_databases.clone(),
+        ai_models: raw.ai_models.clone(),
+        variables: raw.variables.clone(),
+        build: raw.build.as_ref().map(|build| BuildConfig {
+            command: match &build.command {
+                StringOrList::One(command) => vec![command.clone()],
+                StringOrList::Many(commands) => commands.clone(),
+            },
+            workdir: build.workdir.as_ref().map(Into::into),
+            watch: build.watch.clone(),
+        }),
+    })
+}
+
+fn convert_source(
+    source: &Source<'_>,
+    id: &str,
+    raw: &Spanned<toml::Value>,
+) -> Result<ComponentSource, ManifestError> {
+    let bad = || {
+        source.error(
+            raw.span(),
+            format!(
+                "component `{id}` source: expected a path such as \"target/app.wasm\", \
+                 `{{ url, digest }}` or `{{ package, version }}`"
+            ),
+        )
+    };
+    match raw.get_ref() {
+        toml::Value::String(path) => Ok(ComponentSource::Local(path.clone())),
+        toml::Value::Table(table) => {
+            let field = |name: &str| table.get(name).and_then(toml::Value::as_str).map(str::to_string);
+            if let (Some(url), Some(digest)) = (field("url"), field("digest")) {
+                Ok(ComponentSource::Remote { url, digest })
+            } else if let (Some(package), Some(version)) = (field("package"), field("version")) {
+                Ok(ComponentSource::Registry {
+                    registry: field("registry"),
+                    package,
+                    version,
+                })
+            } else {
+                Err(bad())
+            }
+        }
+        _ => Err(bad()),
+    }
+}

@@ -1,0 +1,75 @@
+//! Accepting connections and shutting down gracefully.
+//!
+//! HTTP/1.1 and HTTP/2 (prior knowledge) on one listener, each connection
+//! on its own task so requests are served on all cores. On shutdown the
+//! listener closes at once, connections finish their in-flight requests
+//! (keep-alive connections are told to close), and whatever is still
+//! running after the grace period is abandoned.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::HttpTrigger;
+
+/// How a shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Every in-flight request finished.
+    Drained,
+    /// The grace period ran out with requests still in flight.
+    TimedOut,
+}
+
+/// Serve `trigger` on `listener` until `shutdown` resolves, then drain
+/// in-flight requests for at most `grace`.
+pub async fn serve(
+    trigger: Arc<HttpTrigger>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> Shutdown {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: keep serving the
+                    // connections we have, try again shortly.
+                    tracing::warn!("accept failed: {error}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let trigger = trigger.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let trigger = trigger.clone();
+            async move { Ok::<_, Infallible>(trigger.handle(request, client).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%client, "connection ended: {error}");
+            }
+        });
+    }
+    drop(listener);
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => Shutdown::Drained,
+        Err(_) => Shutdown::TimedOut,
+    }
+}
