@@ -1,0 +1,138 @@
+//! What the probe guests do, independent of the SDK that calls it: the
+//! first `key=value` pair of the query string picks the behaviour.
+//!
+//! - no query: 200 with JSON `{method, uri, headers, body, sdk}`
+//! - `status=N`: that status, body `status N`
+//! - `panic=msg`: panics with `msg`
+//! - `file=/path`: the file's contents, 404/500 `error: ...`
+//! - `list=/dir`: the directory's entry names, one a line
+//! - `env=NAME`: the variable's value, or 404 `unset`
+//! - `stdout=text`: prints `text` to stdout and `err: text` to stderr
+//! - `sleep-ms=N`: sleeps N ms, body `slept N`
+//! - `echo`: the request body back
+//! - `big=N`: N bytes of `x`
+
+use std::collections::BTreeMap;
+
+/// A response for the SDK glue to send.
+pub struct ProbeResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+fn respond(status: u16, body: impl Into<Vec<u8>>) -> ProbeResponse {
+    ProbeResponse {
+        status,
+        content_type: "text/plain",
+        body: body.into(),
+    }
+}
+
+/// Handle one request.
+pub fn handle(
+    sdk: &str,
+    method: &str,
+    uri: &str,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+) -> ProbeResponse {
+    let query = uri.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let first = query.split('&').next().unwrap_or("");
+    let (key, value) = first.split_once('=').unwrap_or((first, ""));
+    let value = percent_decode(value);
+    match key {
+        "" => {
+            let mut map: BTreeMap<String, String> = BTreeMap::new();
+            for (name, value) in headers {
+                map.entry(name.to_lowercase())
+                    .and_modify(|v| {
+                        v.push_str(", ");
+                        v.push_str(&value);
+                    })
+                    .or_insert(value);
+            }
+            let json = serde_json::json!({
+                "method": method,
+                "uri": uri,
+                "headers": map,
+                "body": String::from_utf8_lossy(&body),
+                "sdk": sdk,
+            });
+            ProbeResponse {
+                status: 200,
+                content_type: "application/json",
+                body: json.to_string().into_bytes(),
+            }
+        }
+        "status" => {
+            let status: u16 = value.parse().unwrap_or(400);
+            respond(status, format!("status {status}"))
+        }
+        "panic" => panic!("{value}"),
+        "file" => match std::fs::read_to_string(&value) {
+            Ok(contents) => respond(200, contents),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => respond(404, format!("error: {e}")),
+            Err(e) => respond(500, format!("error: {e}")),
+        },
+        "list" => match std::fs::read_dir(&value) {
+            Ok(entries) => {
+                let mut names: Vec<String> = entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                respond(200, names.join("\n"))
+            }
+            Err(e) => respond(500, format!("error: {e}")),
+        },
+        "env" => match std::env::var(&value) {
+            Ok(v) => respond(200, v),
+            Err(_) => respond(404, "unset"),
+        },
+        "stdout" => {
+            println!("{value}");
+            eprintln!("err: {value}");
+            respond(200, "logged")
+        }
+        "sleep-ms" => {
+            let ms: u64 = value.parse().unwrap_or(0);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            respond(200, format!("slept {ms}"))
+        }
+        "echo" => respond(200, body),
+        "big" => respond(200, vec![b'x'; value.parse().unwrap_or(0)]),
+        other => respond(400, format!("unknown probe `{other}`")),
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or(()) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
