@@ -42,7 +42,12 @@ impl Sandbox {
     /// The host state of one fresh instance.
     pub fn new_host_state(&self, max_memory: usize) -> wasmtime::Result<HostState> {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.envs(&self.environment)
+        // No network of any kind until a capability grants it: name lookups
+        // could leak data as surely as connections.
+        wasi.allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .envs(&self.environment)
             .stdout(GuestOutputStream(self.stdout.clone()))
             .stderr(GuestOutputStream(self.stderr.clone()));
         if let Some(root) = &self.files_root {

@@ -14,6 +14,7 @@ use toml::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawManifest {
+    #[expect(dead_code, reason = "checked before the rest is read")]
     pub spin_manifest_version: Spanned<toml::Value>,
     pub application: Spanned<RawApplication>,
     #[serde(default)]

@@ -45,7 +45,15 @@ impl Source<'_> {
     fn toml_error(&self, error: &toml::de::Error) -> ManifestError {
         // toml's messages name the field (`unknown field `sourse`, expected
         // one of ...`); the span points at it.
-        let message = error.message().trim().to_string();
+        let mut message = error.message().trim().to_string();
+        if let Some(kind) = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.strip_suffix("`, expected `http`"))
+        {
+            message = format!(
+                "trigger type `{kind}` is not supported by Bantam yet; only `[[trigger.http]]` is"
+            );
+        }
         self.error(error.span().unwrap_or(0..0), message)
     }
 
@@ -74,9 +82,18 @@ impl Source<'_> {
 
 pub(crate) fn validate(text: &str, path: &Path) -> Result<AppManifest, ManifestError> {
     let source = Source { text, path };
+    // The version decides how the rest is read, so it is checked first: a
+    // version 1 manifest should hear that, not about its unknown fields.
+    #[derive(serde::Deserialize)]
+    struct VersionOnly {
+        spin_manifest_version: Option<Spanned<toml::Value>>,
+    }
+    let version: VersionOnly = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+    match &version.spin_manifest_version {
+        Some(version) => check_version(&source, version)?,
+        None => return Err(source.error(0..0, "missing field `spin_manifest_version` (expected `spin_manifest_version = 2`)")),
+    }
     let raw: RawManifest = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
-
-    check_version(&source, &raw.spin_manifest_version)?;
     let application = raw.application.get_ref();
     if let Some(base) = application.trigger.http.as_ref().and_then(|h| h.base.as_ref())
         && base.get_ref() != "/"
