@@ -75,6 +75,31 @@ source = "{missing_import}"
 }
 
 #[test]
+fn a_component_without_an_http_export_fails_start_up() {
+    let app = TestApp::new(
+        r#"
+spin_manifest_version = 2
+[application]
+name = "command"
+[[trigger.http]]
+route = "/..."
+component = "just-a-command"
+[component.just-a-command]
+source = "{no_http_export}"
+"#,
+    );
+    let output = app.up_fails();
+    assert!(
+        output.contains(
+            "component `just-a-command` exports neither `wasi:http/handler@0.3.x` nor \
+             `wasi:http/incoming-handler@0.2.x`"
+        ),
+        "{output}"
+    );
+    assert!(output.contains("`wasi:cli/run@0.2"), "it lists what it does export: {output}");
+}
+
+#[test]
 fn a_malformed_manifest_is_reported_with_file_line_and_field() {
     let app = TestApp::new(
         "spin_manifest_version = 2\n\

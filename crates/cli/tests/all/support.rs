@@ -52,8 +52,9 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// An app whose spin.toml is `manifest`, with `{p3}`, `{p2}`, `{plain}`
-    /// and `{missing_import}` replaced by the guest component paths.
+    /// An app whose spin.toml is `manifest`, with `{p3}`, `{p2}`, `{plain}`,
+    /// `{missing_import}` and `{no_http_export}` replaced by the guest
+    /// component paths.
     pub fn new(manifest: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut text = manifest.to_string();
@@ -62,6 +63,7 @@ impl TestApp {
             ("{p2}", "http_p2_probe"),
             ("{plain}", "wasi_http_plain"),
             ("{missing_import}", "missing_import"),
+            ("{no_http_export}", "no_http_export"),
         ] {
             if text.contains(placeholder) {
                 text = text.replace(placeholder, &guest(name));
