@@ -5,18 +5,7 @@ use crate::support::{TestApp, get};
 #[tokio::test]
 async fn a_panic_is_a_500_and_the_next_request_succeeds() {
     for guest in ["{p3}", "{p2}"] {
-        let app = TestApp::new(&format!(
-            r#"
-spin_manifest_version = 2
-[application]
-name = "faults"
-[[trigger.http]]
-route = "/..."
-component = "crashy"
-[component.crashy]
-source = "{guest}"
-"#
-        ));
+        let app = TestApp::single("crashy", &format!(r#"source = "{guest}""#));
         let bantam = app.up(&[]);
         let (status, body) = get(&bantam.url("/?panic=kaboom")).await;
         assert_eq!((status, body.as_str()), (500, ""), "{guest}");

@@ -146,18 +146,7 @@ async fn hundreds_of_concurrent_requests_each_get_their_own_instance() {
 
 #[tokio::test]
 async fn plain_wasi_http_components_run_too() {
-    let app = TestApp::new(
-        r#"
-spin_manifest_version = 2
-[application]
-name = "plain"
-[[trigger.http]]
-route = "/..."
-component = "plain"
-[component.plain]
-source = "{plain}"
-"#,
-    );
+    let app = TestApp::single("plain", r#"source = "{plain}""#);
     let bantam = app.up(&[]);
     let response = reqwest::get(bantam.url("/anything")).await.unwrap();
     assert_eq!(response.status(), 200);

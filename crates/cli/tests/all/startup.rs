@@ -57,18 +57,7 @@ async fn a_second_start_loads_compiled_code_from_the_cache() {
 
 #[test]
 fn a_missing_import_fails_start_up_naming_component_and_import() {
-    let app = TestApp::new(
-        r#"
-spin_manifest_version = 2
-[application]
-name = "missing"
-[[trigger.http]]
-route = "/..."
-component = "needs-more"
-[component.needs-more]
-source = "{missing_import}"
-"#,
-    );
+    let app = TestApp::single("needs-more", r#"source = "{missing_import}""#);
     let output = app.up_fails();
     assert!(output.contains("component `needs-more` cannot start"), "{output}");
     assert!(output.contains("bantam-test:missing/nothing"), "{output}");
@@ -76,18 +65,7 @@ source = "{missing_import}"
 
 #[test]
 fn a_component_without_an_http_export_fails_start_up() {
-    let app = TestApp::new(
-        r#"
-spin_manifest_version = 2
-[application]
-name = "command"
-[[trigger.http]]
-route = "/..."
-component = "just-a-command"
-[component.just-a-command]
-source = "{no_http_export}"
-"#,
-    );
+    let app = TestApp::single("just-a-command", r#"source = "{no_http_export}""#);
     let output = app.up_fails();
     assert!(
         output.contains(
@@ -101,16 +79,7 @@ source = "{no_http_export}"
 
 #[test]
 fn a_malformed_manifest_is_reported_with_file_line_and_field() {
-    let app = TestApp::new(
-        "spin_manifest_version = 2\n\
-         [application]\n\
-         name = \"bad\"\n\
-         [[trigger.http]]\n\
-         route = \"/...\"\n\
-         component = \"bad\"\n\
-         [component.bad]\n\
-         sourse = \"x.wasm\"\n",
-    );
+    let app = TestApp::single("bad", r#"sourse = "x.wasm""#);
     let output = app.up_fails();
     assert!(output.contains("spin.toml:8:"), "{output}");
     assert!(output.contains("sourse"), "{output}");
@@ -118,16 +87,7 @@ fn a_malformed_manifest_is_reported_with_file_line_and_field() {
 
 #[test]
 fn a_missing_component_file_names_the_resolved_path() {
-    let app = TestApp::new(
-        "spin_manifest_version = 2\n\
-         [application]\n\
-         name = \"bad\"\n\
-         [[trigger.http]]\n\
-         route = \"/...\"\n\
-         component = \"gone\"\n\
-         [component.gone]\n\
-         source = \"target/gone.wasm\"\n",
-    );
+    let app = TestApp::single("gone", r#"source = "target/gone.wasm""#);
     let output = app.up_fails();
     let resolved = app.path().join("target/gone.wasm");
     assert!(output.contains(&resolved.display().to_string()), "{output}");

@@ -73,6 +73,21 @@ impl TestApp {
         Self { dir }
     }
 
+    /// An app with one component, `id`, serving every route; `component`
+    /// is the rest of its `[component.<id>]` table (e.g. `source = "{p3}"`).
+    pub fn single(id: &str, component: &str) -> Self {
+        Self::new(&format!(
+            "spin_manifest_version = 2\n\
+             [application]\n\
+             name = \"{id}-app\"\n\
+             [[trigger.http]]\n\
+             route = \"/...\"\n\
+             component = \"{id}\"\n\
+             [component.{id}]\n\
+             {component}\n"
+        ))
+    }
+
     /// Write a file in the app directory.
     pub fn file(self, path: &str, contents: &str) -> Self {
         let path = self.dir.path().join(path);
