@@ -25,11 +25,6 @@ impl CompileCache {
         Self { dir }
     }
 
-    /// The directory holding the entries.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The component for `bytes`: from the cache when present and usable,
     /// otherwise compiled and stored. Returns whether it came from the cache.
     pub fn load_or_compile(

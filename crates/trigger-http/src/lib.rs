@@ -61,7 +61,6 @@ pub enum TriggerError {
 /// The HTTP trigger of one app: its routes and its components.
 pub struct HttpTrigger {
     router: Router<Arc<HttpComponent>>,
-    components: HashMap<String, Arc<HttpComponent>>,
     app_info: Bytes,
 }
 
@@ -109,7 +108,6 @@ impl HttpTrigger {
         let app_info = serde_json::json!({ "name": app.name, "version": app.version });
         Ok(Self {
             router: Router::build(routes),
-            components,
             app_info: Bytes::from(app_info.to_string()),
         })
     }
@@ -119,11 +117,6 @@ impl HttpTrigger {
         self.router
             .routes()
             .map(|(pattern, component)| (pattern, component.id.as_str()))
-    }
-
-    /// The components serving HTTP, by id.
-    pub fn component(&self, id: &str) -> Option<&Arc<HttpComponent>> {
-        self.components.get(id)
     }
 
     /// Serve one request from `client`.
