@@ -97,6 +97,16 @@ pub enum LoadError {
     /// A path named with `-f` does not exist.
     #[error("{}: no such file or directory", .0.display())]
     NoSuchPath(PathBuf),
+    /// A component's Wasm file does not exist.
+    #[error("{location}: component `{component}` source: file not found: {}", .path.display())]
+    MissingSource {
+        /// Where the manifest names the source.
+        location: bantam_manifest::Location,
+        /// The component id.
+        component: String,
+        /// The resolved path.
+        path: PathBuf,
+    },
     /// A component's `files` could not be prepared.
     #[error("component `{component}`: {source}")]
     Files {
@@ -162,6 +172,13 @@ pub fn from_manifest(manifest: bantam_manifest::AppManifest) -> Result<App, Load
 
     let mut components = Vec::with_capacity(manifest.components.len());
     for (id, component) in &manifest.components {
+        if !component.source_path.is_file() {
+            return Err(LoadError::MissingSource {
+                location: component.source_location.clone(),
+                component: id.clone(),
+                path: component.source_path.clone(),
+            });
+        }
         let files_root = match &assets {
             Some(assets) if !component.files.is_empty() => {
                 let root = assets.path().join(id);

@@ -117,8 +117,11 @@ pub struct Component {
     /// Where the Wasm comes from, as written.
     pub source: ComponentSource,
     /// For a local source, the file resolved against the manifest
-    /// directory (checked to exist).
+    /// directory. Whether it exists is not checked here: `bantam build`
+    /// reads manifests whose components are not built yet.
     pub source_path: PathBuf,
+    /// Where `source` is written, for messages about the file.
+    pub source_location: Location,
     /// Files made visible to the guest.
     pub files: Vec<FileMount>,
     /// Glob patterns of files to leave out of `files`.

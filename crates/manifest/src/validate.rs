@@ -382,16 +382,7 @@ fn convert_component(
 
     let component_source = convert_source(source, id, &raw.source)?;
     let source_path = match &component_source {
-        ComponentSource::Local(file) => {
-            let resolved = manifest_dir.join(file);
-            if !resolved.is_file() {
-                return Err(source.error(
-                    raw.source.span(),
-                    format!("component `{id}` source: file not found: {}", resolved.display()),
-                ));
-            }
-            resolved
-        }
+        ComponentSource::Local(file) => manifest_dir.join(file),
         ComponentSource::Remote { .. } | ComponentSource::Registry { .. } => {
             return Err(source.error(
                 raw.source.span(),
@@ -427,6 +418,7 @@ fn convert_component(
         description: raw.description.clone(),
         source: component_source,
         source_path,
+        source_location: source.location(raw.source.span()),
         files,
         exclude_files: raw.exclude_files.clone(),
         environment: raw.environment.clone(),

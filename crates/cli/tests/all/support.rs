@@ -109,10 +109,16 @@ impl TestApp {
 
     /// `bantam up` expected to fail at start-up: its output.
     pub fn up_fails(&self) -> String {
-        match Bantam::start(self.path(), &[]) {
+        match self.up_with(&[]) {
             Ok(bantam) => panic!("bantam up started but should have failed:\n{}", bantam.output()),
             Err(output) => output,
         }
+    }
+
+    /// `bantam up` with `extra` flags: the running server, or the output
+    /// of a start-up that failed.
+    pub fn up_with(&self, extra: &[&str]) -> Result<Bantam, String> {
+        Bantam::start(self.path(), extra)
     }
 }
 
