@@ -129,7 +129,14 @@ impl HttpTrigger {
         if let Some(rest) = path.strip_prefix(WELL_KNOWN_PREFIX) {
             return match rest {
                 "health" => text(StatusCode::OK, Bytes::from_static(b"OK")),
-                "info" => text(StatusCode::OK, self.app_info.clone()),
+                "info" => {
+                    let mut response = text(StatusCode::OK, self.app_info.clone());
+                    response.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/json"),
+                    );
+                    response
+                }
                 _ => empty(StatusCode::NOT_FOUND),
             };
         }
@@ -138,23 +145,12 @@ impl HttpTrigger {
         };
         let component = matched.target.clone();
 
-        let authority = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| "localhost".to_owned());
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/");
+        let host = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|host| host.to_str().ok());
+        let authority = uri.authority().map(|a| a.as_str()).or(host).unwrap_or("localhost");
+        let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
         let full_url = format!("http://{authority}{path_and_query}");
         headers::inject(&mut parts.headers, &full_url, &matched, client);
         match full_url.parse() {

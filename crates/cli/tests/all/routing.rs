@@ -105,6 +105,11 @@ async fn most_specific_route_wins_and_unmatched_is_404() {
 
     let (status, body) = get(&bantam.url("/.well-known/spin/health")).await;
     assert_eq!((status, body.as_str()), (200, "OK"));
+    let (status, body) = get(&bantam.url("/.well-known/spin/info")).await;
+    assert_eq!(status, 200);
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["name"], "routing");
+
 }
 
 #[tokio::test]
@@ -152,4 +157,10 @@ async fn plain_wasi_http_components_run_too() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-guest"], "plain");
     assert_eq!(response.text().await.unwrap(), "hello from plain wasi:http");
+
+    // The host's prefix is reserved even under a catch-all route.
+    let (status, body) = get(&bantam.url("/.well-known/spin/health")).await;
+    assert_eq!((status, body.as_str()), (200, "OK"));
+    let (status, body) = get(&bantam.url("/.well-known/spin/other")).await;
+    assert_eq!((status, body.as_str()), (404, ""));
 }
