@@ -29,7 +29,8 @@ pub struct App {
     pub version: Option<String>,
     /// The application description, if given.
     pub description: Option<String>,
-    /// The manifest this app was loaded from.
+    /// The manifest this app was loaded from (or the component file, for
+    /// an app of one bare component).
     pub manifest_path: PathBuf,
     /// The directory holding the manifest; relative paths resolve against it.
     pub dir: PathBuf,
@@ -234,6 +235,57 @@ pub fn from_manifest(manifest: bantam_manifest::AppManifest) -> Result<App, Load
         http_routes,
         warnings: manifest.warnings.iter().map(ToString::to_string).collect(),
         _assets: assets,
+    })
+}
+
+/// An app made of one bare component file serving every route, as
+/// `spin up -f app.wasm` runs one. The component id is the file name in
+/// kebab-case.
+pub fn from_wasm_file(path: &Path) -> Result<App, LoadError> {
+    if !path.is_file() {
+        return Err(LoadError::NoSuchPath(path.to_path_buf()));
+    }
+    let stem = path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
+    let mut id = String::new();
+    for c in stem.chars() {
+        match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9') => id.push(c),
+            _ if !id.is_empty() && !id.ends_with('-') => id.push('-'),
+            _ => {}
+        }
+    }
+    let id = match id.trim_end_matches('-') {
+        "" => "component".to_string(),
+        id if id.starts_with(|c: char| c.is_ascii_digit()) => format!("component-{id}"),
+        id => id.to_string(),
+    };
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(App {
+        name: id.clone(),
+        version: None,
+        description: None,
+        manifest_path: path.to_path_buf(),
+        state_dir: dir.join(".spin"),
+        dir,
+        components: vec![Component {
+            id: id.clone(),
+            description: None,
+            source: path.to_path_buf(),
+            environment: Vec::new(),
+            files_root: None,
+            allowed_outbound_hosts: Vec::new(),
+            key_value_stores: Vec::new(),
+            sqlite_databases: Vec::new(),
+            variables: Vec::new(),
+            build: None,
+        }],
+        http_routes: vec![HttpRoute {
+            route: Route::Public(RoutePattern::parse("/...").expect("a valid route")),
+            component: id,
+            executor: Executor::Http,
+        }],
+        warnings: Vec::new(),
+        _assets: None,
     })
 }
 

@@ -19,8 +19,9 @@ use clap::Args;
 /// Flags of `bantam up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// The application to run: a spin.toml, or a directory holding one.
-    /// Without it, spin.toml is looked for here and in parent directories.
+    /// The application to run: a spin.toml, a directory holding one, or a
+    /// bare `.wasm` component (served on every route). Without it,
+    /// spin.toml is looked for here and in parent directories.
     #[arg(short = 'f', long = "from", alias = "file", value_name = "APP")]
     pub from: Option<PathBuf>,
     /// The address to listen on. Port 0 picks a free port.
@@ -87,11 +88,19 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Run `bantam up`.
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let manifest_path = bantam_app::find_manifest(args.from.as_deref(), &cwd)?;
-    if args.build {
-        super::build::build(&manifest_path, &[])?;
-    }
-    let mut app = bantam_app::load(&manifest_path)?;
+    let mut app = match args.from.as_deref() {
+        // A bare component serves every route, as `spin up -f app.wasm`.
+        Some(path) if path.extension().is_some_and(|ext| ext == "wasm") => {
+            bantam_app::from_wasm_file(&cwd.join(path))?
+        }
+        from => {
+            let manifest_path = bantam_app::find_manifest(from, &cwd)?;
+            if args.build {
+                super::build::build(&manifest_path, &[])?;
+            }
+            bantam_app::load(&manifest_path)?
+        }
+    };
     for warning in &app.warnings {
         eprintln!("Warning: {warning}");
     }

@@ -164,3 +164,14 @@ async fn plain_wasi_http_components_run_too() {
     let (status, body) = get(&bantam.url("/.well-known/spin/other")).await;
     assert_eq!((status, body.as_str()), (404, ""));
 }
+
+#[tokio::test]
+async fn a_bare_component_file_serves_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("My_Plain.Handler.wasm");
+    std::fs::copy(crate::support::guest("wasi_http_plain"), &wasm).unwrap();
+    let bantam = crate::support::Bantam::start_wasm(&wasm);
+    assert!(bantam.output().contains("my-plain-handler: "), "{}", bantam.output());
+    let (status, body) = get(&bantam.url("/any/path")).await;
+    assert_eq!((status, body.as_str()), (200, "hello from plain wasi:http"));
+}

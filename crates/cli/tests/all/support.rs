@@ -130,14 +130,20 @@ pub struct Bantam {
 }
 
 impl Bantam {
-    /// Start `bantam up -f <dir> --listen 127.0.0.1:0`; `Err` holds the
-    /// output when it exits before serving.
-    fn start(dir: &Path, extra: &[&str]) -> Result<Self, String> {
+    /// `bantam up -f <file.wasm>`, waiting until it serves.
+    pub fn start_wasm(wasm: &Path) -> Self {
+        Self::start(wasm, &[]).unwrap_or_else(|output| panic!("bantam up did not start:\n{output}"))
+    }
+
+    /// Start `bantam up -f <app> --listen 127.0.0.1:0` (in the app's
+    /// directory); `Err` holds the output when it exits before serving.
+    fn start(app: &Path, extra: &[&str]) -> Result<Self, String> {
+        let dir = if app.is_dir() { app } else { app.parent().unwrap() };
         let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bantam-compile-cache");
         let mut child = Command::new(env!("CARGO_BIN_EXE_bantam"))
             .arg("up")
             .arg("-f")
-            .arg(dir)
+            .arg(app)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .env("BANTAM_CACHE_DIR", &cache)
