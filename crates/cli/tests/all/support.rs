@@ -1,7 +1,7 @@
 //! Shared test harness: guests built once per run, apps in temporary
 //! directories, and `bantam up` as a real process on a free port.
 
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// Build the guest programs in `tests/guests` (once per test run) and
@@ -20,7 +23,13 @@ pub fn guests() -> &'static Path {
         let manifest = repo_root().join("tests/guests/Cargo.toml");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let output = Command::new(cargo)
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
             .arg(&manifest)
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("RUSTFLAGS")
@@ -31,7 +40,9 @@ pub fn guests() -> &'static Path {
         let stderr = String::from_utf8_lossy(&output.stderr);
         if !output.status.success() {
             if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
-                panic!("the wasm32-wasip2 target is missing: run `rustup target add wasm32-wasip2`");
+                panic!(
+                    "the wasm32-wasip2 target is missing: run `rustup target add wasm32-wasip2`"
+                );
             }
             panic!("building the guest programs failed:\n{stderr}");
         }
@@ -110,7 +121,10 @@ impl TestApp {
     /// `bantam up` expected to fail at start-up: its output.
     pub fn up_fails(&self) -> String {
         match self.up_with(&[]) {
-            Ok(bantam) => panic!("bantam up started but should have failed:\n{}", bantam.output()),
+            Ok(bantam) => panic!(
+                "bantam up started but should have failed:\n{}",
+                bantam.output()
+            ),
             Err(output) => output,
         }
     }
@@ -138,7 +152,11 @@ impl Bantam {
     /// Start `bantam up -f <app> --listen 127.0.0.1:0` (in the app's
     /// directory); `Err` holds the output when it exits before serving.
     fn start(app: &Path, extra: &[&str]) -> Result<Self, String> {
-        let dir = if app.is_dir() { app } else { app.parent().unwrap() };
+        let dir = if app.is_dir() {
+            app
+        } else {
+            app.parent().unwrap()
+        };
         let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bantam-compile-cache");
         let mut child = Command::new(env!("CARGO_BIN_EXE_bantam"))
             .arg("up")
@@ -160,13 +178,21 @@ impl Bantam {
             Box::new(child.stderr.take().unwrap()),
         ] {
             let output = output.clone();
+            // Whole chunks, not lines: bantam writes its start-up listing
+            // in one write, and a test that sees "Serving" must also see
+            // the routes listed after it.
             std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
+                let mut stream = stream;
+                let mut chunk = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
                     let (text, changed) = &*output;
-                    let mut text = text.lock().unwrap();
-                    text.push_str(&line);
-                    text.push('\n');
+                    text.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&chunk[..n]));
                     changed.notify_all();
                 }
             });
@@ -176,8 +202,14 @@ impl Bantam {
             let text = output.0.lock().unwrap().clone();
             if let Some(at) = text.find("Serving http://") {
                 let rest = &text[at + "Serving ".len()..];
-                let base = rest.lines().next().unwrap().trim().to_string();
-                return Ok(Self { child, base, output });
+                if let Some((base, _)) = rest.split_once('\n') {
+                    let base = base.trim().to_string();
+                    return Ok(Self {
+                        child,
+                        base,
+                        output,
+                    });
+                }
             }
             if let Ok(Some(_)) = child.try_wait() {
                 // Let the reader threads drain what is left.
@@ -190,7 +222,9 @@ impl Bantam {
             }
             let (lock, changed) = &*output;
             let guard = lock.lock().unwrap();
-            let _ = changed.wait_timeout(guard, Duration::from_millis(50)).unwrap();
+            let _ = changed
+                .wait_timeout(guard, Duration::from_millis(50))
+                .unwrap();
         }
     }
 
@@ -247,7 +281,9 @@ impl Drop for Bantam {
 
 /// A GET request: status and body.
 pub async fn get(url: &str) -> (u16, String) {
-    let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let response = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = response.status().as_u16();
     (status, response.text().await.unwrap())
 }
