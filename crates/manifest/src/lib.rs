@@ -4,10 +4,17 @@
 //! [`ManifestError`] that names the file, line, column and field at fault,
 //! the way a compiler reports an error. Parsing happens in two steps: the
 //! private `raw` module mirrors the TOML the user writes (with source
-//! spans, unknown fields rejected), and [`validate`](crate) turns it into
-//! the public, plain types here, checking everything that can be checked
-//! before running anything: component ids, routes, references between
-//! triggers and components, variables, and that component sources exist.
+//! spans, unknown fields rejected), and `validate` turns it into the
+//! public, plain types here, checking everything the text alone can tell:
+//! ids and names (with Spin's rules), routes, references between triggers
+//! and components, variables. Whether a component's source file exists is
+//! left to the app loader, because `bantam build` reads manifests whose
+//! components are not built yet; [`Component::source_location`] lets that
+//! error still point into the manifest.
+//!
+//! Where Spin accepts a manifest but logs a problem (a route given twice,
+//! a route under the reserved `/.well-known/spin/`), the manifest loads and
+//! [`AppManifest::warnings`] says so, with locations.
 //!
 //! This crate knows nothing about wasmtime or serving; it could back an
 //! editor plugin.
@@ -56,6 +63,10 @@ pub struct Application {
     pub description: Option<String>,
     /// Its authors.
     pub authors: Vec<String>,
+    /// `[application.trigger.http] base`, if given. Deprecated in Spin,
+    /// which rejects any value but `/`; so is it here, and this is `/` or
+    /// nothing.
+    pub http_base: Option<String>,
 }
 
 /// An application variable from `[variables]`.
@@ -78,7 +89,9 @@ pub struct HttpTrigger {
     pub id: Option<String>,
     /// Where the component is reachable.
     pub route: Route,
-    /// The id of the component serving the route.
+    /// The id of the component serving the route. An inline component
+    /// gets the id Spin would give it (`<trigger id>-component`, else
+    /// `inline-component<n>`) and is added to [`AppManifest::components`].
     pub component: String,
     /// How the component is called.
     pub executor: Executor,
@@ -102,8 +115,12 @@ pub enum Executor {
     Http,
     /// `type = "wagi"`: a WASI command run CGI-style.
     Wagi {
-        /// The `argv` template, if given.
+        /// The `argv` template, if given (Spin's default is
+        /// `${SCRIPT_NAME} ${ARGS}`).
         argv: Option<String>,
+        /// The deprecated `entrypoint`, if given (Spin's default is
+        /// `_start`).
+        entrypoint: Option<String>,
     },
 }
 
@@ -142,6 +159,10 @@ pub struct Component {
     pub variables: IndexMap<String, String>,
     /// How to build the component.
     pub build: Option<BuildConfig>,
+    /// `dependencies_inherit_configuration`: whether dependencies see the
+    /// component's grants. Kept for completeness: Bantam does not compose
+    /// dependencies yet.
+    pub dependencies_inherit_configuration: bool,
 }
 
 /// Where a component's Wasm comes from.

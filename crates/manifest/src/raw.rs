@@ -90,7 +90,7 @@ pub(crate) struct RawComponent {
     pub source: Spanned<toml::Value>,
     pub description: Option<String>,
     #[serde(default)]
-    pub variables: IndexMap<String, String>,
+    pub variables: IndexMap<Spanned<String>, String>,
     #[serde(default)]
     pub environment: IndexMap<String, String>,
     #[serde(default)]
@@ -102,9 +102,9 @@ pub(crate) struct RawComponent {
     #[serde(default)]
     pub allowed_http_hosts: Vec<String>,
     #[serde(default)]
-    pub key_value_stores: Vec<String>,
+    pub key_value_stores: Vec<Spanned<String>>,
     #[serde(default)]
-    pub sqlite_databases: Vec<String>,
+    pub sqlite_databases: Vec<Spanned<String>>,
     #[serde(default)]
     pub ai_models: Vec<String>,
     #[expect(dead_code, reason = "deployment targets are accepted and not used")]
@@ -112,7 +112,6 @@ pub(crate) struct RawComponent {
     pub build: Option<RawBuild>,
     #[expect(dead_code, reason = "`[component.<id>.tool.*]` is for other tools")]
     pub tool: Option<toml::Table>,
-    #[expect(dead_code, reason = "only meaningful with dependencies")]
     pub dependencies_inherit_configuration: Option<bool>,
     pub dependencies: Option<Spanned<toml::Table>>,
     pub profile: Option<Spanned<toml::Table>>,

@@ -3,6 +3,7 @@
 //! Every check that can fail points at the value responsible, so the
 //! message reads `spin.toml:12:10: component `hello` source: ...`.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::path::Path;
 
@@ -91,11 +92,21 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<AppManifest, ManifestE
     let version: VersionOnly = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
     match &version.spin_manifest_version {
         Some(version) => check_version(&source, version)?,
-        None => return Err(source.error(0..0, "missing field `spin_manifest_version` (expected `spin_manifest_version = 2`)")),
+        None => {
+            return Err(source.error(
+                0..0,
+                "missing field `spin_manifest_version` (expected `spin_manifest_version = 2`)",
+            ));
+        }
     }
     let raw: RawManifest = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
     let application = raw.application.get_ref();
-    if let Some(base) = application.trigger.http.as_ref().and_then(|h| h.base.as_ref())
+    let http_base = application
+        .trigger
+        .http
+        .as_ref()
+        .and_then(|h| h.base.as_ref());
+    if let Some(base) = http_base
         && base.get_ref() != "/"
     {
         return Err(source.error(
@@ -108,20 +119,28 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<AppManifest, ManifestE
         ));
     }
 
+    let http_base = http_base.map(|base| base.get_ref().clone());
+
     let mut variables = IndexMap::new();
     for (name, variable) in &raw.variables {
-        check_variable_name(&source, name)?;
+        check_id(&source, name, IdKind::Variable)?;
         let v = variable.get_ref();
         if v.required && v.default.is_some() {
             return Err(source.error(
                 variable.span(),
-                format!("variable `{}`: `required = true` and `default` cannot both be given", name.get_ref()),
+                format!(
+                    "variable `{}`: `required = true` and `default` cannot both be given",
+                    name.get_ref()
+                ),
             ));
         }
         if !v.required && v.default.is_none() {
             return Err(source.error(
                 variable.span(),
-                format!("variable `{}`: give a `default` or set `required = true`", name.get_ref()),
+                format!(
+                    "variable `{}`: give a `default` or set `required = true`",
+                    name.get_ref()
+                ),
             ));
         }
         variables.insert(
@@ -135,21 +154,21 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<AppManifest, ManifestE
         );
     }
 
-    let manifest_dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let manifest_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut components = IndexMap::new();
     for (id, component) in &raw.component {
-        check_component_id(&source, id.get_ref(), id.span())?;
-        let component = convert_component(&source, &manifest_dir, id.get_ref(), component.get_ref())?;
+        check_id(&source, id, IdKind::Component)?;
+        let component =
+            convert_component(&source, &manifest_dir, id.get_ref(), component.get_ref())?;
         components.insert(id.get_ref().clone(), component);
     }
 
     let mut http_triggers = Vec::new();
     let mut warnings = Vec::new();
-    let mut routes_seen: Vec<(String, String, Range<usize>)> = Vec::new();
-    for (index, trigger) in raw.trigger.http.iter().enumerate() {
+    // Public routes so far: pattern, component, where the route is written.
+    let mut routes_seen: Vec<(RoutePattern, String, Range<usize>)> = Vec::new();
+    let trigger_ids = trigger_ids(&raw.trigger.http);
+    for (trigger, trigger_id) in raw.trigger.http.iter().zip(&trigger_ids) {
         let trigger_span = trigger.span();
         let trigger = trigger.get_ref();
         let route = convert_route(&source, &trigger.route)?;
@@ -168,25 +187,32 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<AppManifest, ManifestE
             &manifest_dir,
             trigger,
             trigger_span,
-            index,
+            trigger_id,
             &route_label,
             &mut components,
         )?;
         let executor = convert_executor(&source, trigger.executor.as_ref(), &route_label)?;
         if let Route::Public(pattern) = &route {
-            if let Some((_, previous, previous_span)) =
-                routes_seen.iter().find(|(text, _, _)| text == pattern.as_str())
-            {
+            let location = source.location(trigger.route.span());
+            if let Some(message) = route_warning(&source, pattern, &component, &routes_seen) {
                 warnings.push(ManifestWarning {
-                    location: source.location(trigger.route.span()),
+                    location: location.clone(),
+                    message,
+                });
+            }
+            // Spin answers `/.well-known/spin/*` itself and logs an error
+            // for app routes under it; the route is kept but never reached.
+            if pattern.matched_route().starts_with(RESERVED_PREFIX) {
+                warnings.push(ManifestWarning {
+                    location,
                     message: format!(
-                        "duplicate route \"{pattern}\": the trigger for component `{component}` \
-                         replaces the one for `{previous}` at line {} (the last one wins, as in Spin)",
-                        source.location(previous_span.clone()).line
+                        "route \"{pattern}\" is under the reserved `{RESERVED_PREFIX}`: requests \
+                         there are answered by the host and never reach component `{component}` \
+                         (as in Spin)"
                     ),
                 });
             }
-            routes_seen.push((pattern.as_str().to_string(), component.clone(), trigger.route.span()));
+            routes_seen.push((pattern.clone(), component.clone(), trigger.route.span()));
         }
         http_triggers.push(HttpTrigger {
             id: trigger.id.clone(),
@@ -203,6 +229,7 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<AppManifest, ManifestE
             version: application.version,
             description: application.description,
             authors: application.authors,
+            http_base,
         },
         variables,
         http_triggers,
@@ -228,40 +255,165 @@ fn check_version(source: &Source<'_>, version: &Spanned<toml::Value>) -> Result<
     }
 }
 
-fn check_variable_name(source: &Source<'_>, name: &Spanned<String>) -> Result<(), ManifestError> {
-    let text = name.get_ref();
-    let valid = text.starts_with(|c: char| c.is_ascii_lowercase())
-        && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if valid {
-        Ok(())
-    } else {
-        Err(source.error(
-            name.span(),
-            format!("variable name `{text}` must be lower_snake_case (lowercase letters, digits and `_`, starting with a letter)"),
-        ))
-    }
+/// The kinds of identifier Spin restricts, each with its own rules.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IdKind {
+    /// `[component.<id>]`: Spin's `KebabId`.
+    Component,
+    /// `[variables]` names and a component's `variables` keys: Spin's
+    /// `LowerSnakeId`.
+    Variable,
+    /// `key_value_stores` and `sqlite_databases` labels: kebab-case or
+    /// snake_case (Spin's `KebabId` or `SnakeId`).
+    StoreLabel,
 }
 
-/// Spin's component ids: lowercase letters and digits in words joined by
-/// single hyphens, starting with a letter.
-fn check_component_id(source: &Source<'_>, id: &str, span: Range<usize>) -> Result<(), ManifestError> {
-    let valid = id.starts_with(|c: char| c.is_ascii_lowercase())
-        && !id.ends_with('-')
-        && !id.contains("--")
-        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if valid {
-        Ok(())
-    } else {
-        Err(source.error(
-            span,
+/// Check an identifier with Spin's rules: words joined by one delimiter,
+/// each word starting with an ASCII letter and made of ASCII letters and
+/// digits, all lowercase or all uppercase (all lowercase for variables).
+fn check_id(source: &Source<'_>, id: &Spanned<String>, kind: IdKind) -> Result<(), ManifestError> {
+    let text = id.get_ref();
+    let problem = match kind {
+        IdKind::Component => id_problem(text, '-', false),
+        IdKind::Variable => id_problem(text, '_', true),
+        // Report the problem for the style the label seems to attempt.
+        IdKind::StoreLabel => id_problem(text, '-', false)
+            .and(id_problem(text, '_', false))
+            .and(id_problem(
+                text,
+                if text.contains('_') { '_' } else { '-' },
+                false,
+            )),
+    };
+    let Some(problem) = problem else {
+        return Ok(());
+    };
+    let what = match kind {
+        IdKind::Component => {
+            format!("component id `{text}` must be kebab-case like `my-component`")
+        }
+        IdKind::Variable => {
+            format!("variable name `{text}` must be lower_snake_case like `api_key`")
+        }
+        IdKind::StoreLabel => {
             format!(
-                "component id `{id}` must be kebab-case (lowercase letters, digits and single `-`, starting with a letter)"
-            ),
-        ))
-    }
+                "store label `{text}` must be kebab-case or snake_case like `my-store` or `my_store`"
+            )
+        }
+    };
+    Err(source.error(id.span(), format!("{what}: {problem}")))
 }
 
-fn convert_route(source: &Source<'_>, route: &Spanned<toml::Value>) -> Result<Route, ManifestError> {
+/// Why `id` is not words joined by `delim` (as Spin's `Id` type defines
+/// them), or `None` if it is.
+fn id_problem(id: &str, delim: char, lowercase_only: bool) -> Option<String> {
+    if id.is_empty() {
+        return Some("it is empty".into());
+    }
+    let wrong = if delim == '-' { '_' } else { '-' };
+    if id.contains(wrong) {
+        return Some(format!("words are separated with `{delim}`, not `{wrong}`"));
+    }
+    for word in id.split(delim) {
+        let mut chars = word.chars();
+        let Some(first) = chars.next() else {
+            return Some(format!("`{delim}` must separate non-empty words"));
+        };
+        if !first.is_ascii_alphabetic() {
+            return Some(format!(
+                "each word must start with an ASCII letter, not `{first}`"
+            ));
+        }
+        if let Some(bad) = chars.clone().find(|c| !c.is_ascii_alphanumeric()) {
+            return Some(format!(
+                "words may contain only ASCII letters and digits, not `{bad}`"
+            ));
+        }
+        let upper = first.is_ascii_uppercase();
+        if chars.any(|c| c.is_ascii_alphabetic() && c.is_ascii_uppercase() != upper) {
+            return Some(format!(
+                "each word must be all lowercase or all UPPERCASE, not `{word}`"
+            ));
+        }
+        if lowercase_only && upper {
+            return Some(format!("words must be lowercase, not `{word}`"));
+        }
+    }
+    None
+}
+
+/// Spin's reserved path prefix, answered by the host itself.
+const RESERVED_PREFIX: &str = "/.well-known/spin/";
+
+/// The warning for a public route that repeats an earlier one, if it does.
+///
+/// Spin keys routes by their text: a later trigger with the same text
+/// replaces the earlier one (the last one wins, and Spin logs an error).
+/// Routes written differently but matching the same paths (`/a` and `/a/`)
+/// are both kept, and the first one always wins: the later one is dead.
+fn route_warning(
+    source: &Source<'_>,
+    pattern: &RoutePattern,
+    component: &str,
+    seen: &[(RoutePattern, String, Range<usize>)],
+) -> Option<String> {
+    if let Some((_, previous, span)) = seen
+        .iter()
+        .rev()
+        .find(|(p, _, _)| p.as_str() == pattern.as_str())
+    {
+        return Some(format!(
+            "duplicate route \"{pattern}\": the trigger for component `{component}` replaces the \
+             one for `{previous}` at line {} (the last one wins, as in Spin)",
+            source.location(span.clone()).line
+        ));
+    }
+    let (earlier, previous, span) = seen.iter().find(|(p, _, _)| p.is_equivalent(pattern))?;
+    Some(format!(
+        "route \"{pattern}\" for component `{component}` is never reached: \"{earlier}\" for \
+         `{previous}` at line {} matches the same paths and comes first (the first one wins, as in Spin)",
+        source.location(span.clone()).line
+    ))
+}
+
+/// The id Spin gives each HTTP trigger: its own `id`, else
+/// `<component>-http-trigger` for a trigger naming a component, else
+/// `http-trigger<n>`; never one already taken. Inline component ids are
+/// derived from these.
+fn trigger_ids(triggers: &[Spanned<RawHttpTrigger>]) -> Vec<String> {
+    let given = |trigger: &RawHttpTrigger| trigger.id.clone().filter(|id| !id.is_empty());
+    let mut taken: HashSet<String> = triggers.iter().filter_map(|t| given(t.get_ref())).collect();
+    let mut counter = 1;
+    triggers
+        .iter()
+        .map(|trigger| {
+            let trigger = trigger.get_ref();
+            if let Some(id) = given(trigger) {
+                return id;
+            }
+            if let Some(toml::Value::String(component)) =
+                trigger.component.as_ref().map(Spanned::get_ref)
+            {
+                let natural = format!("{component}-http-trigger");
+                if taken.insert(natural.clone()) {
+                    return natural;
+                }
+            }
+            loop {
+                let id = format!("http-trigger{counter}");
+                counter += 1;
+                if taken.insert(id.clone()) {
+                    return id;
+                }
+            }
+        })
+        .collect()
+}
+
+fn convert_route(
+    source: &Source<'_>,
+    route: &Spanned<toml::Value>,
+) -> Result<Route, ManifestError> {
     match route.get_ref() {
         toml::Value::String(text) => RoutePattern::parse(text)
             .map(Route::Public)
@@ -291,12 +443,15 @@ fn component_reference(
     manifest_dir: &Path,
     trigger: &RawHttpTrigger,
     trigger_span: Range<usize>,
-    index: usize,
+    trigger_id: &str,
     route_label: &str,
     components: &mut IndexMap<String, Component>,
 ) -> Result<String, ManifestError> {
     let Some(reference) = &trigger.component else {
-        return Err(source.error(trigger_span, format!("{route_label}: missing field `component`")));
+        return Err(source.error(
+            trigger_span,
+            format!("{route_label}: missing field `component`"),
+        ));
     };
     match reference.get_ref() {
         toml::Value::String(id) => {
@@ -308,21 +463,40 @@ fn component_reference(
                     reference.span(),
                     format!(
                         "{route_label}: component `{id}` is not defined (defined components: {})",
-                        if defined.is_empty() { "none".to_string() } else { defined.join(", ") }
+                        if defined.is_empty() {
+                            "none".to_string()
+                        } else {
+                            defined.join(", ")
+                        }
                     ),
                 ))
             }
         }
         toml::Value::Table(_) => {
             let raw: RawComponent = source.reparse(reference.span())?;
-            let id = format!("inline-component-{index}");
+            // Spin's naming, so logs, listings and `<id>.spin.internal`
+            // agree: `<trigger id>-component` if that is a free kebab-case
+            // id, else the first free `inline-component<n>`.
+            let natural = format!("{trigger_id}-component");
+            let id = if id_problem(&natural, '-', false).is_none()
+                && !components.contains_key(&natural)
+            {
+                natural
+            } else {
+                (1..)
+                    .map(|n| format!("inline-component{n}"))
+                    .find(|id| !components.contains_key(id))
+                    .expect("some number is free")
+            };
             let component = convert_component(source, manifest_dir, &id, &raw)?;
             components.insert(id.clone(), component);
             Ok(id)
         }
         _ => Err(source.error(
             reference.span(),
-            format!("{route_label}: `component` must be a component id or an inline component table"),
+            format!(
+                "{route_label}: `component` must be a component id or an inline component table"
+            ),
         )),
     }
 }
@@ -335,24 +509,40 @@ fn convert_executor(
     let Some(executor) = executor else {
         return Ok(Executor::Http);
     };
-    let bad = |message: &str| source.error(executor.span(), format!("{route_label}: executor: {message}"));
+    let bad = |message: &str| {
+        source.error(
+            executor.span(),
+            format!("{route_label}: executor: {message}"),
+        )
+    };
     let toml::Value::Table(table) = executor.get_ref() else {
         return Err(bad("expected a table such as `{ type = \"http\" }`"));
     };
     match table.get("type").and_then(toml::Value::as_str) {
-        Some("http" | "spin") if table.len() == 1 => Ok(Executor::Http),
+        Some("http" | "spin") => match table.keys().find(|key| *key != "type") {
+            None => Ok(Executor::Http),
+            Some(key) => Err(bad(&format!("unknown field `{key}` for the http executor"))),
+        },
         Some("wagi") => {
             for key in table.keys() {
                 if !matches!(key.as_str(), "type" | "argv" | "entrypoint") {
                     return Err(bad(&format!("unknown field `{key}` for the wagi executor")));
                 }
             }
+            let field = |name: &str| {
+                table
+                    .get(name)
+                    .and_then(toml::Value::as_str)
+                    .map(str::to_string)
+            };
             Ok(Executor::Wagi {
-                argv: table.get("argv").and_then(toml::Value::as_str).map(str::to_string),
+                argv: field("argv"),
+                entrypoint: field("entrypoint"),
             })
         }
-        Some("http" | "spin") => Err(bad("the http executor takes no other fields")),
-        Some(other) => Err(bad(&format!("unknown executor type `{other}`, expected `http` or `wagi`"))),
+        Some(other) => Err(bad(&format!(
+            "unknown executor type `{other}`, expected `http` or `wagi`"
+        ))),
         None => Err(bad("missing field `type`")),
     }
 }
@@ -378,6 +568,13 @@ fn convert_component(
             profile.span(),
             format!("component `{id}`: build `profile`s are not supported by Bantam yet"),
         ));
+    }
+
+    for label in raw.key_value_stores.iter().chain(&raw.sqlite_databases) {
+        check_id(source, label, IdKind::StoreLabel)?;
+    }
+    for name in raw.variables.keys() {
+        check_id(source, name, IdKind::Variable)?;
     }
 
     let component_source = convert_source(source, id, &raw.source)?;
@@ -424,10 +621,22 @@ fn convert_component(
         environment: raw.environment.clone(),
         allowed_outbound_hosts: raw.allowed_outbound_hosts.clone(),
         allowed_http_hosts: raw.allowed_http_hosts.clone(),
-        key_value_stores: raw.key_value_stores.clone(),
-        sqlite_databases: raw.sqlite_databases.clone(),
+        key_value_stores: raw
+            .key_value_stores
+            .iter()
+            .map(|l| l.get_ref().clone())
+            .collect(),
+        sqlite_databases: raw
+            .sqlite_databases
+            .iter()
+            .map(|l| l.get_ref().clone())
+            .collect(),
         ai_models: raw.ai_models.clone(),
-        variables: raw.variables.clone(),
+        variables: raw
+            .variables
+            .iter()
+            .map(|(name, value)| (name.get_ref().clone(), value.clone()))
+            .collect(),
         build: raw.build.as_ref().map(|build| BuildConfig {
             command: match &build.command {
                 StringOrList::One(command) => vec![command.clone()],
@@ -436,6 +645,7 @@ fn convert_component(
             workdir: build.workdir.as_ref().map(Into::into),
             watch: build.watch.clone(),
         }),
+        dependencies_inherit_configuration: raw.dependencies_inherit_configuration.unwrap_or(false),
     })
 }
 
@@ -456,7 +666,12 @@ fn convert_source(
     match raw.get_ref() {
         toml::Value::String(path) => Ok(ComponentSource::Local(path.clone())),
         toml::Value::Table(table) => {
-            let field = |name: &str| table.get(name).and_then(toml::Value::as_str).map(str::to_string);
+            let field = |name: &str| {
+                table
+                    .get(name)
+                    .and_then(toml::Value::as_str)
+                    .map(str::to_string)
+            };
             if let (Some(url), Some(digest)) = (field("url"), field("digest")) {
                 Ok(ComponentSource::Remote { url, digest })
             } else if let (Some(package), Some(version)) = (field("package"), field("version")) {
@@ -470,5 +685,40 @@ fn convert_source(
             }
         }
         _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_problem;
+
+    #[test]
+    fn ids_follow_spins_rules() {
+        for valid in [
+            "hello",
+            "hello2",
+            "hello-world",
+            "HELLO-world",
+            "a-b-c",
+            "x1-y2",
+        ] {
+            assert_eq!(id_problem(valid, '-', false), None, "{valid}");
+        }
+        for invalid in [
+            "",
+            "hello-2",
+            "-a",
+            "a-",
+            "a--b",
+            "Hello",
+            "hello_world",
+            "héllo",
+            "a b",
+        ] {
+            assert!(id_problem(invalid, '-', false).is_some(), "{invalid}");
+        }
+        assert_eq!(id_problem("api_key", '_', true), None);
+        assert!(id_problem("API_KEY", '_', true).is_some());
+        assert_eq!(id_problem("API_KEY", '_', false), None);
     }
 }

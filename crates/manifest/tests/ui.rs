@@ -3,7 +3,6 @@
 //! `ui/<case>.err` (the exact message). Adding a case means adding files.
 //! `UPDATE_EXPECT=1 cargo test -p bantam-manifest` rewrites the expectations.
 
-
 #[test]
 fn ui() {
     let update = std::env::var_os("UPDATE_EXPECT").is_some();
@@ -36,7 +35,11 @@ fn ui() {
             }
             Err(error) => (format!("{error}\n"), case.with_extension("err")),
         };
-        let other = if expected_path.extension().unwrap() == "out" { "err" } else { "out" };
+        let other = if expected_path.extension().unwrap() == "out" {
+            "err"
+        } else {
+            "out"
+        };
         if update {
             std::fs::write(&expected_path, &actual).unwrap();
             let _ = std::fs::remove_file(case.with_extension(other));
