@@ -62,13 +62,16 @@ pub fn inject<T>(
     };
     set(FULL_URL, full_url);
     set(PATH_INFO, route.path_info);
-    set(MATCHED_ROUTE, raw_route);
+    set(MATCHED_ROUTE, route.pattern.matched_route());
     set(RAW_COMPONENT_ROUTE, raw_route);
     set(COMPONENT_ROUTE, route.pattern.component_route());
     set(BASE_PATH, "/");
     set(CLIENT_ADDR, &client.to_string());
     for (name, value) in &route.params {
-        let header = format!("{PATH_MATCH_PREFIX}{}", name.to_lowercase().replace('_', "-"));
+        let header = format!(
+            "{PATH_MATCH_PREFIX}{}",
+            name.to_lowercase().replace('_', "-")
+        );
         if let (Ok(header), Ok(value)) =
             (HeaderName::try_from(header), HeaderValue::from_str(value))
         {

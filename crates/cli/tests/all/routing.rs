@@ -23,6 +23,10 @@ component = "other"
 route = "/static/special"
 component = "probe"
 
+[[trigger.http]]
+route = "/trailing/"
+component = "probe"
+
 [component.probe]
 source = "{GUEST}"
 
@@ -40,7 +44,10 @@ async fn spin_headers_are_injected(guest: &str, sdk: &str) {
     assert_eq!(echo["sdk"], sdk);
     assert_eq!(echo["method"], "GET");
     let headers = &echo["headers"];
-    assert_eq!(headers["spin-full-url"], format!("http://127.0.0.1:{port}/users/42/profile/"));
+    assert_eq!(
+        headers["spin-full-url"],
+        format!("http://127.0.0.1:{port}/users/42/profile/")
+    );
     assert_eq!(headers["spin-path-info"], "/profile/");
     assert_eq!(headers["spin-matched-route"], "/users/:user_id/...");
     assert_eq!(headers["spin-raw-component-route"], "/users/:user_id/...");
@@ -48,7 +55,10 @@ async fn spin_headers_are_injected(guest: &str, sdk: &str) {
     assert_eq!(headers["spin-base-path"], "/");
     assert_eq!(headers["spin-path-match-user-id"], "42");
     let client = headers["spin-client-addr"].as_str().unwrap();
-    assert!(client.starts_with("127.0.0.1:"), "spin-client-addr: {client}");
+    assert!(
+        client.starts_with("127.0.0.1:"),
+        "spin-client-addr: {client}"
+    );
 
     let exact = get_json(&bantam.url("/exact")).await;
     assert_eq!(exact["headers"]["spin-path-info"], "");
@@ -97,6 +107,14 @@ async fn most_specific_route_wins_and_unmatched_is_404() {
     let special = get_json(&bantam.url("/static/special")).await;
     assert_eq!(special["headers"]["spin-matched-route"], "/static/special");
 
+    // As in Spin, a trailing `/` is ignored both in the route and the path,
+    // and `spin-matched-route` drops it while the raw route keeps it.
+    for path in ["/trailing", "/trailing/"] {
+        let trailing = get_json(&bantam.url(path)).await;
+        assert_eq!(trailing["headers"]["spin-matched-route"], "/trailing", "{path}");
+        assert_eq!(trailing["headers"]["spin-raw-component-route"], "/trailing/", "{path}");
+    }
+
     for path in ["/", "/nothing", "/exact/more", "/users"] {
         let (status, body) = get(&bantam.url(path)).await;
         assert_eq!(status, 404, "{path}");
@@ -109,7 +127,6 @@ async fn most_specific_route_wins_and_unmatched_is_404() {
     assert_eq!(status, 200);
     let info: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(info["name"], "routing");
-
 }
 
 #[tokio::test]
@@ -142,7 +159,8 @@ async fn hundreds_of_concurrent_requests_each_get_their_own_instance() {
         let client = client.clone();
         let url = bantam.url(&format!("/users/{i}/x"));
         async move {
-            let echo: serde_json::Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            let echo: serde_json::Value =
+                client.get(url).send().await.unwrap().json().await.unwrap();
             assert_eq!(echo["headers"]["spin-path-match-user-id"], i.to_string());
         }
     });
@@ -171,7 +189,11 @@ async fn a_bare_component_file_serves_every_route() {
     let wasm = dir.path().join("My_Plain.Handler.wasm");
     std::fs::copy(crate::support::guest("wasi_http_plain"), &wasm).unwrap();
     let bantam = crate::support::Bantam::start_wasm(&wasm);
-    assert!(bantam.output().contains("my-plain-handler: "), "{}", bantam.output());
+    assert!(
+        bantam.output().contains("my-plain-handler: "),
+        "{}",
+        bantam.output()
+    );
     let (status, body) = get(&bantam.url("/any/path")).await;
     assert_eq!((status, body.as_str()), (200, "hello from plain wasi:http"));
 }
