@@ -82,12 +82,11 @@ pub(crate) fn materialise(
             FileMount::Glob(pattern) => {
                 ensure_relative_inside(pattern)?;
                 let full = app_dir.join(pattern);
-                let paths = glob::glob(&full.to_string_lossy()).map_err(|e| {
-                    FilesError::BadPattern {
+                let paths =
+                    glob::glob(&full.to_string_lossy()).map_err(|e| FilesError::BadPattern {
                         pattern: pattern.clone(),
                         message: e.to_string(),
-                    }
-                })?;
+                    })?;
                 for path in paths {
                     let path = path.map_err(|e| FilesError::Io {
                         path: e.path().to_path_buf(),
@@ -271,8 +270,11 @@ mod tests {
     fn symlinks_out_of_the_app_are_refused() {
         let outside = tree(&[("passwd", "root")]);
         let app = tree(&[("static/ok.txt", "ok")]);
-        std::os::unix::fs::symlink(outside.path().join("passwd"), app.path().join("static/leak"))
-            .unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("passwd"),
+            app.path().join("static/leak"),
+        )
+        .unwrap();
         let out = tempfile::tempdir().unwrap();
         let err = materialise(
             app.path(),
@@ -281,6 +283,10 @@ mod tests {
             out.path(),
         )
         .unwrap_err();
-        assert!(err.to_string().contains("outside the application directory"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("outside the application directory"),
+            "{err}"
+        );
     }
 }

@@ -245,7 +245,10 @@ pub fn from_wasm_file(path: &Path) -> Result<App, LoadError> {
     if !path.is_file() {
         return Err(LoadError::NoSuchPath(path.to_path_buf()));
     }
-    let stem = path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy())
+        .unwrap_or_default();
     let mut id = String::new();
     for c in stem.chars() {
         match c.to_ascii_lowercase() {

@@ -63,7 +63,10 @@ impl CompileCache {
 }
 
 /// Load a precompiled component written by [`CompileCache::store`].
-#[expect(unsafe_code, reason = "deserializing precompiled code we wrote ourselves")]
+#[expect(
+    unsafe_code,
+    reason = "deserializing precompiled code we wrote ourselves"
+)]
 fn load(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Component> {
     // SAFETY: the file was produced by `Component::serialize` from this
     // cache, under a name that includes the engine's compatibility hash;

@@ -198,7 +198,9 @@ impl Engine {
         };
         let started = Instant::now();
         let (compiled, from_cache) = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, &bytes).map_err(compile_error)?,
+            Some(cache) => cache
+                .load_or_compile(&self.engine, &bytes)
+                .map_err(compile_error)?,
             None => (
                 Component::new(&self.engine, &bytes).map_err(compile_error)?,
                 false,
@@ -210,13 +212,13 @@ impl Engine {
             elapsed = ?started.elapsed(),
             "component ready"
         );
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&compiled)
-            .map_err(|error| EngineError::Link {
-                component: component.id.clone(),
-                message: describe(&error),
-            })?;
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&compiled)
+                .map_err(|error| EngineError::Link {
+                    component: component.id.clone(),
+                    message: describe(&error),
+                })?;
         Ok(ComponentPre {
             id: component.id.clone(),
             component: compiled,

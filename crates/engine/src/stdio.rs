@@ -60,7 +60,10 @@ impl GuestOutput {
                 file: open(suffix),
             })
         };
-        (sink("stdout", Terminal::Stdout), sink("stderr", Terminal::Stderr))
+        (
+            sink("stdout", Terminal::Stdout),
+            sink("stderr", Terminal::Stderr),
+        )
     }
 
     fn write_lines(&self, lines: &[u8]) {

@@ -74,7 +74,9 @@ pub enum ExecutorError {
         exports: String,
     },
     /// The export is there but its shape does not match the interface.
-    #[error("component `{component}`: its {interface} export does not match the interface: {message}")]
+    #[error(
+        "component `{component}`: its {interface} export does not match the interface: {message}"
+    )]
     BadExport {
         /// The component id.
         component: String,

@@ -39,7 +39,9 @@ pub enum TriggerError {
     #[error(transparent)]
     Executor(#[from] ExecutorError),
     /// A trigger uses an executor Bantam does not run.
-    #[error("route {route}: component `{component}` uses the `{executor}` executor, which Bantam does not support")]
+    #[error(
+        "route {route}: component `{component}` uses the `{executor}` executor, which Bantam does not support"
+    )]
     UnsupportedExecutor {
         /// The route as written.
         route: String,
@@ -71,8 +73,10 @@ impl HttpTrigger {
         app: &App,
         prepared: Vec<ComponentPre>,
     ) -> Result<Self, TriggerError> {
-        let mut by_id: HashMap<String, ComponentPre> =
-            prepared.into_iter().map(|pre| (pre.id.clone(), pre)).collect();
+        let mut by_id: HashMap<String, ComponentPre> = prepared
+            .into_iter()
+            .map(|pre| (pre.id.clone(), pre))
+            .collect();
         let mut components: HashMap<String, Arc<HttpComponent>> = HashMap::new();
         let mut routes = Vec::new();
         for http_route in &app.http_routes {
@@ -120,7 +124,11 @@ impl HttpTrigger {
     }
 
     /// Serve one request from `client`.
-    pub async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<WasiBody> {
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<WasiBody> {
         let (mut parts, body) = request.into_parts();
         // `Uri` is reference-counted: the clone lets the match borrow the
         // path while the request's parts are rewritten.
@@ -149,7 +157,11 @@ impl HttpTrigger {
             .headers
             .get(http::header::HOST)
             .and_then(|host| host.to_str().ok());
-        let authority = uri.authority().map(|a| a.as_str()).or(host).unwrap_or("localhost");
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str())
+            .or(host)
+            .unwrap_or("localhost");
         let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
         let full_url = format!("http://{authority}{path_and_query}");
         headers::inject(&mut parts.headers, &full_url, &matched, client);
@@ -170,7 +182,11 @@ impl HttpTrigger {
 }
 
 fn text(status: StatusCode, body: Bytes) -> Response<WasiBody> {
-    let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed_unsync());
+    let mut response = Response::new(
+        Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
     *response.status_mut() = status;
     response
 }

@@ -37,7 +37,12 @@ pub struct UpArgs {
     pub build: bool,
     /// Where component stdout/stderr logs go (default `.spin/logs` next to
     /// the manifest); an empty value writes no log files.
-    #[arg(short = 'L', long = "log-dir", env = "SPIN_LOG_DIR", value_name = "DIR")]
+    #[arg(
+        short = 'L',
+        long = "log-dir",
+        env = "SPIN_LOG_DIR",
+        value_name = "DIR"
+    )]
     pub log_dir: Option<PathBuf>,
     /// Truncate the log files at start-up instead of appending.
     #[arg(long)]
@@ -81,7 +86,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(number)),
         "s" => Ok(Duration::from_secs(number)),
         "m" => Ok(Duration::from_secs(number * 60)),
-        _ => Err(format!("unknown duration unit `{unit}` in `{text}`; use ms, s or m")),
+        _ => Err(format!(
+            "unknown duration unit `{unit}` in `{text}`; use ms, s or m"
+        )),
     }
 }
 
@@ -179,7 +186,11 @@ fn print_routes(app: &bantam_app::App, trigger: &HttpTrigger, address: SocketAdd
     let base = format!("http://{address}");
     let mut out = format!("\nServing {base}\nAvailable Routes:\n");
     for (pattern, component_id) in trigger.routes() {
-        let wildcard = if pattern.is_wildcard() { " (wildcard)" } else { "" };
+        let wildcard = if pattern.is_wildcard() {
+            " (wildcard)"
+        } else {
+            ""
+        };
         let route = pattern.component_route();
         out.push_str(&format!("  {component_id}: {base}{route}{wildcard}\n"));
         if let Some(description) = app

@@ -10,9 +10,14 @@ async fn a_panic_is_a_500_and_the_next_request_succeeds() {
         let (status, body) = get(&bantam.url("/?panic=kaboom")).await;
         assert_eq!((status, body.as_str()), (500, ""), "{guest}");
         let output = bantam.wait_for_output("component `crashy` failed");
-        assert!(output.contains("[crashy]") && output.contains("kaboom"), "{guest}: the panic message is logged:\n{output}");
         assert!(
-            output.lines().any(|l| l.contains("component `crashy` failed") && l.contains("unreachable")),
+            output.contains("[crashy]") && output.contains("kaboom"),
+            "{guest}: the panic message is logged:\n{output}"
+        );
+        assert!(
+            output
+                .lines()
+                .any(|l| l.contains("component `crashy` failed") && l.contains("unreachable")),
             "{guest}: one log line names the component and the trap:\n{output}"
         );
 
