@@ -50,10 +50,7 @@ pub enum FilesError {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> FilesError + '_ {
-    move |source| FilesError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| FilesError::Io { path: path.to_path_buf(), source }
 }
 
 /// Copy the files granted by `mounts` (minus `exclude`) from `app_dir` into
@@ -82,11 +79,9 @@ pub(crate) fn materialise(
             FileMount::Glob(pattern) => {
                 ensure_relative_inside(pattern)?;
                 let full = app_dir.join(pattern);
-                let paths =
-                    glob::glob(&full.to_string_lossy()).map_err(|e| FilesError::BadPattern {
-                        pattern: pattern.clone(),
-                        message: e.to_string(),
-                    })?;
+                let paths = glob::glob(&full.to_string_lossy()).map_err(|e| {
+                    FilesError::BadPattern { pattern: pattern.clone(), message: e.to_string() }
+                })?;
                 for path in paths {
                     let path = path.map_err(|e| FilesError::Io {
                         path: e.path().to_path_buf(),
@@ -102,10 +97,7 @@ pub(crate) fn materialise(
                     }
                 }
             }
-            FileMount::Mapping {
-                source,
-                destination,
-            } => {
+            FileMount::Mapping { source, destination } => {
                 ensure_relative_inside(source)?;
                 let Some(destination) = destination.strip_prefix('/') else {
                     return Err(FilesError::RelativeDestination(destination.clone()));
@@ -147,16 +139,9 @@ pub(crate) fn materialise(
 /// what lies under its own directory.
 fn ensure_relative_inside(path: &str) -> Result<(), FilesError> {
     let escapes = Path::new(path).components().any(|c| {
-        matches!(
-            c,
-            PathComponent::ParentDir | PathComponent::RootDir | PathComponent::Prefix(_)
-        )
+        matches!(c, PathComponent::ParentDir | PathComponent::RootDir | PathComponent::Prefix(_))
     });
-    if escapes {
-        Err(FilesError::OutsideApp(path.to_string()))
-    } else {
-        Ok(())
-    }
+    if escapes { Err(FilesError::OutsideApp(path.to_string())) } else { Ok(()) }
 }
 
 /// Resolve `path` (which may be a symbolic link) and check that what it
@@ -166,10 +151,7 @@ fn checked_target(app_dir: &Path, path: &Path) -> Result<PathBuf, FilesError> {
     if target.starts_with(app_dir) {
         Ok(target)
     } else {
-        Err(FilesError::SymlinkEscapes {
-            link: path.to_path_buf(),
-            target,
-        })
+        Err(FilesError::SymlinkEscapes { link: path.to_path_buf(), target })
     }
 }
 
@@ -228,10 +210,7 @@ mod tests {
         materialise(
             app.path(),
             &[
-                FileMount::Mapping {
-                    source: "assets".into(),
-                    destination: "/www".into(),
-                },
+                FileMount::Mapping { source: "assets".into(), destination: "/www".into() },
                 FileMount::Mapping {
                     source: "config.json".into(),
                     destination: "/etc/app.json".into(),
@@ -252,14 +231,8 @@ mod tests {
         for mount in [
             FileMount::Glob("../*".into()),
             FileMount::Glob("/etc/*".into()),
-            FileMount::Mapping {
-                source: "..".into(),
-                destination: "/".into(),
-            },
-            FileMount::Mapping {
-                source: "a.txt".into(),
-                destination: "/../x".into(),
-            },
+            FileMount::Mapping { source: "..".into(), destination: "/".into() },
+            FileMount::Mapping { source: "a.txt".into(), destination: "/../x".into() },
         ] {
             let err = materialise(app.path(), &[mount], &[], out.path()).unwrap_err();
             assert!(matches!(err, FilesError::OutsideApp(_)), "{err}");
@@ -270,23 +243,11 @@ mod tests {
     fn symlinks_out_of_the_app_are_refused() {
         let outside = tree(&[("passwd", "root")]);
         let app = tree(&[("static/ok.txt", "ok")]);
-        std::os::unix::fs::symlink(
-            outside.path().join("passwd"),
-            app.path().join("static/leak"),
-        )
-        .unwrap();
+        std::os::unix::fs::symlink(outside.path().join("passwd"), app.path().join("static/leak"))
+            .unwrap();
         let out = tempfile::tempdir().unwrap();
-        let err = materialise(
-            app.path(),
-            &[FileMount::Glob("static/*".into())],
-            &[],
-            out.path(),
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("outside the application directory"),
-            "{err}"
-        );
+        let err = materialise(app.path(), &[FileMount::Glob("static/*".into())], &[], out.path())
+            .unwrap_err();
+        assert!(err.to_string().contains("outside the application directory"), "{err}");
     }
 }

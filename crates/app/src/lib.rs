@@ -130,11 +130,7 @@ pub fn find_manifest(from: Option<&Path>, cwd: &Path) -> Result<PathBuf, LoadErr
             let path = cwd.join(path);
             if path.is_dir() {
                 let manifest = path.join(DEFAULT_MANIFEST_FILE);
-                if manifest.is_file() {
-                    Ok(manifest)
-                } else {
-                    Err(LoadError::NoSuchPath(manifest))
-                }
+                if manifest.is_file() { Ok(manifest) } else { Err(LoadError::NoSuchPath(manifest)) }
             } else if path.exists() {
                 Ok(path)
             } else {
@@ -184,10 +180,7 @@ pub fn from_manifest(manifest: bantam_manifest::AppManifest) -> Result<App, Load
             Some(assets) if !component.files.is_empty() => {
                 let root = assets.path().join(id);
                 files::materialise(&dir, &component.files, &component.exclude_files, &root)
-                    .map_err(|source| LoadError::Files {
-                        component: id.clone(),
-                        source,
-                    })?;
+                    .map_err(|source| LoadError::Files { component: id.clone(), source })?;
                 Some(root)
             }
             _ => None,
@@ -205,11 +198,7 @@ pub fn from_manifest(manifest: bantam_manifest::AppManifest) -> Result<App, Load
             allowed_outbound_hosts: component.allowed_outbound_hosts.clone(),
             key_value_stores: component.key_value_stores.clone(),
             sqlite_databases: component.sqlite_databases.clone(),
-            variables: component
-                .variables
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            variables: component.variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             build: component.build.clone(),
         });
     }
@@ -245,10 +234,7 @@ pub fn from_wasm_file(path: &Path) -> Result<App, LoadError> {
     if !path.is_file() {
         return Err(LoadError::NoSuchPath(path.to_path_buf()));
     }
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy())
-        .unwrap_or_default();
+    let stem = path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
     let mut id = String::new();
     for c in stem.chars() {
         match c.to_ascii_lowercase() {

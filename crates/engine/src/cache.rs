@@ -52,9 +52,8 @@ impl CompileCache {
     }
 
     fn store(&self, path: &Path, component: &Component) -> std::io::Result<()> {
-        let serialized = component
-            .serialize()
-            .map_err(|e| std::io::Error::other(crate::describe(&e)))?;
+        let serialized =
+            component.serialize().map_err(|e| std::io::Error::other(crate::describe(&e)))?;
         std::fs::create_dir_all(&self.dir)?;
         let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
         std::io::Write::write_all(&mut temp, &serialized)?;
@@ -63,10 +62,7 @@ impl CompileCache {
 }
 
 /// Load a precompiled component written by [`CompileCache::store`].
-#[expect(
-    unsafe_code,
-    reason = "deserializing precompiled code we wrote ourselves"
-)]
+#[expect(unsafe_code, reason = "deserializing precompiled code we wrote ourselves")]
 fn load(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Component> {
     // SAFETY: the file was produced by `Component::serialize` from this
     // cache, under a name that includes the engine's compatibility hash;

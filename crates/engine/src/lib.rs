@@ -113,11 +113,7 @@ pub fn describe(error: &wasmtime::Error) -> String {
         // A trap: the backtrace is the outer context, the trap the cause.
         return error.root_cause().to_string();
     }
-    error
-        .chain()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
+    error.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
 }
 
 /// The process-wide WebAssembly engine: wasmtime, the host interfaces and
@@ -198,13 +194,8 @@ impl Engine {
         };
         let started = Instant::now();
         let (compiled, from_cache) = match &self.cache {
-            Some(cache) => cache
-                .load_or_compile(&self.engine, &bytes)
-                .map_err(compile_error)?,
-            None => (
-                Component::new(&self.engine, &bytes).map_err(compile_error)?,
-                false,
-            ),
+            Some(cache) => cache.load_or_compile(&self.engine, &bytes).map_err(compile_error)?,
+            None => (Component::new(&self.engine, &bytes).map_err(compile_error)?, false),
         };
         tracing::debug!(
             component = %component.id,
@@ -212,13 +203,9 @@ impl Engine {
             elapsed = ?started.elapsed(),
             "component ready"
         );
-        let instance_pre =
-            self.linker
-                .instantiate_pre(&compiled)
-                .map_err(|error| EngineError::Link {
-                    component: component.id.clone(),
-                    message: describe(&error),
-                })?;
+        let instance_pre = self.linker.instantiate_pre(&compiled).map_err(|error| {
+            EngineError::Link { component: component.id.clone(), message: describe(&error) }
+        })?;
         Ok(ComponentPre {
             id: component.id.clone(),
             component: compiled,

@@ -60,10 +60,7 @@ impl GuestOutput {
                 file: open(suffix),
             })
         };
-        (
-            sink("stdout", Terminal::Stdout),
-            sink("stderr", Terminal::Stderr),
-        )
+        (sink("stdout", Terminal::Stdout), sink("stderr", Terminal::Stderr))
     }
 
     fn write_lines(&self, lines: &[u8]) {
@@ -92,12 +89,7 @@ impl GuestOutput {
 fn open_log(dir: &Path, name: &str, truncate: bool) -> Option<File> {
     let path = dir.join(name);
     let result = std::fs::create_dir_all(dir).and_then(|()| {
-        OpenOptions::new()
-            .create(true)
-            .append(!truncate)
-            .write(true)
-            .truncate(truncate)
-            .open(&path)
+        OpenOptions::new().create(true).append(!truncate).write(true).truncate(truncate).open(&path)
     });
     match result {
         Ok(file) => Some(file),
@@ -141,10 +133,7 @@ const MAX_PENDING: usize = 64 << 10;
 
 impl LineWriter {
     fn new(output: Arc<GuestOutput>) -> Self {
-        Self {
-            output,
-            pending: Vec::new(),
-        }
+        Self { output, pending: Vec::new() }
     }
 
     fn push(&mut self, bytes: &[u8]) {

@@ -279,10 +279,8 @@ impl fmt::Display for ManifestWarning {
 
 /// Read, parse and validate the manifest at `path`.
 pub fn load(path: &Path) -> Result<AppManifest, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
     parse(&text, path)
 }
 

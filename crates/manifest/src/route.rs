@@ -91,11 +91,7 @@ impl RoutePattern {
                 },
             }
         }
-        Ok(Self {
-            text: text.to_string(),
-            segments,
-            wildcard,
-        })
+        Ok(Self { text: text.to_string(), segments, wildcard })
     }
 
     /// The route as written in the manifest (`spin-raw-component-route`).
@@ -133,15 +129,11 @@ impl RoutePattern {
     pub fn is_equivalent(&self, other: &RoutePattern) -> bool {
         self.wildcard == other.wildcard
             && self.segments.len() == other.segments.len()
-            && self
-                .segments
-                .iter()
-                .zip(&other.segments)
-                .all(|pair| match pair {
-                    (Segment::Literal(a), Segment::Literal(b)) => a == b,
-                    (Segment::Param(_), Segment::Param(_)) => true,
-                    _ => false,
-                })
+            && self.segments.iter().zip(&other.segments).all(|pair| match pair {
+                (Segment::Literal(a), Segment::Literal(b)) => a == b,
+                (Segment::Param(_), Segment::Param(_)) => true,
+                _ => false,
+            })
     }
 }
 
@@ -215,10 +207,7 @@ mod tests {
         assert_eq!(trailing.segments(), [lit("hello")]);
         assert_eq!(trailing.as_str(), "/hello/");
         assert_eq!(trailing.matched_route(), "/hello");
-        assert_eq!(
-            RoutePattern::parse("//a//b//").unwrap().segments(),
-            [lit("a"), lit("b")]
-        );
+        assert_eq!(RoutePattern::parse("//a//b//").unwrap().segments(), [lit("a"), lit("b")]);
         assert!(RoutePattern::parse("/files/.../").unwrap().is_wildcard());
     }
 
@@ -231,24 +220,15 @@ mod tests {
             ("/a*", "a*"),
             ("/caf%C3%A9", "caf%C3%A9"),
         ] {
-            assert_eq!(
-                RoutePattern::parse(route).unwrap().segments(),
-                [lit(segment)],
-                "{route}"
-            );
+            assert_eq!(RoutePattern::parse(route).unwrap().segments(), [lit(segment)], "{route}");
         }
-        assert_eq!(
-            RoutePattern::parse("/:kebab-name").unwrap().segments(),
-            [param("kebab-name")]
-        );
+        assert_eq!(RoutePattern::parse("/:kebab-name").unwrap().segments(), [param("kebab-name")]);
     }
 
     #[test]
     fn equivalence_ignores_spelling_and_param_names() {
         let eq = |a: &str, b: &str| {
-            RoutePattern::parse(a)
-                .unwrap()
-                .is_equivalent(&RoutePattern::parse(b).unwrap())
+            RoutePattern::parse(a).unwrap().is_equivalent(&RoutePattern::parse(b).unwrap())
         };
         assert!(eq("/a", "/a/"));
         assert!(eq("/x/*", "/x/..."));

@@ -37,10 +37,7 @@ impl Source<'_> {
     }
 
     fn error(&self, span: Range<usize>, message: impl Into<String>) -> ManifestError {
-        ManifestError::Invalid {
-            location: self.location(span),
-            message: message.into(),
-        }
+        ManifestError::Invalid { location: self.location(span), message: message.into() }
     }
 
     fn toml_error(&self, error: &toml::de::Error) -> ManifestError {
@@ -66,10 +63,8 @@ impl Source<'_> {
         struct Wrapper<T> {
             x: T,
         }
-        let mut doc: String = self.text[..span.start]
-            .chars()
-            .map(|c| if c == '\n' { '\n' } else { ' ' })
-            .collect();
+        let mut doc: String =
+            self.text[..span.start].chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect();
         // Two columns before the value always exist (`key = value`).
         doc.truncate(doc.len().saturating_sub(2));
         doc.push_str("x=");
@@ -101,11 +96,7 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<AppManifest, ManifestE
     }
     let raw: RawManifest = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
     let application = raw.application.get_ref();
-    let http_base = application
-        .trigger
-        .http
-        .as_ref()
-        .and_then(|h| h.base.as_ref());
+    let http_base = application.trigger.http.as_ref().and_then(|h| h.base.as_ref());
     if let Some(base) = http_base
         && base.get_ref() != "/"
     {
@@ -137,10 +128,7 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<AppManifest, ManifestE
         if !v.required && v.default.is_none() {
             return Err(source.error(
                 variable.span(),
-                format!(
-                    "variable `{}`: give a `default` or set `required = true`",
-                    name.get_ref()
-                ),
+                format!("variable `{}`: give a `default` or set `required = true`", name.get_ref()),
             ));
         }
         variables.insert(
@@ -195,10 +183,7 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<AppManifest, ManifestE
         if let Route::Public(pattern) = &route {
             let location = source.location(trigger.route.span());
             if let Some(message) = route_warning(&source, pattern, &component, &routes_seen) {
-                warnings.push(ManifestWarning {
-                    location: location.clone(),
-                    message,
-                });
+                warnings.push(ManifestWarning { location: location.clone(), message });
             }
             // Spin answers `/.well-known/spin/*` itself and logs an error
             // for app routes under it; the route is kept but never reached.
@@ -214,12 +199,7 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<AppManifest, ManifestE
             }
             routes_seen.push((pattern.clone(), component.clone(), trigger.route.span()));
         }
-        http_triggers.push(HttpTrigger {
-            id: trigger.id.clone(),
-            route,
-            component,
-            executor,
-        });
+        http_triggers.push(HttpTrigger { id: trigger.id.clone(), route, component, executor });
     }
 
     let application = raw.application.into_inner();
@@ -279,11 +259,7 @@ fn check_id(source: &Source<'_>, id: &Spanned<String>, kind: IdKind) -> Result<(
         // Report the problem for the style the label seems to attempt.
         IdKind::StoreLabel => id_problem(text, '-', false)
             .and(id_problem(text, '_', false))
-            .and(id_problem(
-                text,
-                if text.contains('_') { '_' } else { '-' },
-                false,
-            )),
+            .and(id_problem(text, if text.contains('_') { '_' } else { '-' }, false)),
     };
     let Some(problem) = problem else {
         return Ok(());
@@ -320,20 +296,14 @@ fn id_problem(id: &str, delim: char, lowercase_only: bool) -> Option<String> {
             return Some(format!("`{delim}` must separate non-empty words"));
         };
         if !first.is_ascii_alphabetic() {
-            return Some(format!(
-                "each word must start with an ASCII letter, not `{first}`"
-            ));
+            return Some(format!("each word must start with an ASCII letter, not `{first}`"));
         }
         if let Some(bad) = chars.clone().find(|c| !c.is_ascii_alphanumeric()) {
-            return Some(format!(
-                "words may contain only ASCII letters and digits, not `{bad}`"
-            ));
+            return Some(format!("words may contain only ASCII letters and digits, not `{bad}`"));
         }
         let upper = first.is_ascii_uppercase();
         if chars.any(|c| c.is_ascii_alphabetic() && c.is_ascii_uppercase() != upper) {
-            return Some(format!(
-                "each word must be all lowercase or all UPPERCASE, not `{word}`"
-            ));
+            return Some(format!("each word must be all lowercase or all UPPERCASE, not `{word}`"));
         }
         if lowercase_only && upper {
             return Some(format!("words must be lowercase, not `{word}`"));
@@ -357,10 +327,8 @@ fn route_warning(
     component: &str,
     seen: &[(RoutePattern, String, Range<usize>)],
 ) -> Option<String> {
-    if let Some((_, previous, span)) = seen
-        .iter()
-        .rev()
-        .find(|(p, _, _)| p.as_str() == pattern.as_str())
+    if let Some((_, previous, span)) =
+        seen.iter().rev().find(|(p, _, _)| p.as_str() == pattern.as_str())
     {
         return Some(format!(
             "duplicate route \"{pattern}\": the trigger for component `{component}` replaces the \
@@ -448,10 +416,7 @@ fn component_reference(
     components: &mut IndexMap<String, Component>,
 ) -> Result<String, ManifestError> {
     let Some(reference) = &trigger.component else {
-        return Err(source.error(
-            trigger_span,
-            format!("{route_label}: missing field `component`"),
-        ));
+        return Err(source.error(trigger_span, format!("{route_label}: missing field `component`")));
     };
     match reference.get_ref() {
         toml::Value::String(id) => {
@@ -463,11 +428,7 @@ fn component_reference(
                     reference.span(),
                     format!(
                         "{route_label}: component `{id}` is not defined (defined components: {})",
-                        if defined.is_empty() {
-                            "none".to_string()
-                        } else {
-                            defined.join(", ")
-                        }
+                        if defined.is_empty() { "none".to_string() } else { defined.join(", ") }
                     ),
                 ))
             }
@@ -510,10 +471,7 @@ fn convert_executor(
         return Ok(Executor::Http);
     };
     let bad = |message: &str| {
-        source.error(
-            executor.span(),
-            format!("{route_label}: executor: {message}"),
-        )
+        source.error(executor.span(), format!("{route_label}: executor: {message}"))
     };
     let toml::Value::Table(table) = executor.get_ref() else {
         return Err(bad("expected a table such as `{ type = \"http\" }`"));
@@ -529,20 +487,13 @@ fn convert_executor(
                     return Err(bad(&format!("unknown field `{key}` for the wagi executor")));
                 }
             }
-            let field = |name: &str| {
-                table
-                    .get(name)
-                    .and_then(toml::Value::as_str)
-                    .map(str::to_string)
-            };
-            Ok(Executor::Wagi {
-                argv: field("argv"),
-                entrypoint: field("entrypoint"),
-            })
+            let field =
+                |name: &str| table.get(name).and_then(toml::Value::as_str).map(str::to_string);
+            Ok(Executor::Wagi { argv: field("argv"), entrypoint: field("entrypoint") })
         }
-        Some(other) => Err(bad(&format!(
-            "unknown executor type `{other}`, expected `http` or `wagi`"
-        ))),
+        Some(other) => {
+            Err(bad(&format!("unknown executor type `{other}`, expected `http` or `wagi`")))
+        }
         None => Err(bad("missing field `type`")),
     }
 }
@@ -621,16 +572,8 @@ fn convert_component(
         environment: raw.environment.clone(),
         allowed_outbound_hosts: raw.allowed_outbound_hosts.clone(),
         allowed_http_hosts: raw.allowed_http_hosts.clone(),
-        key_value_stores: raw
-            .key_value_stores
-            .iter()
-            .map(|l| l.get_ref().clone())
-            .collect(),
-        sqlite_databases: raw
-            .sqlite_databases
-            .iter()
-            .map(|l| l.get_ref().clone())
-            .collect(),
+        key_value_stores: raw.key_value_stores.iter().map(|l| l.get_ref().clone()).collect(),
+        sqlite_databases: raw.sqlite_databases.iter().map(|l| l.get_ref().clone()).collect(),
         ai_models: raw.ai_models.clone(),
         variables: raw
             .variables
@@ -666,20 +609,12 @@ fn convert_source(
     match raw.get_ref() {
         toml::Value::String(path) => Ok(ComponentSource::Local(path.clone())),
         toml::Value::Table(table) => {
-            let field = |name: &str| {
-                table
-                    .get(name)
-                    .and_then(toml::Value::as_str)
-                    .map(str::to_string)
-            };
+            let field =
+                |name: &str| table.get(name).and_then(toml::Value::as_str).map(str::to_string);
             if let (Some(url), Some(digest)) = (field("url"), field("digest")) {
                 Ok(ComponentSource::Remote { url, digest })
             } else if let (Some(package), Some(version)) = (field("package"), field("version")) {
-                Ok(ComponentSource::Registry {
-                    registry: field("registry"),
-                    package,
-                    version,
-                })
+                Ok(ComponentSource::Registry { registry: field("registry"), package, version })
             } else {
                 Err(bad())
             }
@@ -694,27 +629,11 @@ mod tests {
 
     #[test]
     fn ids_follow_spins_rules() {
-        for valid in [
-            "hello",
-            "hello2",
-            "hello-world",
-            "HELLO-world",
-            "a-b-c",
-            "x1-y2",
-        ] {
+        for valid in ["hello", "hello2", "hello-world", "HELLO-world", "a-b-c", "x1-y2"] {
             assert_eq!(id_problem(valid, '-', false), None, "{valid}");
         }
-        for invalid in [
-            "",
-            "hello-2",
-            "-a",
-            "a-",
-            "a--b",
-            "Hello",
-            "hello_world",
-            "héllo",
-            "a b",
-        ] {
+        for invalid in ["", "hello-2", "-a", "a-", "a--b", "Hello", "hello_world", "héllo", "a b"]
+        {
             assert!(id_problem(invalid, '-', false).is_some(), "{invalid}");
         }
         assert_eq!(id_problem("api_key", '_', true), None);

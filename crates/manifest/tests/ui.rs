@@ -35,11 +35,7 @@ fn ui() {
             }
             Err(error) => (format!("{error}\n"), case.with_extension("err")),
         };
-        let other = if expected_path.extension().unwrap() == "out" {
-            "err"
-        } else {
-            "out"
-        };
+        let other = if expected_path.extension().unwrap() == "out" { "err" } else { "out" };
         if update {
             std::fs::write(&expected_path, &actual).unwrap();
             let _ = std::fs::remove_file(case.with_extension(other));
@@ -47,10 +43,8 @@ fn ui() {
         }
         match std::fs::read_to_string(&expected_path) {
             Ok(expected) if expected == actual => {}
-            Ok(expected) => failures.push(format!(
-                "{}:\n--- expected\n{expected}--- actual\n{actual}",
-                case.display()
-            )),
+            Ok(expected) => failures
+                .push(format!("{}:\n--- expected\n{expected}--- actual\n{actual}", case.display())),
             Err(_) => failures.push(format!(
                 "{}: no {} (expected {}?); actual:\n{actual}",
                 case.display(),

@@ -109,11 +109,7 @@ impl HttpComponent {
                 .collect::<Vec<_>>();
             return Err(ExecutorError::NoHttpExport {
                 component: pre.id.clone(),
-                exports: if exports.is_empty() {
-                    "nothing".into()
-                } else {
-                    exports.join(", ")
-                },
+                exports: if exports.is_empty() { "nothing".into() } else { exports.join(", ") },
             });
         };
         let bad_export = |error: wasmtime::Error| ExecutorError::BadExport {
@@ -134,11 +130,7 @@ impl HttpComponent {
         Ok(Self {
             id: pre.id.clone(),
             export,
-            handler: ProxyHandler::new(InstanceSource {
-                engine,
-                pre,
-                proxy_pre,
-            }),
+            handler: ProxyHandler::new(InstanceSource { engine, pre, proxy_pre }),
         })
     }
 
@@ -186,9 +178,7 @@ impl HandlerState for InstanceSource {
             proxy,
             view: wasmtime_wasi_http::WasiHttpView::http,
             expiration: NoExpiration,
-            state: SingleUse {
-                component: self.pre.id.clone(),
-            },
+            state: SingleUse { component: self.pre.id.clone() },
         })
     }
 }
@@ -218,11 +208,7 @@ impl WorkerState for SingleUse {
     type RequestData = ();
 
     fn should_accept_request(&self, _concurrent: usize, total: usize) -> ShouldAccept {
-        if total == 0 {
-            ShouldAccept::Yes
-        } else {
-            ShouldAccept::Never
-        }
+        if total == 0 { ShouldAccept::Yes } else { ShouldAccept::Never }
     }
 
     fn on_request_start(

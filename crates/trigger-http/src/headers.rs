@@ -43,11 +43,8 @@ pub fn inject<T>(
     client: SocketAddr,
 ) {
     headers.remove(http::header::CONNECTION);
-    let forged: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("spin-"))
-        .cloned()
-        .collect();
+    let forged: Vec<HeaderName> =
+        headers.keys().filter(|name| name.as_str().starts_with("spin-")).cloned().collect();
     for name in forged {
         headers.remove(name);
     }
@@ -68,10 +65,7 @@ pub fn inject<T>(
     set(BASE_PATH, "/");
     set(CLIENT_ADDR, &client.to_string());
     for (name, value) in &route.params {
-        let header = format!(
-            "{PATH_MATCH_PREFIX}{}",
-            name.to_lowercase().replace('_', "-")
-        );
+        let header = format!("{PATH_MATCH_PREFIX}{}", name.to_lowercase().replace('_', "-"));
         if let (Ok(header), Ok(value)) =
             (HeaderName::try_from(header), HeaderValue::from_str(value))
         {

@@ -73,10 +73,8 @@ impl HttpTrigger {
         app: &App,
         prepared: Vec<ComponentPre>,
     ) -> Result<Self, TriggerError> {
-        let mut by_id: HashMap<String, ComponentPre> = prepared
-            .into_iter()
-            .map(|pre| (pre.id.clone(), pre))
-            .collect();
+        let mut by_id: HashMap<String, ComponentPre> =
+            prepared.into_iter().map(|pre| (pre.id.clone(), pre)).collect();
         let mut components: HashMap<String, Arc<HttpComponent>> = HashMap::new();
         let mut routes = Vec::new();
         for http_route in &app.http_routes {
@@ -110,17 +108,12 @@ impl HttpTrigger {
             }
         }
         let app_info = serde_json::json!({ "name": app.name, "version": app.version });
-        Ok(Self {
-            router: Router::build(routes),
-            app_info: Bytes::from(app_info.to_string()),
-        })
+        Ok(Self { router: Router::build(routes), app_info: Bytes::from(app_info.to_string()) })
     }
 
     /// The public routes and the component serving each, in manifest order.
     pub fn routes(&self) -> impl Iterator<Item = (&RoutePattern, &str)> {
-        self.router
-            .routes()
-            .map(|(pattern, component)| (pattern, component.id.as_str()))
+        self.router.routes().map(|(pattern, component)| (pattern, component.id.as_str()))
     }
 
     /// Serve one request from `client`.
@@ -153,15 +146,8 @@ impl HttpTrigger {
         };
         let component = matched.target.clone();
 
-        let host = parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|host| host.to_str().ok());
-        let authority = uri
-            .authority()
-            .map(|a| a.as_str())
-            .or(host)
-            .unwrap_or("localhost");
+        let host = parts.headers.get(http::header::HOST).and_then(|host| host.to_str().ok());
+        let authority = uri.authority().map(|a| a.as_str()).or(host).unwrap_or("localhost");
         let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
         let full_url = format!("http://{authority}{path_and_query}");
         headers::inject(&mut parts.headers, &full_url, &matched, client);
@@ -182,11 +168,8 @@ impl HttpTrigger {
 }
 
 fn text(status: StatusCode, body: Bytes) -> Response<WasiBody> {
-    let mut response = Response::new(
-        Full::new(body)
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut response =
+        Response::new(Full::new(body).map_err(|never| match never {}).boxed_unsync());
     *response.status_mut() = status;
     response
 }

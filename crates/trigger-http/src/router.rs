@@ -62,10 +62,7 @@ impl<T> Router<T> {
     pub fn build(routes: impl IntoIterator<Item = (RoutePattern, T)>) -> Self {
         let mut kept: Vec<(RoutePattern, T)> = Vec::new();
         for (pattern, target) in routes {
-            match kept
-                .iter_mut()
-                .find(|(existing, _)| existing.as_str() == pattern.as_str())
-            {
+            match kept.iter_mut().find(|(existing, _)| existing.as_str() == pattern.as_str()) {
                 Some(slot) => slot.1 = target,
                 None => kept.push((pattern, target)),
             }
@@ -75,9 +72,7 @@ impl<T> Router<T> {
 
     /// The routes, in the order given (replaced duplicates left out).
     pub fn routes(&self) -> impl Iterator<Item = (&RoutePattern, &T)> {
-        self.routes
-            .iter()
-            .map(|(pattern, target)| (pattern, target))
+        self.routes.iter().map(|(pattern, target)| (pattern, target))
     }
 
     /// The most specific route matching `path` (the request path without
@@ -102,17 +97,9 @@ impl<T> Router<T> {
                 Segment::Literal(_) => None,
             })
             .collect();
-        let path_info = if pattern.is_wildcard() {
-            trimmed.path_info(pattern.segments().len())
-        } else {
-            ""
-        };
-        Some(RouteMatch {
-            target,
-            pattern,
-            path_info,
-            params,
-        })
+        let path_info =
+            if pattern.is_wildcard() { trimmed.path_info(pattern.segments().len()) } else { "" };
+        Some(RouteMatch { target, pattern, path_info, params })
     }
 }
 
@@ -136,20 +123,13 @@ impl<'a> Trimmed<'a> {
             path,
             start: path.len() - without_leading.len(),
             inner,
-            count: if inner.is_empty() {
-                0
-            } else {
-                inner.matches('/').count() + 1
-            },
+            count: if inner.is_empty() { 0 } else { inner.matches('/').count() + 1 },
         }
     }
 
     fn segments(&self) -> impl Iterator<Item = &'a str> + use<'a> {
         let inner = self.inner;
-        (!inner.is_empty())
-            .then(|| inner.split('/'))
-            .into_iter()
-            .flatten()
+        (!inner.is_empty()).then(|| inner.split('/')).into_iter().flatten()
     }
 
     /// Spin's `spin-path-info` for a wildcard after `fixed` segments: what
@@ -181,21 +161,15 @@ impl<'a> Trimmed<'a> {
 /// Whether `pattern` matches the whole of `path`.
 fn matches(pattern: &RoutePattern, path: &Trimmed<'_>) -> bool {
     let fixed = pattern.segments();
-    let count_fits = if pattern.is_wildcard() {
-        path.count >= fixed.len()
-    } else {
-        path.count == fixed.len()
-    };
+    let count_fits =
+        if pattern.is_wildcard() { path.count >= fixed.len() } else { path.count == fixed.len() };
     // A `:name` matches any segment; an empty one (from `//`) too, as in
     // Spin's router.
     count_fits
-        && fixed
-            .iter()
-            .zip(path.segments())
-            .all(|(segment, value)| match segment {
-                Segment::Literal(literal) => literal == value,
-                Segment::Param(_) => true,
-            })
+        && fixed.iter().zip(path.segments()).all(|(segment, value)| match segment {
+            Segment::Literal(literal) => literal == value,
+            Segment::Param(_) => true,
+        })
 }
 
 /// How `pattern` matches path segment `index` (assuming it matches).
@@ -226,11 +200,7 @@ mod tests {
     use super::*;
 
     fn router(routes: &[&str]) -> Router<String> {
-        Router::build(
-            routes
-                .iter()
-                .map(|r| (RoutePattern::parse(r).unwrap(), r.to_string())),
-        )
+        Router::build(routes.iter().map(|r| (RoutePattern::parse(r).unwrap(), r.to_string())))
     }
 
     fn matched(router: &Router<String>, path: &str) -> Option<String> {
@@ -246,13 +216,7 @@ mod tests {
 
     #[test]
     fn exact_beats_param_beats_wildcard() {
-        let r = router(&[
-            "/...",
-            "/users/...",
-            "/users/:id",
-            "/users/me",
-            "/users/:id/posts",
-        ]);
+        let r = router(&["/...", "/users/...", "/users/:id", "/users/me", "/users/:id/posts"]);
         assert_routes(
             &r,
             &[
@@ -270,13 +234,7 @@ mod tests {
 
     #[test]
     fn precedence_does_not_depend_on_order() {
-        let routes = [
-            "/one/...",
-            "/one/two/...",
-            "/one/two/three/...",
-            "/one/:x/three",
-            "/...",
-        ];
+        let routes = ["/one/...", "/one/two/...", "/one/two/three/...", "/one/:x/three", "/..."];
         let mut reversed = routes;
         reversed.reverse();
         for r in [router(&routes), router(&reversed)] {
@@ -298,18 +256,11 @@ mod tests {
     fn a_literal_early_outranks_params_later() {
         // Decided at the first segment that differs, as routefinder does.
         let r = router(&["/:a/b/c", "/a/..."]);
-        assert_routes(
-            &r,
-            &[("/a/b/c", Some("/a/...")), ("/x/b/c", Some("/:a/b/c"))],
-        );
+        assert_routes(&r, &[("/a/b/c", Some("/a/...")), ("/x/b/c", Some("/:a/b/c"))]);
         let r = router(&["/a/:b/...", "/a/..."]);
         assert_routes(
             &r,
-            &[
-                ("/a", Some("/a/...")),
-                ("/a/x", Some("/a/:b/...")),
-                ("/a/x/y", Some("/a/:b/...")),
-            ],
+            &[("/a", Some("/a/...")), ("/a/x", Some("/a/:b/...")), ("/a/x/y", Some("/a/:b/..."))],
         );
     }
 
@@ -376,10 +327,7 @@ mod tests {
                 ("/foo/bar/baz", Some("/foo/...")),
             ],
         );
-        assert_eq!(
-            matched(&router(&["/static/*"]), "/static/a.css").as_deref(),
-            Some("/static/*")
-        );
+        assert_eq!(matched(&router(&["/static/*"]), "/static/a.css").as_deref(), Some("/static/*"));
     }
 
     #[test]
@@ -437,11 +385,7 @@ mod tests {
         assert_eq!(r.routes().count(), 6);
         assert_routes(
             &r,
-            &[
-                ("/users/1", Some("/users/:id")),
-                ("/x", Some("/x/")),
-                ("/s/a", Some("/s/*")),
-            ],
+            &[("/users/1", Some("/users/:id")), ("/x", Some("/x/")), ("/s/a", Some("/s/*"))],
         );
         let m = r.route("/users/1").unwrap();
         assert_eq!(m.params, [("id", "1")]);

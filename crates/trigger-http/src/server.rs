@@ -57,9 +57,7 @@ pub async fn serve(
             let trigger = trigger.clone();
             async move { Ok::<_, Infallible>(trigger.handle(request, client).await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
+        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {

@@ -41,12 +41,13 @@ pub fn build(manifest_path: &std::path::Path, only: &[String]) -> anyhow::Result
         };
         for command in &build.command {
             eprintln!("Building component {id} with `{command}`");
-            let status = Command::new("sh")
-                .arg("-c")
-                .arg(command)
-                .current_dir(&workdir)
-                .status()
-                .with_context(|| format!("cannot run the build command of component `{id}`"))?;
+            let status =
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(command)
+                    .current_dir(&workdir)
+                    .status()
+                    .with_context(|| format!("cannot run the build command of component `{id}`"))?;
             if !status.success() {
                 bail!(
                     "build command for component `{id}` failed with {status}: `{command}` in {}",

@@ -37,12 +37,7 @@ pub struct UpArgs {
     pub build: bool,
     /// Where component stdout/stderr logs go (default `.spin/logs` next to
     /// the manifest); an empty value writes no log files.
-    #[arg(
-        short = 'L',
-        long = "log-dir",
-        env = "SPIN_LOG_DIR",
-        value_name = "DIR"
-    )]
+    #[arg(short = 'L', long = "log-dir", env = "SPIN_LOG_DIR", value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
     /// Truncate the log files at start-up instead of appending.
     #[arg(long)]
@@ -76,9 +71,8 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((text, "s"), |at| text.split_at(at));
+    let (number, unit) =
+        text.find(|c: char| !c.is_ascii_digit()).map_or((text, "s"), |at| text.split_at(at));
     let number: u64 = number
         .parse()
         .map_err(|_| format!("expected a duration such as 10s or 500ms, got `{text}`"))?;
@@ -86,9 +80,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(number)),
         "s" => Ok(Duration::from_secs(number)),
         "m" => Ok(Duration::from_secs(number * 60)),
-        _ => Err(format!(
-            "unknown duration unit `{unit}` in `{text}`; use ms, s or m"
-        )),
+        _ => Err(format!("unknown duration unit `{unit}` in `{text}`; use ms, s or m")),
     }
 }
 
@@ -174,11 +166,7 @@ fn log_config(args: &UpArgs, state_dir: &Path) -> LogConfig {
         Some(dir) => Some(dir.clone()),
         None => Some(state_dir.join("logs")),
     };
-    LogConfig {
-        log_dir,
-        terminal: !args.quiet,
-        truncate: args.truncate_logs,
-    }
+    LogConfig { log_dir, terminal: !args.quiet, truncate: args.truncate_logs }
 }
 
 /// The start-up listing, in `spin up`'s format.
@@ -186,11 +174,7 @@ fn print_routes(app: &bantam_app::App, trigger: &HttpTrigger, address: SocketAdd
     let base = format!("http://{address}");
     let mut out = format!("\nServing {base}\nAvailable Routes:\n");
     for (pattern, component_id) in trigger.routes() {
-        let wildcard = if pattern.is_wildcard() {
-            " (wildcard)"
-        } else {
-            ""
-        };
+        let wildcard = if pattern.is_wildcard() { " (wildcard)" } else { "" };
         let route = pattern.component_route();
         out.push_str(&format!("  {component_id}: {base}{route}{wildcard}\n"));
         if let Some(description) = app

@@ -44,10 +44,7 @@ async fn spin_headers_are_injected(guest: &str, sdk: &str) {
     assert_eq!(echo["sdk"], sdk);
     assert_eq!(echo["method"], "GET");
     let headers = &echo["headers"];
-    assert_eq!(
-        headers["spin-full-url"],
-        format!("http://127.0.0.1:{port}/users/42/profile/")
-    );
+    assert_eq!(headers["spin-full-url"], format!("http://127.0.0.1:{port}/users/42/profile/"));
     assert_eq!(headers["spin-path-info"], "/profile/");
     assert_eq!(headers["spin-matched-route"], "/users/:user_id/...");
     assert_eq!(headers["spin-raw-component-route"], "/users/:user_id/...");
@@ -55,10 +52,7 @@ async fn spin_headers_are_injected(guest: &str, sdk: &str) {
     assert_eq!(headers["spin-base-path"], "/");
     assert_eq!(headers["spin-path-match-user-id"], "42");
     let client = headers["spin-client-addr"].as_str().unwrap();
-    assert!(
-        client.starts_with("127.0.0.1:"),
-        "spin-client-addr: {client}"
-    );
+    assert!(client.starts_with("127.0.0.1:"), "spin-client-addr: {client}");
 
     let exact = get_json(&bantam.url("/exact")).await;
     assert_eq!(exact["headers"]["spin-path-info"], "");
@@ -189,11 +183,7 @@ async fn a_bare_component_file_serves_every_route() {
     let wasm = dir.path().join("My_Plain.Handler.wasm");
     std::fs::copy(crate::support::guest("wasi_http_plain"), &wasm).unwrap();
     let bantam = crate::support::Bantam::start_wasm(&wasm);
-    assert!(
-        bantam.output().contains("my-plain-handler: "),
-        "{}",
-        bantam.output()
-    );
+    assert!(bantam.output().contains("my-plain-handler: "), "{}", bantam.output());
     let (status, body) = get(&bantam.url("/any/path")).await;
     assert_eq!((status, body.as_str()), (200, "hello from plain wasi:http"));
 }

@@ -58,10 +58,7 @@ async fn undeclared_files_and_escapes_are_refused() {
         let (status, body) = get(&bantam.url(&format!("/?file={path}"))).await;
         assert_ne!(status, 200, "{path} must not be readable: {body}");
         assert!(body.starts_with("error: "), "{path}: {body}");
-        assert!(
-            !body.contains("not mounted") && !body.contains("root:"),
-            "{path}: {body}"
-        );
+        assert!(!body.contains("not mounted") && !body.contains("root:"), "{path}: {body}");
     }
 }
 
@@ -75,11 +72,7 @@ async fn guests_see_their_environment_and_not_the_hosts() {
     assert_eq!(from_flag, "flag value");
     for host_only in ["HOST_SECRET", "HOME", "PATH"] {
         let (status, body) = get(&bantam.url(&format!("/?env={host_only}"))).await;
-        assert_eq!(
-            (status, body.as_str()),
-            (404, "unset"),
-            "{host_only} leaked"
-        );
+        assert_eq!((status, body.as_str()), (404, "unset"), "{host_only} leaked");
     }
 }
 

@@ -33,19 +33,13 @@ async fn start_up_lists_routes_like_spin() {
     let bantam = app.up(&[]);
     let output = bantam.output();
     let base = &bantam.base;
-    assert!(
-        output.contains("Logging component stdio to \".spin/logs/\""),
-        "{output}"
-    );
+    assert!(output.contains("Logging component stdio to \".spin/logs/\""), "{output}");
     assert!(output.contains("Available Routes:"), "{output}");
     assert!(
         output.contains(&format!("  hello: {base}/hello (wildcard)\n    Says hello")),
         "{output}"
     );
-    assert!(
-        output.contains(&format!("  hello: {base}/exact\n")),
-        "{output}"
-    );
+    assert!(output.contains(&format!("  hello: {base}/exact\n")), "{output}");
 }
 
 #[tokio::test]
@@ -54,20 +48,12 @@ async fn a_second_start_loads_compiled_code_from_the_cache() {
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().to_str().unwrap();
     let first = app.up(&["--cache-dir", cache_dir]);
-    assert!(
-        first.output().contains("from_cache=false"),
-        "{}",
-        first.output()
-    );
+    assert!(first.output().contains("from_cache=false"), "{}", first.output());
     drop(first);
     let entries = std::fs::read_dir(cache.path()).unwrap().count();
     assert_eq!(entries, 1, "one compiled component in the cache");
     let second = app.up(&["--cache-dir", cache_dir]);
-    assert!(
-        second.output().contains("from_cache=true"),
-        "{}",
-        second.output()
-    );
+    assert!(second.output().contains("from_cache=true"), "{}", second.output());
     let (status, _) = get(&second.url("/exact?status=200")).await;
     assert_eq!(status, 200);
 }
@@ -76,10 +62,7 @@ async fn a_second_start_loads_compiled_code_from_the_cache() {
 fn a_missing_import_fails_start_up_naming_component_and_import() {
     let app = TestApp::single("needs-more", r#"source = "{missing_import}""#);
     let output = app.up_fails();
-    assert!(
-        output.contains("component `needs-more` cannot start"),
-        "{output}"
-    );
+    assert!(output.contains("component `needs-more` cannot start"), "{output}");
     assert!(output.contains("bantam-test:missing/nothing"), "{output}");
 }
 
@@ -94,10 +77,7 @@ fn a_component_without_an_http_export_fails_start_up() {
         ),
         "{output}"
     );
-    assert!(
-        output.contains("`wasi:cli/run@0.2"),
-        "it lists what it does export: {output}"
-    );
+    assert!(output.contains("`wasi:cli/run@0.2"), "it lists what it does export: {output}");
 }
 
 #[test]
@@ -127,9 +107,8 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
     bantam.terminate();
     let (status, body) = slow.await.unwrap();
     assert_eq!((status, body.as_str()), (200, "slept 1500"));
-    let code = tokio::task::spawn_blocking(move || bantam.wait(Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let code =
+        tokio::task::spawn_blocking(move || bantam.wait(Duration::from_secs(10))).await.unwrap();
     assert_eq!(code, Some(0));
 }
 
@@ -143,11 +122,7 @@ async fn up_build_runs_build_commands_before_loading_the_app() {
     let bantam = app.up(&["--build"]);
     let (status, body) = get(&bantam.url("/?status=201")).await;
     assert_eq!((status, body.as_str()), (201, "status 201"));
-    assert!(
-        bantam.output().contains("Building component built"),
-        "{}",
-        bantam.output()
-    );
+    assert!(bantam.output().contains("Building component built"), "{}", bantam.output());
 }
 
 #[test]

@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
 /// Build the guest programs in `tests/guests` (once per test run) and
@@ -23,13 +20,7 @@ pub fn guests() -> &'static Path {
         let manifest = repo_root().join("tests/guests/Cargo.toml");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let output = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
             .arg(&manifest)
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("RUSTFLAGS")
@@ -121,10 +112,7 @@ impl TestApp {
     /// `bantam up` expected to fail at start-up: its output.
     pub fn up_fails(&self) -> String {
         match self.up_with(&[]) {
-            Ok(bantam) => panic!(
-                "bantam up started but should have failed:\n{}",
-                bantam.output()
-            ),
+            Ok(bantam) => panic!("bantam up started but should have failed:\n{}", bantam.output()),
             Err(output) => output,
         }
     }
@@ -152,11 +140,7 @@ impl Bantam {
     /// Start `bantam up -f <app> --listen 127.0.0.1:0` (in the app's
     /// directory); `Err` holds the output when it exits before serving.
     fn start(app: &Path, extra: &[&str]) -> Result<Self, String> {
-        let dir = if app.is_dir() {
-            app
-        } else {
-            app.parent().unwrap()
-        };
+        let dir = if app.is_dir() { app } else { app.parent().unwrap() };
         let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bantam-compile-cache");
         let mut child = Command::new(env!("CARGO_BIN_EXE_bantam"))
             .arg("up")
@@ -190,9 +174,7 @@ impl Bantam {
                         Ok(n) => n,
                     };
                     let (text, changed) = &*output;
-                    text.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&chunk[..n]));
+                    text.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n]));
                     changed.notify_all();
                 }
             });
@@ -204,11 +186,7 @@ impl Bantam {
                 let rest = &text[at + "Serving ".len()..];
                 if let Some((base, _)) = rest.split_once('\n') {
                     let base = base.trim().to_string();
-                    return Ok(Self {
-                        child,
-                        base,
-                        output,
-                    });
+                    return Ok(Self { child, base, output });
                 }
             }
             if let Ok(Some(_)) = child.try_wait() {
@@ -222,9 +200,7 @@ impl Bantam {
             }
             let (lock, changed) = &*output;
             let guard = lock.lock().unwrap();
-            let _ = changed
-                .wait_timeout(guard, Duration::from_millis(50))
-                .unwrap();
+            let _ = changed.wait_timeout(guard, Duration::from_millis(50)).unwrap();
         }
     }
 
@@ -252,10 +228,8 @@ impl Bantam {
 
     /// Send SIGTERM.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let status =
+            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
 
@@ -281,9 +255,7 @@ impl Drop for Bantam {
 
 /// A GET request: status and body.
 pub async fn get(url: &str) -> (u16, String) {
-    let response = reqwest::get(url)
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = response.status().as_u16();
     (status, response.text().await.unwrap())
 }

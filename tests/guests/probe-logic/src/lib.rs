@@ -22,11 +22,7 @@ pub struct ProbeResponse {
 }
 
 fn respond(status: u16, body: impl Into<Vec<u8>>) -> ProbeResponse {
-    ProbeResponse {
-        status,
-        content_type: "text/plain",
-        body: body.into(),
-    }
+    ProbeResponse { status, content_type: "text/plain", body: body.into() }
 }
 
 /// Handle one request.
@@ -72,7 +68,9 @@ pub fn handle(
         "panic" => panic!("{value}"),
         "file" => match std::fs::read_to_string(&value) {
             Ok(contents) => respond(200, contents),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => respond(404, format!("error: {e}")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                respond(404, format!("error: {e}"))
+            }
             Err(e) => respond(500, format!("error: {e}")),
         },
         "list" => match std::fs::read_dir(&value) {
@@ -113,7 +111,11 @@ fn percent_decode(text: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or(()) {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or(())
+                {
                     Ok(b) => {
                         out.push(b);
                         i += 3;

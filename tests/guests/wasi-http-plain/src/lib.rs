@@ -14,9 +14,7 @@ impl wasi::exports::http::incoming_handler::Guest for Plain {
         let body = response.body().unwrap();
         ResponseOutparam::set(out, Ok(response));
         let stream = body.write().unwrap();
-        stream
-            .blocking_write_and_flush(b"hello from plain wasi:http")
-            .unwrap();
+        stream.blocking_write_and_flush(b"hello from plain wasi:http").unwrap();
         drop(stream);
         OutgoingBody::finish(body, None).unwrap();
     }
