@@ -15,6 +15,7 @@ use bantam_engine::{Engine, EngineConfig, LogConfig};
 use bantam_trigger_http::HttpTrigger;
 use bantam_trigger_http::server::{self, Shutdown};
 use clap::Args;
+use clap::builder::TypedValueParser;
 
 /// Flags of `bantam up`.
 #[derive(Debug, Args)]
@@ -37,7 +38,15 @@ pub struct UpArgs {
     pub build: bool,
     /// Where component stdout/stderr logs go (default `.spin/logs` next to
     /// the manifest); an empty value writes no log files.
-    #[arg(short = 'L', long = "log-dir", env = "SPIN_LOG_DIR", value_name = "DIR")]
+    // Clap's default path parser refuses an empty value; the OS-string
+    // parser lets `-L ""` through to mean "no log files", as in Spin.
+    #[arg(
+        short = 'L',
+        long = "log-dir",
+        env = "SPIN_LOG_DIR",
+        value_name = "DIR",
+        value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from)
+    )]
     pub log_dir: Option<PathBuf>,
     /// Truncate the log files at start-up instead of appending.
     #[arg(long)]

@@ -92,3 +92,15 @@ async fn guest_output_is_tagged_on_the_terminal_and_logged_to_files() {
     assert_eq!(stdout, "line one\n");
     assert_eq!(stderr, "err: line one\n");
 }
+
+#[tokio::test]
+async fn an_empty_log_dir_writes_no_log_files() {
+    let app = files_app();
+    let bantam = app.up(&["-L", ""]);
+    let (status, _) = get(&bantam.url("/?stdout=not%20on%20disk")).await;
+    assert_eq!(status, 200);
+    let output = bantam.wait_for_output("[reader] err: not on disk");
+    assert!(output.contains("[reader] not on disk"), "{output}");
+    assert!(!output.contains("Logging component stdio"), "{output}");
+    assert!(!app.path().join(".spin/logs").exists(), "no log directory is made");
+}
