@@ -124,9 +124,14 @@ pub(crate) fn materialise(
                         continue;
                     }
                     let target = checked_target(&app_dir, path)?;
+                    let inside = path.strip_prefix(&source_path).unwrap_or(path);
                     if target.is_file() {
-                        let inside = path.strip_prefix(&source_path).unwrap_or(path);
                         copy_file(&target, &dest_root.join(inside))?;
+                    } else if target.is_dir() {
+                        // A mounted directory keeps its empty subdirectories,
+                        // as a direct mount of it would.
+                        let dir = dest_root.join(inside);
+                        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
                     }
                 }
             }
@@ -206,6 +211,7 @@ mod tests {
     #[test]
     fn mappings_place_directories_and_files_at_their_destination() {
         let app = tree(&[("assets/index.html", "<h1>"), ("config.json", "{}")]);
+        fs::create_dir_all(app.path().join("assets/uploads/empty")).unwrap();
         let out = tempfile::tempdir().unwrap();
         materialise(
             app.path(),
@@ -222,6 +228,7 @@ mod tests {
         .unwrap();
         assert_eq!(read(out.path(), "www/index.html").as_deref(), Some("<h1>"));
         assert_eq!(read(out.path(), "etc/app.json").as_deref(), Some("{}"));
+        assert!(out.path().join("www/uploads/empty").is_dir(), "empty directories are kept");
     }
 
     #[test]
