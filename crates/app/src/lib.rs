@@ -37,6 +37,8 @@ pub struct App {
     /// Where the app keeps its state (logs, default stores): `.spin` next to
     /// the manifest, as Spin does.
     pub state_dir: PathBuf,
+    /// The application variables from `[variables]`, by name.
+    pub variables: indexmap::IndexMap<String, bantam_manifest::Variable>,
     /// The components, in manifest order.
     pub components: Vec<Component>,
     /// The HTTP routes, in manifest order.
@@ -220,6 +222,7 @@ pub fn from_manifest(manifest: bantam_manifest::AppManifest) -> Result<App, Load
         manifest_path: manifest.manifest_path.clone(),
         state_dir: dir.join(".spin"),
         dir,
+        variables: manifest.variables.clone(),
         components,
         http_routes,
         warnings: manifest.warnings.iter().map(ToString::to_string).collect(),
@@ -256,6 +259,7 @@ pub fn from_wasm_file(path: &Path) -> Result<App, LoadError> {
         manifest_path: path.to_path_buf(),
         state_dir: dir.join(".spin"),
         dir,
+        variables: indexmap::IndexMap::new(),
         components: vec![Component {
             id: id.clone(),
             description: None,

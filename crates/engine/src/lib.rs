@@ -181,6 +181,7 @@ impl Engine {
         &self,
         component: &bantam_app::Component,
         logs: &LogConfig,
+        capabilities: Arc<bantam_capabilities::ComponentCapabilities>,
     ) -> Result<ComponentPre, EngineError> {
         let bytes = std::fs::read(&component.source).map_err(|source| EngineError::Read {
             component: component.id.clone(),
@@ -210,7 +211,7 @@ impl Engine {
             id: component.id.clone(),
             component: compiled,
             instance_pre,
-            sandbox: Arc::new(Sandbox::new(component, logs)),
+            sandbox: Arc::new(Sandbox::new(component, logs, capabilities)),
             from_cache,
         })
     }
@@ -268,13 +269,17 @@ fn wasmtime_config(config: &EngineConfig, pooling: bool) -> Config {
 }
 
 /// The linker with every host interface Bantam provides: WASI 0.2 and 0.3
-/// (cli, clocks, filesystem, random, sockets, io) and `wasi:http` 0.2 and 0.3.
+/// (cli, clocks, filesystem, random, sockets, io), `wasi:http` 0.2 and 0.3,
+/// and the capabilities (key-value, SQLite, variables, ...). Linking an
+/// interface grants nothing by itself: each capability checks the
+/// component's grants when called.
 fn host_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     wasmtime_wasi::p3::add_to_linker(&mut linker)?;
     wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    bantam_capabilities::add_to_linker(&mut linker, HostState::capabilities)?;
     Ok(linker)
 }
 

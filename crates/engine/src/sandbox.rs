@@ -15,6 +15,8 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use bantam_capabilities::{CapabilitiesView, CapabilityState, ComponentCapabilities};
+
 use crate::LogConfig;
 use crate::stdio::{GuestOutput, GuestOutputStream};
 
@@ -25,17 +27,24 @@ pub struct Sandbox {
     files_root: Option<PathBuf>,
     stdout: Arc<GuestOutput>,
     stderr: Arc<GuestOutput>,
+    capabilities: Arc<ComponentCapabilities>,
 }
 
 impl Sandbox {
-    /// The sandbox of `component`, with its output going where `logs` says.
-    pub fn new(component: &bantam_app::Component, logs: &LogConfig) -> Self {
+    /// The sandbox of `component`, with its output going where `logs` says
+    /// and the host capabilities its manifest grants.
+    pub fn new(
+        component: &bantam_app::Component,
+        logs: &LogConfig,
+        capabilities: Arc<ComponentCapabilities>,
+    ) -> Self {
         let (stdout, stderr) = GuestOutput::for_component(&component.id, logs);
         Self {
             environment: component.environment.clone(),
             files_root: component.files_root.clone(),
             stdout,
             stderr,
+            capabilities,
         }
     }
 
@@ -61,6 +70,7 @@ impl Sandbox {
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new().memory_size(max_memory).build(),
             outbound_http: OutboundHttp,
+            capabilities: CapabilityState::new(Arc::clone(&self.capabilities)),
         })
     }
 }
@@ -73,6 +83,14 @@ pub struct HostState {
     table: ResourceTable,
     pub(crate) limits: StoreLimits,
     outbound_http: OutboundHttp,
+    capabilities: CapabilityState,
+}
+
+impl HostState {
+    /// What the capability host functions work on.
+    pub(crate) fn capabilities(&mut self) -> CapabilitiesView<'_> {
+        CapabilitiesView { state: &self.capabilities, table: &mut self.table }
+    }
 }
 
 impl WasiView for HostState {

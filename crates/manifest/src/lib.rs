@@ -289,3 +289,10 @@ pub fn load(path: &Path) -> Result<AppManifest, ManifestError> {
 pub fn parse(text: &str, path: &Path) -> Result<AppManifest, ManifestError> {
     validate::validate(text, path)
 }
+
+/// Why `name` is not a valid variable name (Spin's lower_snake_case
+/// rules), or `None` if it is. Guests asking for a variable by a malformed
+/// name get this as the `invalid-name` error.
+pub fn variable_name_problem(name: &str) -> Option<String> {
+    validate::id_problem(name, '_', true)
+}

@@ -282,7 +282,7 @@ fn check_id(source: &Source<'_>, id: &Spanned<String>, kind: IdKind) -> Result<(
 
 /// Why `id` is not words joined by `delim` (as Spin's `Id` type defines
 /// them), or `None` if it is.
-fn id_problem(id: &str, delim: char, lowercase_only: bool) -> Option<String> {
+pub(crate) fn id_problem(id: &str, delim: char, lowercase_only: bool) -> Option<String> {
     if id.is_empty() {
         return Some("it is empty".into());
     }

@@ -3,7 +3,8 @@
 //! Flags follow `spin up` wherever Spin has the same thing, so Spin users'
 //! habits carry over: `-f/--from`, `--listen`, `--build`, `-L/--log-dir`,
 //! `--truncate-logs`, `-q/--quiet`, `-e/--env`, `--disable-cache`,
-//! `--disable-pooling`.
+//! `--disable-pooling`, `--runtime-config-file`, `--variable`, `--sqlite`,
+//! `--key-value`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use bantam_capabilities::{AppCapabilities, CapabilityConfig, RuntimeConfig, VariableSources};
 use bantam_engine::{Engine, EngineConfig, LogConfig};
 use bantam_trigger_http::HttpTrigger;
 use bantam_trigger_http::server::{self, Shutdown};
@@ -67,6 +69,23 @@ pub struct UpArgs {
     /// Do not use the pooling instance allocator.
     #[arg(long)]
     pub disable_pooling: bool,
+    /// The runtime config file (Spin's format): where key-value stores
+    /// and SQLite databases other than `default` live.
+    #[arg(long, env = "RUNTIME_CONFIG_FILE", value_name = "FILE")]
+    pub runtime_config_file: Option<PathBuf>,
+    /// Set an application variable: `name=value`, `name=@file` (the
+    /// file's contents), or `@vars.json` / `@vars.toml` (many at once).
+    /// Overrides the environment (`SPIN_VARIABLE_<NAME>`) and defaults.
+    #[arg(long = "variable", value_name = "VARIABLE")]
+    pub variables: Vec<String>,
+    /// Run a SQL statement against the default SQLite database before
+    /// serving; `@file.sql` runs a file. Repeatable.
+    #[arg(long = "sqlite", value_name = "STATEMENT")]
+    pub sqlite: Vec<String>,
+    /// Set a key in the default key-value store before serving (KEY=VALUE).
+    /// Repeatable.
+    #[arg(long = "key-value", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub key_values: Vec<(String, String)>,
     /// How long in-flight requests may run after a shutdown signal.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_timeout: Duration,
@@ -132,21 +151,23 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         println!("Logging component stdio to \"{}/\"", shown.display());
     }
 
-    // Only components a trigger can reach are compiled and linked: an
-    // unused component costs nothing and cannot stop the app.
-    let mut prepared = Vec::with_capacity(app.components.len());
-    for component in &app.components {
-        if app.http_routes.iter().any(|r| r.component == component.id) {
-            prepared.push(engine.prepare(component, &logs)?);
-        }
-    }
-    let trigger = Arc::new(HttpTrigger::new(engine.clone(), &app, prepared)?);
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bantam-worker")
         .build()
         .context("cannot start the async runtime")?;
+    let capabilities = capabilities(&args, &app, &cwd, &runtime)?;
+
+    // Only components a trigger can reach are compiled and linked: an
+    // unused component costs nothing and cannot stop the app.
+    let mut prepared = Vec::with_capacity(app.components.len());
+    for component in &app.components {
+        if app.http_routes.iter().any(|r| r.component == component.id) {
+            let granted = capabilities.for_component(component)?;
+            prepared.push(engine.prepare(component, &logs, granted)?);
+        }
+    }
+    let trigger = Arc::new(HttpTrigger::new(engine.clone(), &app, prepared)?);
     let outcome = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -167,6 +188,68 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Open the app's stores and databases, resolve its variables, and apply
+/// `--sqlite` and `--key-value`.
+fn capabilities(
+    args: &UpArgs,
+    app: &bantam_app::App,
+    cwd: &Path,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<AppCapabilities> {
+    let runtime_config = match &args.runtime_config_file {
+        Some(path) => Some(RuntimeConfig::load(&cwd.join(path))?),
+        None => None,
+    };
+    if let (Some(config), Some(path)) = (&runtime_config, &args.runtime_config_file) {
+        let summary = config.summary();
+        if !summary.is_empty() {
+            println!(
+                "Using runtime config {} from {:?}",
+                summary.join(" "),
+                path.display().to_string()
+            );
+        }
+    }
+    let mut variable_sources = VariableSources::from_env();
+    for flag in &args.variables {
+        variable_sources.add_flag(flag, cwd)?;
+    }
+    let capabilities =
+        AppCapabilities::new(app, CapabilityConfig { runtime_config, variable_sources })?;
+    for line in capabilities.storage_summary(&app.dir) {
+        println!("{line}");
+    }
+
+    if !args.sqlite.is_empty() {
+        let database = capabilities.sqlite("default").context(
+            "--sqlite runs against the default database, which no component uses: add sqlite_databases = [\"default\"] to a component",
+        )?;
+        for statement in &args.sqlite {
+            let sql = match statement.strip_prefix('@') {
+                Some(file) => std::fs::read_to_string(cwd.join(file))
+                    .with_context(|| format!("--sqlite @{file}: cannot read the file"))?,
+                None => statement.clone(),
+            };
+            database.execute_batch(&sql).map_err(|e| anyhow::anyhow!("--sqlite: {e}"))?;
+        }
+    }
+    if !args.key_values.is_empty() {
+        let store = capabilities.key_value("default").context(
+            "--key-value sets keys in the default store, which no component uses: add key_value_stores = [\"default\"] to a component",
+        )?;
+        runtime.block_on(async {
+            for (key, value) in &args.key_values {
+                store
+                    .set(key, value.clone().into_bytes())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("--key-value {key}: {e}"))?;
+            }
+            anyhow::Ok(())
+        })?;
+    }
+    Ok(capabilities)
 }
 
 fn log_config(args: &UpArgs, state_dir: &Path) -> LogConfig {

@@ -1,0 +1,797 @@
+//! Key-value stores and the three interfaces guests use them through:
+//! `spin:key-value/key-value@3.0.0` (spin-sdk 7), `fermyon:spin/key-value@2.0.0`
+//! (spin-sdk 2 to 5) and `wasi:keyvalue` (store, atomics, batch,
+//! `0.2.0-draft2`).
+//!
+//! A store is opened by label. A component may open only the labels in its
+//! `key_value_stores`; any other label is `access-denied`, whether or not it
+//! exists, so a component cannot probe for other stores (as in Spin).
+//! Labels sharing one backend never see each other's keys: SQLite rows are
+//! keyed by (label, key) in Spin's own table layout, and Redis keys are
+//! used as they are, one Redis database per store being the user's choice
+//! in the URL, as in Spin.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::OptionalExtension;
+use wasmtime::component::{Accessor, FutureReader, Resource, StreamReader};
+
+use crate::bindings::fermyon::spin::key_value as v2;
+use crate::bindings::spin::key_value::key_value as v3;
+use crate::bindings::wasi::keyvalue::{atomics, batch, store as wasi_store};
+use crate::runtime_config::KeyValueConfig;
+use crate::{Capabilities, CapabilitiesView, CapabilityError};
+
+/// A store failed; the message is given to the guest as the WIT's `other`
+/// error and logged.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(String);
+
+impl StoreError {
+    fn new(label: &str, error: impl std::fmt::Display) -> Self {
+        let message = format!("key-value store `{label}`: {error}");
+        tracing::warn!("{message}");
+        Self(message)
+    }
+}
+
+/// One key-value store, shared by every instance that was granted it.
+pub struct KeyValueStore {
+    label: String,
+    backend: Backend,
+}
+
+enum Backend {
+    /// Rows of Spin's `spin_key_value` table. rusqlite is blocking, so
+    /// every call runs on tokio's blocking pool.
+    Sqlite { connection: Arc<Mutex<rusqlite::Connection>>, path: Option<PathBuf> },
+    /// A Redis server, connected on first use (it may start after
+    /// Bantam). The connection manager reconnects after the server goes
+    /// away, so a guest gets an error meanwhile, not a dead store.
+    Redis {
+        client: redis::Client,
+        connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+        url: String,
+    },
+}
+
+impl std::fmt::Debug for KeyValueStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyValueStore({}: {})", self.label, self.describe())
+    }
+}
+
+/// Spin's table layout, so a `.spin/sqlite_key_value.db` written by Spin is
+/// read by Bantam and the other way round.
+const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS spin_key_value (
+    store TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (store, key)
+)";
+
+impl KeyValueStore {
+    /// Open (creating if needed) the store `label` as configured.
+    pub fn open(label: &str, config: KeyValueConfig) -> Result<Self, CapabilityError> {
+        let backend = match config {
+            KeyValueConfig::Spin { path } => {
+                let opened = match &path {
+                    Some(path) => {
+                        if let Some(dir) = path.parent() {
+                            let _ = std::fs::create_dir_all(dir);
+                        }
+                        rusqlite::Connection::open(path)
+                    }
+                    None => rusqlite::Connection::open_in_memory(),
+                };
+                let connection = opened
+                    .and_then(|c| c.execute_batch(SQLITE_SCHEMA).map(|()| c))
+                    .map_err(|e| open_error(label, &path, e))?;
+                Backend::Sqlite { connection: Arc::new(Mutex::new(connection)), path }
+            }
+            KeyValueConfig::Redis { url } => {
+                let client =
+                    redis::Client::open(url.as_str()).map_err(|e| CapabilityError::Open {
+                        what: format!("key-value store `{label}` ({})", redact_url(&url)),
+                        message: e.to_string(),
+                    })?;
+                Backend::Redis { client, connection: tokio::sync::OnceCell::new(), url }
+            }
+        };
+        Ok(Self { label: label.to_string(), backend })
+    }
+
+    /// Where the data lives, for messages.
+    pub fn describe(&self) -> String {
+        self.describe_at(None)
+    }
+
+    /// Where the data lives, with a path shown relative to `base`.
+    pub fn describe_relative_to(&self, base: &Path) -> String {
+        self.describe_at(Some(base))
+    }
+
+    fn describe_at(&self, base: Option<&Path>) -> String {
+        match &self.backend {
+            Backend::Sqlite { path, .. } => crate::describe_path(path.as_ref(), base),
+            Backend::Redis { url, .. } => redact_url(url),
+        }
+    }
+
+    /// Run `f` on the SQLite connection, off the async worker threads.
+    async fn sqlite<R: Send + 'static>(
+        &self,
+        connection: &Arc<Mutex<rusqlite::Connection>>,
+        f: impl FnOnce(&mut rusqlite::Connection, &str) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let connection = Arc::clone(connection);
+        let label = self.label.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut connection = connection.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut connection, &label)
+        })
+        .await;
+        match result {
+            Ok(result) => result.map_err(|e| StoreError::new(&self.label, e)),
+            Err(e) => Err(StoreError::new(&self.label, e)),
+        }
+    }
+
+    fn redis_error(&self, error: redis::RedisError) -> StoreError {
+        StoreError::new(&self.label, error)
+    }
+
+    /// The Redis connection, made on first use; a failed attempt is
+    /// retried by the next call.
+    async fn redis(
+        &self,
+        client: &redis::Client,
+        connection: &tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    ) -> Result<redis::aio::ConnectionManager, StoreError> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_connection_timeout(std::time::Duration::from_secs(2))
+            .set_response_timeout(std::time::Duration::from_secs(5));
+        connection
+            .get_or_try_init(|| {
+                redis::aio::ConnectionManager::new_with_config(client.clone(), config)
+            })
+            .await
+            .cloned()
+            .map_err(|e| self.redis_error(e))
+    }
+
+    /// The value of `key`, if any.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite { connection, .. } => {
+                let key = key.to_string();
+                self.sqlite(connection, move |c, store| {
+                    c.prepare_cached(
+                        "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2",
+                    )?
+                    .query_row((store, &key), |row| row.get(0))
+                    .optional()
+                })
+                .await
+            }
+            Backend::Redis { client, connection, .. } => redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut self.redis(client, connection).await?)
+                .await
+                .map_err(|e| self.redis_error(e)),
+        }
+    }
+
+    /// Set `key` to `value`.
+    pub async fn set(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.set_many(vec![(key.to_string(), value)]).await
+    }
+
+    /// Set several keys at once (atomically on SQLite).
+    pub async fn set_many(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        match &self.backend {
+            Backend::Sqlite { connection, .. } => {
+                self.sqlite(connection, move |c, store| {
+                    let tx = c.transaction()?;
+                    {
+                        let mut insert = tx.prepare_cached(
+                            "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
+                        )?;
+                        for (key, value) in &entries {
+                            insert.execute((store, key, value))?;
+                        }
+                    }
+                    tx.commit()
+                })
+                .await
+            }
+            Backend::Redis { client, connection, .. } => {
+                let mut cmd = redis::cmd("MSET");
+                for (key, value) in &entries {
+                    cmd.arg(key).arg(value);
+                }
+                cmd.query_async(&mut self.redis(client, connection).await?)
+                    .await
+                    .map_err(|e| self.redis_error(e))
+            }
+        }
+    }
+
+    /// Delete `key`; deleting a missing key is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.delete_many(vec![key.to_string()]).await
+    }
+
+    /// Delete several keys.
+    pub async fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        match &self.backend {
+            Backend::Sqlite { connection, .. } => {
+                self.sqlite(connection, move |c, store| {
+                    let tx = c.transaction()?;
+                    {
+                        let mut delete = tx.prepare_cached(
+                            "DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2",
+                        )?;
+                        for key in &keys {
+                            delete.execute((store, key))?;
+                        }
+                    }
+                    tx.commit()
+                })
+                .await
+            }
+            Backend::Redis { client, connection, .. } => redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut self.redis(client, connection).await?)
+                .await
+                .map_err(|e| self.redis_error(e)),
+        }
+    }
+
+    /// Whether `key` has a value.
+    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite { .. } => Ok(self.get(key).await?.is_some()),
+            Backend::Redis { client, connection, .. } => redis::cmd("EXISTS")
+                .arg(key)
+                .query_async(&mut self.redis(client, connection).await?)
+                .await
+                .map_err(|e| self.redis_error(e)),
+        }
+    }
+
+    /// Every key in the store.
+    pub async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite { connection, .. } => {
+                self.sqlite(connection, |c, store| {
+                    c.prepare_cached(
+                        "SELECT key FROM spin_key_value WHERE store = ?1 ORDER BY key",
+                    )?
+                    .query_map([store], |row| row.get(0))?
+                    .collect()
+                })
+                .await
+            }
+            Backend::Redis { client, connection, .. } => {
+                let mut connection = self.redis(client, connection).await?;
+                let mut keys: Vec<String> = Vec::new();
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut connection)
+                        .await
+                        .map_err(|e| self.redis_error(e))?;
+                    keys.extend(batch);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+                keys.sort();
+                keys.dedup();
+                Ok(keys)
+            }
+        }
+    }
+
+    /// Add `delta` to the integer stored at `key` (0 if absent) and return
+    /// the new value. Values are stored as decimal text, as Redis does.
+    pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        match &self.backend {
+            Backend::Sqlite { connection, .. } => {
+                let key = key.to_string();
+                let result = self
+                    .sqlite(connection, move |c, store| {
+                        let tx = c.transaction()?;
+                        let current: Option<Vec<u8>> = tx
+                            .query_row(
+                                "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2",
+                                (store, &key),
+                                |row| row.get(0),
+                            )
+                            .optional()?;
+                        let current = match current {
+                            None => 0,
+                            Some(bytes) => match std::str::from_utf8(&bytes)
+                                .ok()
+                                .and_then(|t| t.parse::<i64>().ok())
+                            {
+                                Some(n) => n,
+                                None => return Ok(Err("the value is not an integer")),
+                            },
+                        };
+                        let Some(next) = current.checked_add(delta) else {
+                            return Ok(Err("the increment overflows"));
+                        };
+                        tx.execute(
+                            "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
+                            (store, &key, next.to_string().into_bytes()),
+                        )?;
+                        tx.commit()?;
+                        Ok(Ok(next))
+                    })
+                    .await?;
+                result.map_err(|problem| StoreError::new(&self.label, problem))
+            }
+            Backend::Redis { client, connection, .. } => redis::cmd("INCRBY")
+                .arg(key)
+                .arg(delta)
+                .query_async(&mut self.redis(client, connection).await?)
+                .await
+                .map_err(|e| self.redis_error(e)),
+        }
+    }
+
+    /// Set `key` to `value` only if it still holds `expected` (`None`:
+    /// absent). Returns whether it was set.
+    pub async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite { connection, .. } => {
+                let key = key.to_string();
+                self.sqlite(connection, move |c, store| {
+                    let tx = c.transaction()?;
+                    let current: Option<Vec<u8>> = tx
+                        .query_row(
+                            "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2",
+                            (store, &key),
+                            |row| row.get(0),
+                        )
+                        .optional()?;
+                    if current != expected {
+                        return Ok(false);
+                    }
+                    tx.execute(
+                        "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
+                        (store, &key, &value),
+                    )?;
+                    tx.commit()?;
+                    Ok(true)
+                })
+                .await
+            }
+            Backend::Redis { client, connection, .. } => {
+                // One script, so the comparison and the write are atomic.
+                let script = redis::Script::new(
+                    r"local current = redis.call('GET', KEYS[1])
+                      if (ARGV[1] == '0' and current == false) or (ARGV[1] == '1' and current == ARGV[2]) then
+                        redis.call('SET', KEYS[1], ARGV[3])
+                        return 1
+                      end
+                      return 0",
+                );
+                let swapped: i64 = script
+                    .key(key)
+                    .arg(if expected.is_some() { "1" } else { "0" })
+                    .arg(expected.unwrap_or_default())
+                    .arg(value)
+                    .invoke_async(&mut self.redis(client, connection).await?)
+                    .await
+                    .map_err(|e| self.redis_error(e))?;
+                Ok(swapped == 1)
+            }
+        }
+    }
+}
+
+fn open_error(label: &str, path: &Option<PathBuf>, error: rusqlite::Error) -> CapabilityError {
+    CapabilityError::Open {
+        what: format!("key-value store `{label}` ({})", crate::describe_path(path.as_ref(), None)),
+        message: error.to_string(),
+    }
+}
+
+/// A Redis URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// An open store, as a guest holds it.
+pub struct OpenStore {
+    store: Arc<KeyValueStore>,
+}
+
+/// A `wasi:keyvalue/atomics` compare-and-swap handle: the value a key had
+/// when the handle was made.
+pub struct Cas {
+    store: Arc<KeyValueStore>,
+    key: String,
+    current: Option<Vec<u8>>,
+}
+
+/// Why a store could not be opened, before mapping to each WIT's error.
+enum OpenError {
+    AccessDenied,
+    TableFull,
+}
+
+impl CapabilitiesView<'_> {
+    /// Open `label` if the component was granted it.
+    fn open_store(
+        &mut self,
+        label: &str,
+    ) -> wasmtime::Result<Result<Resource<OpenStore>, OpenError>> {
+        let component = self.state.component();
+        let Some(store) = component.key_value_stores.get(label) else {
+            tracing::warn!(
+                "component `{}`: key-value store `{label}` denied: it is not in the component's key_value_stores",
+                component.id
+            );
+            return Ok(Err(OpenError::AccessDenied));
+        };
+        let store = OpenStore { store: Arc::clone(store) };
+        Ok(self.table.push(store).map_err(|_| OpenError::TableFull))
+    }
+
+    fn store(&self, handle: &Resource<OpenStore>) -> wasmtime::Result<Arc<KeyValueStore>> {
+        Ok(Arc::clone(&self.table.get(handle)?.store))
+    }
+}
+
+fn store_of<T>(
+    accessor: &Accessor<T, Capabilities>,
+    handle: &Resource<OpenStore>,
+) -> wasmtime::Result<Arc<KeyValueStore>> {
+    accessor.with(|mut access| access.get().store(handle))
+}
+
+// spin:key-value@3.0.0 (spin-sdk 7): concurrent host functions.
+
+impl v3::Host for CapabilitiesView<'_> {}
+
+impl v3::HostStore for CapabilitiesView<'_> {
+    async fn drop(&mut self, store: Resource<v3::Store>) -> wasmtime::Result<()> {
+        self.table.delete(store)?;
+        Ok(())
+    }
+}
+
+fn v3_error(error: StoreError) -> v3::Error {
+    v3::Error::Other(error.0)
+}
+
+impl<T> v3::HostStoreWithStore<T> for Capabilities {
+    async fn open(
+        accessor: &Accessor<T, Self>,
+        label: String,
+    ) -> wasmtime::Result<Result<Resource<OpenStore>, v3::Error>> {
+        let opened = accessor.with(|mut access| access.get().open_store(&label))?;
+        Ok(opened.map_err(|error| match error {
+            OpenError::AccessDenied => v3::Error::AccessDenied,
+            OpenError::TableFull => v3::Error::StoreTableFull,
+        }))
+    }
+
+    async fn get(
+        accessor: &Accessor<T, Self>,
+        store: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, v3::Error>> {
+        let store = store_of(accessor, &store)?;
+        Ok(store.get(&key).await.map_err(v3_error))
+    }
+
+    async fn set(
+        accessor: &Accessor<T, Self>,
+        store: Resource<OpenStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), v3::Error>> {
+        let store = store_of(accessor, &store)?;
+        Ok(store.set(&key, value).await.map_err(v3_error))
+    }
+
+    async fn delete(
+        accessor: &Accessor<T, Self>,
+        store: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), v3::Error>> {
+        let store = store_of(accessor, &store)?;
+        Ok(store.delete(&key).await.map_err(v3_error))
+    }
+
+    async fn exists(
+        accessor: &Accessor<T, Self>,
+        store: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, v3::Error>> {
+        let store = store_of(accessor, &store)?;
+        Ok(store.exists(&key).await.map_err(v3_error))
+    }
+
+    async fn get_keys(
+        accessor: &Accessor<T, Self>,
+        store: Resource<OpenStore>,
+    ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), v3::Error>>)> {
+        let store = store_of(accessor, &store)?;
+        let (keys, result) = match store.keys().await {
+            Ok(keys) => (keys, Ok(())),
+            Err(error) => (Vec::new(), Err(v3_error(error))),
+        };
+        accessor.with(|mut access| {
+            let keys = StreamReader::new(&mut access, keys)?;
+            let result =
+                FutureReader::new(&mut access, async move { Ok::<_, wasmtime::Error>(result) })?;
+            Ok((keys, result))
+        })
+    }
+}
+
+// fermyon:spin/key-value@2.0.0 (spin-sdk 2 to 5).
+
+impl v2::Host for CapabilitiesView<'_> {}
+
+fn v2_error(error: StoreError) -> v2::Error {
+    v2::Error::Other(error.0)
+}
+
+impl v2::HostStore for CapabilitiesView<'_> {
+    async fn open(
+        &mut self,
+        label: String,
+    ) -> wasmtime::Result<Result<Resource<OpenStore>, v2::Error>> {
+        Ok(self.open_store(&label)?.map_err(|error| match error {
+            OpenError::AccessDenied => v2::Error::AccessDenied,
+            OpenError::TableFull => v2::Error::StoreTableFull,
+        }))
+    }
+
+    async fn get(
+        &mut self,
+        store: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, v2::Error>> {
+        Ok(self.store(&store)?.get(&key).await.map_err(v2_error))
+    }
+
+    async fn set(
+        &mut self,
+        store: Resource<OpenStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), v2::Error>> {
+        Ok(self.store(&store)?.set(&key, value).await.map_err(v2_error))
+    }
+
+    async fn delete(
+        &mut self,
+        store: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), v2::Error>> {
+        Ok(self.store(&store)?.delete(&key).await.map_err(v2_error))
+    }
+
+    async fn exists(
+        &mut self,
+        store: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, v2::Error>> {
+        Ok(self.store(&store)?.exists(&key).await.map_err(v2_error))
+    }
+
+    async fn get_keys(
+        &mut self,
+        store: Resource<OpenStore>,
+    ) -> wasmtime::Result<Result<Vec<String>, v2::Error>> {
+        Ok(self.store(&store)?.keys().await.map_err(v2_error))
+    }
+
+    async fn drop(&mut self, store: Resource<OpenStore>) -> wasmtime::Result<()> {
+        self.table.delete(store)?;
+        Ok(())
+    }
+}
+
+// wasi:keyvalue@0.2.0-draft2: store, atomics and batch.
+
+fn wasi_error(error: StoreError) -> wasi_store::Error {
+    wasi_store::Error::Other(error.0)
+}
+
+impl wasi_store::Host for CapabilitiesView<'_> {
+    async fn open(
+        &mut self,
+        identifier: String,
+    ) -> wasmtime::Result<Result<Resource<OpenStore>, wasi_store::Error>> {
+        Ok(self.open_store(&identifier)?.map_err(|error| match error {
+            OpenError::AccessDenied => wasi_store::Error::AccessDenied,
+            OpenError::TableFull => wasi_store::Error::Other("too many open stores".into()),
+        }))
+    }
+}
+
+impl wasi_store::HostBucket for CapabilitiesView<'_> {
+    async fn get(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_store::Error>> {
+        Ok(self.store(&bucket)?.get(&key).await.map_err(wasi_error))
+    }
+
+    async fn set(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
+        Ok(self.store(&bucket)?.set(&key, value).await.map_err(wasi_error))
+    }
+
+    async fn delete(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
+        Ok(self.store(&bucket)?.delete(&key).await.map_err(wasi_error))
+    }
+
+    async fn exists(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, wasi_store::Error>> {
+        Ok(self.store(&bucket)?.exists(&key).await.map_err(wasi_error))
+    }
+
+    /// All keys in one response, with no cursor (as Spin answers).
+    async fn list_keys(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        _cursor: Option<String>,
+    ) -> wasmtime::Result<Result<wasi_store::KeyResponse, wasi_store::Error>> {
+        Ok(self
+            .store(&bucket)?
+            .keys()
+            .await
+            .map(|keys| wasi_store::KeyResponse { keys, cursor: None })
+            .map_err(wasi_error))
+    }
+
+    async fn drop(&mut self, bucket: Resource<OpenStore>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for CapabilitiesView<'_> {
+    async fn increment(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key: String,
+        delta: i64,
+    ) -> wasmtime::Result<Result<i64, wasi_store::Error>> {
+        Ok(self.store(&bucket)?.increment(&key, delta).await.map_err(wasi_error))
+    }
+
+    async fn swap(
+        &mut self,
+        cas: Resource<Cas>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), atomics::CasError>> {
+        let handle = self.table.get(&cas)?;
+        let (store, key, expected) =
+            (Arc::clone(&handle.store), handle.key.clone(), handle.current.clone());
+        match store.compare_and_swap(&key, expected, value).await {
+            Ok(true) => {
+                self.table.delete(cas)?;
+                Ok(Ok(()))
+            }
+            // The guest gets its handle back to retry with.
+            Ok(false) => Ok(Err(atomics::CasError::CasFailed(cas))),
+            Err(error) => {
+                self.table.delete(cas)?;
+                Ok(Err(atomics::CasError::StoreError(wasi_error(error))))
+            }
+        }
+    }
+}
+
+impl atomics::HostCas for CapabilitiesView<'_> {
+    async fn new(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<Resource<Cas>, wasi_store::Error>> {
+        let store = self.store(&bucket)?;
+        let current = match store.get(&key).await {
+            Ok(current) => current,
+            Err(error) => return Ok(Err(wasi_error(error))),
+        };
+        match self.table.push(Cas { store, key, current }) {
+            Ok(cas) => Ok(Ok(cas)),
+            Err(_) => Ok(Err(wasi_store::Error::Other("too many open handles".into()))),
+        }
+    }
+
+    async fn current(
+        &mut self,
+        cas: Resource<Cas>,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_store::Error>> {
+        Ok(Ok(self.table.get(&cas)?.current.clone()))
+    }
+
+    async fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
+        self.table.delete(cas)?;
+        Ok(())
+    }
+}
+
+impl batch::Host for CapabilitiesView<'_> {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, wasi_store::Error>> {
+        let store = self.store(&bucket)?;
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            match store.get(&key).await {
+                Ok(value) => found.push((key, value)),
+                Err(error) => return Ok(Err(wasi_error(error))),
+            }
+        }
+        Ok(Ok(found))
+    }
+
+    async fn set_many(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
+        Ok(self.store(&bucket)?.set_many(key_values).await.map_err(wasi_error))
+    }
+
+    async fn delete_many(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
+        Ok(self.store(&bucket)?.delete_many(keys).await.map_err(wasi_error))
+    }
+}

@@ -1,0 +1,277 @@
+//! Host capabilities: what a component may use beyond plain WASI, granted
+//! per component by the manifest.
+//!
+//! Spin apps reach the host through Spin's WIT packages (key-value, SQLite,
+//! variables, ...). This crate implements those interfaces, with Spin's
+//! exact package names and versions (`wit/`), so that components built with
+//! any Spin SDK link and behave as they do on Spin.
+//!
+//! Everything is decided at start-up:
+//!
+//! - [`AppCapabilities::new`] reads the runtime config and the variable
+//!   sources, resolves every variable, and opens the stores and databases
+//!   the app's components were granted.
+//! - [`AppCapabilities::for_component`] gives each component its
+//!   [`ComponentCapabilities`]: its own variables, the stores and databases
+//!   its manifest names, and its resolved `allowed_outbound_hosts`.
+//! - Every instance then holds a [`CapabilityState`] pointing at them; the
+//!   host functions consult it and refuse anything not granted with the
+//!   WIT's own error (`access-denied`, `no-such-store`, ...).
+//!
+//! Grants never widen at run time, and one component's grants are never
+//! visible to another.
+
+mod bindings;
+pub mod key_value;
+pub mod runtime_config;
+pub mod sqlite;
+pub mod variables;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use wasmtime::component::{HasData, Linker, ResourceTable};
+
+pub use key_value::KeyValueStore;
+pub use runtime_config::RuntimeConfig;
+pub use sqlite::SqliteDatabase;
+pub use variables::{VariableSources, Variables};
+
+/// Why the capabilities of an app could not be set up at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum CapabilityError {
+    /// The runtime config file is malformed.
+    #[error(transparent)]
+    RuntimeConfig(#[from] runtime_config::RuntimeConfigError),
+    /// A variable is missing, malformed or refers to an undefined one.
+    #[error(transparent)]
+    Variables(#[from] variables::VariableError),
+    /// A component names a store the runtime config does not define.
+    #[error(
+        "component `{component}` uses key-value store `{label}`, which is not defined: add `[key_value_store.{label}]` to the runtime config file"
+    )]
+    UndefinedKeyValueStore {
+        /// The component id.
+        component: String,
+        /// The store label.
+        label: String,
+    },
+    /// A component names a database the runtime config does not define.
+    #[error(
+        "component `{component}` uses SQLite database `{label}`, which is not defined: add `[sqlite_database.{label}]` to the runtime config file"
+    )]
+    UndefinedSqliteDatabase {
+        /// The component id.
+        component: String,
+        /// The database label.
+        label: String,
+    },
+    /// A store or database could not be opened.
+    #[error("{what}: {message}")]
+    Open {
+        /// Which store or database, e.g. "key-value store `default` (.spin/sqlite_key_value.db)".
+        what: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What the CLI tells the capabilities at start-up.
+#[derive(Debug, Default)]
+pub struct CapabilityConfig {
+    /// The parsed runtime config file, if one was given.
+    pub runtime_config: Option<RuntimeConfig>,
+    /// Where variable values come from besides the manifest's defaults.
+    pub variable_sources: VariableSources,
+}
+
+/// The capabilities of one app: its stores and databases, opened once, and
+/// its resolved variables.
+pub struct AppCapabilities {
+    variables: Variables,
+    key_value_stores: HashMap<String, Arc<KeyValueStore>>,
+    sqlite_databases: HashMap<String, Arc<SqliteDatabase>>,
+}
+
+impl AppCapabilities {
+    /// Resolve the app's variables and open every store and database its
+    /// components were granted. Fails, naming what is wrong, when a
+    /// required variable has no value, a granted label is not defined, or
+    /// a store cannot be opened.
+    pub fn new(app: &bantam_app::App, config: CapabilityConfig) -> Result<Self, CapabilityError> {
+        let runtime_config = config.runtime_config.unwrap_or_default();
+        let variables = Variables::resolve(app, &config.variable_sources)?;
+
+        let mut key_value_stores = HashMap::new();
+        let mut sqlite_databases = HashMap::new();
+        for component in &app.components {
+            for label in &component.key_value_stores {
+                if key_value_stores.contains_key(label) {
+                    continue;
+                }
+                let store =
+                    runtime_config.key_value_store(label, &app.state_dir).ok_or_else(|| {
+                        CapabilityError::UndefinedKeyValueStore {
+                            component: component.id.clone(),
+                            label: label.clone(),
+                        }
+                    })?;
+                key_value_stores
+                    .insert(label.clone(), Arc::new(KeyValueStore::open(label, store)?));
+            }
+            for label in &component.sqlite_databases {
+                if sqlite_databases.contains_key(label) {
+                    continue;
+                }
+                let path =
+                    runtime_config.sqlite_database(label, &app.state_dir).ok_or_else(|| {
+                        CapabilityError::UndefinedSqliteDatabase {
+                            component: component.id.clone(),
+                            label: label.clone(),
+                        }
+                    })?;
+                sqlite_databases
+                    .insert(label.clone(), Arc::new(SqliteDatabase::open(label, path)?));
+            }
+        }
+        Ok(Self { variables, key_value_stores, sqlite_databases })
+    }
+
+    /// An opened key-value store, e.g. `default` for `bantam up --key-value`.
+    pub fn key_value(&self, label: &str) -> Option<&KeyValueStore> {
+        self.key_value_stores.get(label).map(AsRef::as_ref)
+    }
+
+    /// An opened SQLite database, e.g. `default` for `bantam up --sqlite`.
+    pub fn sqlite(&self, label: &str) -> Option<&SqliteDatabase> {
+        self.sqlite_databases.get(label).map(AsRef::as_ref)
+    }
+
+    /// Where the default store and database live, if a component uses
+    /// them, for the start-up summary as Spin words it; paths are shown
+    /// relative to `app_dir`.
+    pub fn storage_summary(&self, app_dir: &Path) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(store) = self.key_value_stores.get("default") {
+            let place = store.describe_relative_to(app_dir);
+            lines.push(format!("Storing default key-value data to {place}"));
+        }
+        if let Some(db) = self.sqlite_databases.get("default") {
+            let place = db.describe_relative_to(app_dir);
+            lines.push(format!("Storing default SQLite data to {place}"));
+        }
+        lines
+    }
+
+    /// What one component may use.
+    pub fn for_component(
+        &self,
+        component: &bantam_app::Component,
+    ) -> Result<Arc<ComponentCapabilities>, CapabilityError> {
+        let variables = self.variables.for_component(component)?;
+        // Host templates refer to the component's variables, as in Spin.
+        let allowed_outbound_hosts = variables::expand_entries(
+            &component.id,
+            "allowed_outbound_hosts",
+            &component.allowed_outbound_hosts,
+            &variables,
+        )?;
+        Ok(Arc::new(ComponentCapabilities {
+            id: component.id.clone(),
+            variables,
+            key_value_stores: grants(&component.key_value_stores, &self.key_value_stores),
+            sqlite_databases: grants(&component.sqlite_databases, &self.sqlite_databases),
+            allowed_outbound_hosts,
+        }))
+    }
+}
+
+/// What one component was granted. Immutable, shared by all its instances.
+#[derive(Debug)]
+pub struct ComponentCapabilities {
+    /// The component id, for log lines.
+    pub id: String,
+    /// The component's variables, resolved: name to value.
+    variables: IndexMap<String, variables::Value>,
+    /// The key-value stores it may open, by label.
+    key_value_stores: IndexMap<String, Arc<KeyValueStore>>,
+    /// The SQLite databases it may open, by label.
+    sqlite_databases: IndexMap<String, Arc<SqliteDatabase>>,
+    /// `allowed_outbound_hosts` with `{{ variable }}` templates expanded;
+    /// entries that expanded to nothing are left out, as in Spin.
+    pub allowed_outbound_hosts: Vec<String>,
+}
+
+impl ComponentCapabilities {
+    /// Capabilities that grant nothing (a bare component file).
+    pub fn none(id: &str) -> Arc<Self> {
+        Arc::new(Self {
+            id: id.to_string(),
+            variables: IndexMap::new(),
+            key_value_stores: IndexMap::new(),
+            sqlite_databases: IndexMap::new(),
+            allowed_outbound_hosts: Vec::new(),
+        })
+    }
+}
+
+/// The capability state of one instance.
+pub struct CapabilityState {
+    component: Arc<ComponentCapabilities>,
+}
+
+impl CapabilityState {
+    /// The state of a fresh instance of a component with these grants.
+    pub fn new(component: Arc<ComponentCapabilities>) -> Self {
+        Self { component }
+    }
+
+    /// What the component was granted.
+    pub fn component(&self) -> &Arc<ComponentCapabilities> {
+        &self.component
+    }
+}
+
+/// What the host functions work on: the instance's capability state and
+/// its resource table (open stores and connections live there).
+pub struct CapabilitiesView<'a> {
+    /// The instance's grants.
+    pub state: &'a CapabilityState,
+    /// The instance's resource table.
+    pub table: &'a mut ResourceTable,
+}
+
+/// Marker naming [`CapabilitiesView`] as the data of the host functions.
+struct Capabilities;
+
+impl HasData for Capabilities {
+    type Data<'a> = CapabilitiesView<'a>;
+}
+
+/// Add every capability interface to `linker`; `view` finds an instance's
+/// [`CapabilitiesView`] in its store data.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> CapabilitiesView<'_>,
+) -> wasmtime::Result<()> {
+    bindings::Host_::add_to_linker::<T, Capabilities>(linker, view)
+}
+
+/// The entries of `opened` named in `labels`, in the manifest's order.
+fn grants<T>(labels: &[String], opened: &HashMap<String, Arc<T>>) -> IndexMap<String, Arc<T>> {
+    labels.iter().filter_map(|l| Some((l.clone(), Arc::clone(opened.get(l)?)))).collect()
+}
+
+/// Where a store or database lives, as shown to the user: quoted, and
+/// relative to `base` when under it.
+fn describe_path(path: Option<&PathBuf>, base: Option<&Path>) -> String {
+    match path {
+        Some(path) => {
+            let shown = base.and_then(|base| path.strip_prefix(base).ok()).unwrap_or(path);
+            format!("{:?}", shown.display().to_string())
+        }
+        None => "memory (not persisted)".to_string(),
+    }
+}

@@ -1,0 +1,267 @@
+//! The runtime config file (`bantam up --runtime-config-file rc.toml`), in
+//! Spin's format: where each key-value store and SQLite database lives.
+//!
+//! ```toml
+//! [key_value_store.cache]
+//! type = "redis"
+//! url = "redis://127.0.0.1:6379"
+//!
+//! [key_value_store.archive]
+//! type = "spin"                # SQLite
+//! path = "data/archive.db"     # relative to this file; in memory if absent
+//!
+//! [sqlite_database.orders]
+//! type = "spin"
+//! path = "data/orders.db"
+//! ```
+//!
+//! Without a file, `default` is the only store and database, both SQLite
+//! files in the app's `.spin` directory, as with Spin. Unknown tables and
+//! fields are errors, reported with the file, line and column.
+
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+/// The file name of the default key-value store, in the state directory.
+const DEFAULT_KEY_VALUE_FILE: &str = "sqlite_key_value.db";
+/// The file name of the default SQLite database, in the state directory.
+const DEFAULT_SQLITE_FILE: &str = "sqlite_db.db";
+
+/// Why a runtime config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeConfigError {
+    /// The file could not be read.
+    #[error("cannot read runtime config {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid, with toml's location and explanation.
+    #[error("{}:{line}:{column}: {message}", .path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column of the problem.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The parsed runtime config file.
+#[derive(Debug, Default, Clone)]
+pub struct RuntimeConfig {
+    /// The directory relative paths resolve against.
+    dir: PathBuf,
+    key_value_stores: IndexMap<String, KeyValueConfig>,
+    sqlite_databases: IndexMap<String, SqliteConfig>,
+}
+
+/// Where one key-value store lives.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum KeyValueConfig {
+    /// `type = "spin"`: a SQLite file (`path`), or memory without one.
+    Spin {
+        /// The database file.
+        path: Option<PathBuf>,
+    },
+    /// `type = "redis"`: a Redis server.
+    Redis {
+        /// `redis://host:port[/db]`.
+        url: String,
+    },
+}
+
+/// Where one SQLite database lives.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SqliteConfig {
+    /// `type = "spin"`: a local file (`path`), or memory without one.
+    Spin {
+        /// The database file.
+        path: Option<PathBuf>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntimeConfig {
+    #[serde(default)]
+    key_value_store: IndexMap<String, KeyValueConfig>,
+    #[serde(default)]
+    sqlite_database: IndexMap<String, SqliteConfig>,
+}
+
+impl RuntimeConfig {
+    /// Read and parse a runtime config file.
+    pub fn load(path: &Path) -> Result<Self, RuntimeConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| RuntimeConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse runtime config text; `path` names it in errors and relative
+    /// paths resolve against its directory.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, RuntimeConfigError> {
+        let raw: RawRuntimeConfig = toml::from_str(text).map_err(|error| {
+            let (line, column) =
+                error.span().map(|span| line_column(text, span.start)).unwrap_or((1, 1));
+            RuntimeConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: error.message().to_string(),
+            }
+        })?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let absolute = |p: Option<PathBuf>| p.map(|p| dir.join(p));
+        Ok(Self {
+            key_value_stores: raw
+                .key_value_store
+                .into_iter()
+                .map(|(label, config)| {
+                    let config = match config {
+                        KeyValueConfig::Spin { path } => {
+                            KeyValueConfig::Spin { path: absolute(path) }
+                        }
+                        redis => redis,
+                    };
+                    (label, config)
+                })
+                .collect(),
+            sqlite_databases: raw
+                .sqlite_database
+                .into_iter()
+                .map(|(label, SqliteConfig::Spin { path })| {
+                    (label, SqliteConfig::Spin { path: absolute(path) })
+                })
+                .collect(),
+            dir,
+        })
+    }
+
+    /// Where the key-value store `label` lives: as configured, or for
+    /// `default`, `sqlite_key_value.db` in the app's state directory.
+    /// `None` for an undefined label.
+    pub fn key_value_store(&self, label: &str, state_dir: &Path) -> Option<KeyValueConfig> {
+        match self.key_value_stores.get(label) {
+            Some(config) => Some(config.clone()),
+            None if label == "default" => {
+                Some(KeyValueConfig::Spin { path: Some(state_dir.join(DEFAULT_KEY_VALUE_FILE)) })
+            }
+            None => None,
+        }
+    }
+
+    /// Where the SQLite database `label` lives (`None` inside: in memory):
+    /// as configured, or for `default`, `sqlite_db.db` in the app's state
+    /// directory. `None` for an undefined label.
+    pub fn sqlite_database(&self, label: &str, state_dir: &Path) -> Option<Option<PathBuf>> {
+        match self.sqlite_databases.get(label) {
+            Some(SqliteConfig::Spin { path }) => Some(path.clone()),
+            None if label == "default" => Some(Some(state_dir.join(DEFAULT_SQLITE_FILE))),
+            None => None,
+        }
+    }
+
+    /// One line per configured store, for the start-up summary, as Spin
+    /// prints them (`[key_value_store.cache: redis]`).
+    pub fn summary(&self) -> Vec<String> {
+        let kv = self.key_value_stores.iter().map(|(label, config)| {
+            let kind = match config {
+                KeyValueConfig::Spin { .. } => "spin",
+                KeyValueConfig::Redis { .. } => "redis",
+            };
+            format!("[key_value_store.{label}: {kind}]")
+        });
+        let sqlite =
+            self.sqlite_databases.keys().map(|label| format!("[sqlite_database.{label}: spin]"));
+        kv.chain(sqlite).collect()
+    }
+
+    /// The directory relative paths resolve against.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_and_databases_with_paths_relative_to_the_file() {
+        let config = RuntimeConfig::parse(
+            r#"
+[key_value_store.cache]
+type = "redis"
+url = "redis://127.0.0.1:6379"
+
+[key_value_store.archive]
+type = "spin"
+path = "data/archive.db"
+
+[sqlite_database.orders]
+type = "spin"
+"#,
+            Path::new("/app/rc.toml"),
+        )
+        .unwrap();
+        let state = Path::new("/app/.spin");
+        assert_eq!(
+            config.key_value_store("cache", state),
+            Some(KeyValueConfig::Redis { url: "redis://127.0.0.1:6379".into() })
+        );
+        assert_eq!(
+            config.key_value_store("archive", state),
+            Some(KeyValueConfig::Spin { path: Some("/app/data/archive.db".into()) })
+        );
+        assert_eq!(
+            config.key_value_store("default", state),
+            Some(KeyValueConfig::Spin { path: Some("/app/.spin/sqlite_key_value.db".into()) })
+        );
+        assert_eq!(config.key_value_store("other", state), None);
+        assert_eq!(config.sqlite_database("orders", state), Some(None));
+        assert_eq!(
+            config.sqlite_database("default", state),
+            Some(Some("/app/.spin/sqlite_db.db".into()))
+        );
+        assert_eq!(config.sqlite_database("nope", state), None);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let err = RuntimeConfig::parse(
+            "[key_value_store.cache]\ntype = \"redis\"\nurl = \"redis://x\"\nport = 1\n",
+            Path::new("rc.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("rc.toml:1:1: "), "{err}");
+        assert!(err.contains("port"), "{err}");
+
+        let err =
+            RuntimeConfig::parse("[key_value_store.x]\ntype = \"dynamo\"\n", Path::new("rc.toml"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("dynamo") && err.contains("spin") && err.contains("redis"), "{err}");
+
+        let err = RuntimeConfig::parse("[limitz]\n", Path::new("rc.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("rc.toml:1:") && err.contains("limitz"), "{err}");
+    }
+}
