@@ -1,8 +1,10 @@
 //! End-to-end tests of `bantam`: real guests built from source, served by
 //! the real binary over HTTP on a free loopback port.
 
+mod services;
 mod support;
 
+mod capabilities;
 mod faults;
 mod routing;
 mod sandbox;

@@ -57,6 +57,7 @@ impl TestApp {
     /// An app whose spin.toml is `manifest`, with `{p3}`, `{p2}`, `{plain}`,
     /// `{missing_import}` and `{no_http_export}` replaced by the guest
     /// component paths.
+    /// `{caps_p3}` and `{caps_p2}` are the capability guests.
     pub fn new(manifest: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut text = manifest.to_string();
@@ -66,6 +67,8 @@ impl TestApp {
             ("{plain}", "wasi_http_plain"),
             ("{missing_import}", "missing_import"),
             ("{no_http_export}", "no_http_export"),
+            ("{caps_p3}", "capabilities_p3"),
+            ("{caps_p2}", "capabilities_p2"),
         ] {
             if text.contains(placeholder) {
                 text = text.replace(placeholder, &guest(name));
@@ -104,7 +107,7 @@ impl TestApp {
 
     /// `bantam up` on this app, on a free port, waiting until it serves.
     pub fn up(&self, extra: &[&str]) -> Bantam {
-        Bantam::start(self.path(), extra).unwrap_or_else(|output| {
+        Bantam::start(self.path(), extra, &[]).unwrap_or_else(|output| {
             panic!("bantam up did not start:\n{output}");
         })
     }
@@ -120,7 +123,12 @@ impl TestApp {
     /// `bantam up` with `extra` flags: the running server, or the output
     /// of a start-up that failed.
     pub fn up_with(&self, extra: &[&str]) -> Result<Bantam, String> {
-        Bantam::start(self.path(), extra)
+        Bantam::start(self.path(), extra, &[])
+    }
+
+    /// `bantam up` with `extra` flags and environment variables `env`.
+    pub fn up_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Result<Bantam, String> {
+        Bantam::start(self.path(), extra, env)
     }
 }
 
@@ -134,12 +142,13 @@ pub struct Bantam {
 impl Bantam {
     /// `bantam up -f <file.wasm>`, waiting until it serves.
     pub fn start_wasm(wasm: &Path) -> Self {
-        Self::start(wasm, &[]).unwrap_or_else(|output| panic!("bantam up did not start:\n{output}"))
+        Self::start(wasm, &[], &[])
+            .unwrap_or_else(|output| panic!("bantam up did not start:\n{output}"))
     }
 
     /// Start `bantam up -f <app> --listen 127.0.0.1:0` (in the app's
     /// directory); `Err` holds the output when it exits before serving.
-    fn start(app: &Path, extra: &[&str]) -> Result<Self, String> {
+    fn start(app: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
         let dir = if app.is_dir() { app } else { app.parent().unwrap() };
         let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bantam-compile-cache");
         let mut child = Command::new(env!("CARGO_BIN_EXE_bantam"))
@@ -152,6 +161,7 @@ impl Bantam {
             .current_dir(dir)
             .env("RUST_LOG", "warn,bantam=debug")
             .env("HOST_SECRET", "do-not-leak")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -104,6 +104,63 @@ pub fn handle(
     }
 }
 
+/// The query string's `key=value` pairs, percent-decoded (a later
+/// repeat of a key wins).
+pub fn query_params(uri: &str) -> BTreeMap<String, String> {
+    let query = uri.split_once('?').map(|(_, q)| q).unwrap_or("");
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key), percent_decode(value))
+        })
+        .collect()
+}
+
+/// SQL parameters from the guests' text form: comma-separated `i:42`,
+/// `r:1.5`, `t:text`, `b:<hex>` or `null`.
+pub fn sql_params(text: &str) -> Vec<SqlParam> {
+    text.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once(':') {
+            Some(("i", v)) => SqlParam::Integer(v.parse().unwrap_or(0)),
+            Some(("r", v)) => SqlParam::Real(v.parse().unwrap_or(0.0)),
+            Some(("t", v)) => SqlParam::Text(v.to_string()),
+            Some(("b", v)) => SqlParam::Blob(
+                (0..v.len() / 2)
+                    .map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).unwrap_or(0))
+                    .collect(),
+            ),
+            _ => SqlParam::Null,
+        })
+        .collect()
+}
+
+/// One SQL value, independent of the SDK's own type.
+pub enum SqlParam {
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+    Null,
+}
+
+impl SqlParam {
+    /// The text form `sql_params` reads.
+    pub fn show(&self) -> String {
+        match self {
+            SqlParam::Integer(i) => format!("i:{i}"),
+            SqlParam::Real(r) => format!("r:{r}"),
+            SqlParam::Text(t) => format!("t:{t}"),
+            SqlParam::Blob(b) => {
+                format!("b:{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+            }
+            SqlParam::Null => "null".to_string(),
+        }
+    }
+}
+
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -1,0 +1,360 @@
+//! Host capabilities through real spin-sdk guests: key-value, SQLite and
+//! variables, granted and refused, on the embedded stores and on a real
+//! Redis.
+
+use crate::services::Redis;
+use crate::support::{TestApp, get};
+
+/// Two components, one per SDK generation; `{P3_EXTRA}` and `{P2_EXTRA}`
+/// add to their tables (their grants).
+const APP: &str = r#"
+spin_manifest_version = 2
+[application]
+name = "caps"
+
+[variables]
+greeting = { default = "hello" }
+api_key = { required = true, secret = true }
+region = { default = "eu" }
+
+[[trigger.http]]
+route = "/p3/..."
+component = "p3"
+
+[[trigger.http]]
+route = "/p2/..."
+component = "p2"
+
+[component.p3]
+source = "{caps_p3}"
+variables = { message = "{{ greeting }}, world", key = "{{ api_key }}", where = "in {{region}}" }
+{P3_EXTRA}
+
+[component.p2]
+source = "{caps_p2}"
+variables = { message = "{{ greeting }} from p2" }
+{P2_EXTRA}
+"#;
+
+/// Both default stores.
+const DEFAULTS: &str = "key_value_stores = [\"default\"]\nsqlite_databases = [\"default\"]";
+
+fn app(p3_extra: &str, p2_extra: &str) -> TestApp {
+    TestApp::new(&APP.replace("{P3_EXTRA}", p3_extra).replace("{P2_EXTRA}", p2_extra))
+}
+
+const SECRET: &str = "s3cret-value";
+
+/// Start the app with the required secret given through the environment.
+fn up(app: &TestApp, extra: &[&str]) -> crate::support::Bantam {
+    app.up_with_env(extra, &[("SPIN_VARIABLE_API_KEY", SECRET)])
+        .unwrap_or_else(|output| panic!("bantam up did not start:\n{output}"))
+}
+
+/// `GET <path>` on the app: status and body.
+async fn call(bantam: &crate::support::Bantam, path: &str) -> (u16, String) {
+    get(&bantam.url(path)).await
+}
+
+async fn ok(bantam: &crate::support::Bantam, path: &str) -> String {
+    let (status, body) = call(bantam, path).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+#[tokio::test]
+async fn key_value_is_shared_by_granted_components_and_refused_to_others() {
+    let app = app(DEFAULTS, DEFAULTS);
+    let bantam = up(&app, &[]);
+    assert!(
+        bantam.output().contains("Storing default key-value data to \".spin/sqlite_key_value.db\""),
+        "{}",
+        bantam.output()
+    );
+
+    // spin:key-value@3 (spin-sdk 7) writes, fermyon:spin/key-value@2
+    // (spin-sdk 5.2) and wasi:keyvalue read the same default store.
+    assert_eq!(ok(&bantam, "/p3?cap=kv&store=default&op=set&key=colour&value=blue").await, "ok");
+    assert_eq!(ok(&bantam, "/p2?cap=kv&store=default&op=set&key=shape&value=round").await, "ok");
+    assert_eq!(ok(&bantam, "/p2?cap=kv&store=default&op=get&key=colour").await, "blue");
+    assert_eq!(ok(&bantam, "/p3?cap=kv&store=default&op=get&key=shape").await, "round");
+    assert_eq!(ok(&bantam, "/p3?cap=wasi-kv&store=default&op=get&key=colour").await, "blue");
+    assert_eq!(ok(&bantam, "/p2?cap=wasi-kv&store=default&op=get&key=shape").await, "round");
+    assert_eq!(ok(&bantam, "/p3?cap=kv&store=default&op=keys").await, "colour,shape");
+    assert_eq!(ok(&bantam, "/p3?cap=kv&store=default&op=exists&key=colour").await, "true");
+    assert_eq!(ok(&bantam, "/p2?cap=kv&store=default&op=delete&key=colour").await, "ok");
+    assert_eq!(ok(&bantam, "/p2?cap=kv&store=default&op=exists&key=colour").await, "false");
+    assert_eq!(ok(&bantam, "/p3?cap=kv&store=default&op=get&key=colour").await, "<none>");
+    assert_eq!(ok(&bantam, "/p2?cap=kv&store=default&op=keys").await, "shape");
+
+    // A label the component was not granted: access-denied, in each
+    // interface's own error, and a log line saying why.
+    for path in [
+        "/p3?cap=kv&store=secrets&op=get&key=x",
+        "/p2?cap=kv&store=secrets&op=get&key=x",
+        "/p3?cap=wasi-kv&store=secrets&op=get&key=x",
+        "/p2?cap=wasi-kv&store=secrets&op=get&key=x",
+    ] {
+        assert_eq!(call(&bantam, path).await, (500, "error: access-denied".into()), "{path}");
+    }
+    let output = bantam.wait_for_output("key-value store `secrets` denied");
+    assert!(output.contains("component `p2`: key-value store `secrets` denied"), "{output}");
+
+    // Durable across a restart of `bantam up`.
+    drop(bantam);
+    let again = up(&app, &[]);
+    assert_eq!(ok(&again, "/p3?cap=kv&store=default&op=get&key=shape").await, "round");
+    assert!(app.path().join(".spin/sqlite_key_value.db").is_file());
+}
+
+#[tokio::test]
+async fn a_component_without_a_grant_gets_access_denied() {
+    // p2 is granted nothing at all here.
+    let app = app(DEFAULTS, "");
+    let bantam = up(&app, &[]);
+    assert_eq!(
+        call(&bantam, "/p2?cap=kv&store=default&op=get&key=x").await,
+        (500, "error: access-denied".into())
+    );
+    assert_eq!(
+        call(&bantam, "/p2?cap=sqlite&db=default&sql=SELECT%201").await,
+        (500, "error: access-denied".into())
+    );
+    assert_eq!(
+        call(&bantam, "/p2?cap=sqlite3&db=default&sql=SELECT%201").await,
+        (500, "error: access-denied".into())
+    );
+    // The granted neighbour is unaffected.
+    assert_eq!(ok(&bantam, "/p3?cap=kv&store=default&op=set&key=x&value=1").await, "ok");
+}
+
+#[tokio::test]
+async fn stores_from_the_runtime_config_never_see_each_others_keys() {
+    let app = app(
+        r#"key_value_stores = ["default", "left", "right"]"#,
+        r#"key_value_stores = ["right"]"#,
+    )
+    .file(
+        "rc.toml",
+        "[key_value_store.left]\ntype = \"spin\"\npath = \"shared.db\"\n\n\
+             [key_value_store.right]\ntype = \"spin\"\npath = \"shared.db\"\n",
+    );
+    let bantam = up(&app, &["--runtime-config-file", "rc.toml"]);
+    assert!(
+        bantam.output().contains("[key_value_store.left: spin] [key_value_store.right: spin]"),
+        "{}",
+        bantam.output()
+    );
+    assert_eq!(ok(&bantam, "/p3?cap=kv&store=left&op=set&key=k&value=from-left").await, "ok");
+    assert_eq!(ok(&bantam, "/p3?cap=kv&store=right&op=get&key=k").await, "<none>");
+    assert_eq!(ok(&bantam, "/p3?cap=kv&store=default&op=get&key=k").await, "<none>");
+    assert_eq!(ok(&bantam, "/p2?cap=kv&store=right&op=set&key=k&value=from-right").await, "ok");
+    assert_eq!(ok(&bantam, "/p3?cap=kv&store=left&op=get&key=k").await, "from-left");
+    assert_eq!(ok(&bantam, "/p3?cap=kv&store=right&op=get&key=k").await, "from-right");
+    assert_eq!(
+        call(&bantam, "/p2?cap=kv&store=left&op=get&key=k").await,
+        (500, "error: access-denied".into())
+    );
+    assert!(app.path().join("shared.db").is_file(), "paths are relative to the runtime config");
+}
+
+#[test]
+fn runtime_config_problems_stop_start_up_with_their_location() {
+    let malformed = app(r#"key_value_stores = ["default", "cache"]"#, "").file(
+        "rc.toml",
+        "[key_value_store.cache]\ntype = \"redis\"\nurl = \"redis://x\"\nttl = 5\n",
+    );
+    let output = malformed.up_with_env(&["--runtime-config-file", "rc.toml"], &[]).err().unwrap();
+    assert!(output.contains("rc.toml:1:1:") && output.contains("ttl"), "{output}");
+
+    // A label no runtime config defines.
+    let undefined = app(r#"key_value_stores = ["default", "cache"]"#, "");
+    let output = undefined.up_with_env(&[], &[("SPIN_VARIABLE_API_KEY", "x")]).err().unwrap();
+    assert!(
+        output.contains("component `p3` uses key-value store `cache`, which is not defined"),
+        "{output}"
+    );
+}
+
+#[tokio::test]
+async fn wasi_keyvalue_atomics_and_batches() {
+    let app = app(DEFAULTS, DEFAULTS);
+    let bantam = up(&app, &[]);
+    let kv = |rest: &str| format!("/p3?cap=wasi-kv&store=default&{rest}");
+    assert_eq!(ok(&bantam, &kv("op=increment&key=hits&value=5")).await, "5");
+    assert_eq!(ok(&bantam, &kv("op=increment&key=hits&value=-2")).await, "3");
+    assert_eq!(ok(&bantam, &kv("op=cas&key=hits&value=done")).await, "swapped 3");
+    assert_eq!(ok(&bantam, &kv("op=get&key=hits")).await, "done");
+    // Changed between read and swap: the swap fails and nothing is lost.
+    assert_eq!(ok(&bantam, &kv("op=cas&key=hits&value=late-race")).await, "cas-failed done");
+    assert_eq!(ok(&bantam, &kv("op=get&key=hits")).await, "raced");
+    let (status, body) = call(&bantam, &kv("op=increment&key=hits&value=1")).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.starts_with("error: other: ") && body.contains("not an integer"), "{body}");
+
+    assert_eq!(ok(&bantam, &kv("op=set-many&value=a=1,b=2,c=3")).await, "ok");
+    assert_eq!(ok(&bantam, &kv("op=get-many&key=a,b,z")).await, "a=1,b=2,z=<none>");
+    assert_eq!(ok(&bantam, &kv("op=delete-many&key=a,b")).await, "ok");
+    assert_eq!(ok(&bantam, &kv("op=keys")).await, "c,hits");
+}
+
+#[tokio::test]
+async fn sqlite_through_every_interface_version() {
+    let app =
+        app(DEFAULTS, DEFAULTS).file("schema.sql", "CREATE TABLE pets (name TEXT, age INTEGER);\n");
+    let bantam =
+        up(&app, &["--sqlite", "@schema.sql", "--sqlite", "INSERT INTO pets VALUES ('rex', 3)"]);
+    assert!(
+        bantam.output().contains("Storing default SQLite data to \".spin/sqlite_db.db\""),
+        "{}",
+        bantam.output()
+    );
+    let sql = |guest: &str, cap: &str, statement: &str, args: &str| {
+        format!("/{guest}?cap={cap}&db=default&sql={}&args={args}", statement.replace(' ', "%20"))
+    };
+
+    // Every value type, through spin:sqlite@3.1 (spin-sdk 7, async).
+    let insert = "INSERT INTO pets VALUES (?, ?)";
+    assert_eq!(ok(&bantam, &sql("p3", "sqlite", insert, "t:tom,i:7")).await, "\nrowid=2 changes=1");
+    let create = "CREATE TABLE vals (i, r, t, b, n)";
+    ok(&bantam, &sql("p3", "sqlite", create, "")).await;
+    let all = "INSERT INTO vals VALUES (?, ?, ?, ?, ?)";
+    ok(&bantam, &sql("p3", "sqlite", all, "i:-9007199254740993,r:2.5,t:h%C3%A9llo,b:00ff10,null"))
+        .await;
+    let expected = "i|r|t|b|n\ni:-9007199254740993|r:2.5|t:héllo|b:00ff10|null";
+    assert!(
+        ok(&bantam, &sql("p3", "sqlite", "SELECT * FROM vals", "")).await.starts_with(expected)
+    );
+    // ... the same rows through fermyon:spin/sqlite@2 and spin:sqlite@3.0.
+    assert_eq!(ok(&bantam, &sql("p2", "sqlite", "SELECT * FROM vals", "")).await, expected);
+    let through_v3_0 =
+        ok(&bantam, &sql("p2", "sqlite3", "SELECT name, age FROM pets ORDER BY age", "")).await;
+    assert!(through_v3_0.starts_with("name|age\nt:rex|i:3\nt:tom|i:7\n"), "{through_v3_0}");
+    let update = ok(&bantam, &sql("p2", "sqlite3", "UPDATE pets SET age = age %2B 1", "")).await;
+    assert!(update.ends_with(" changes=2"), "{update}");
+
+    // Errors come back as the WIT's own variants.
+    let (status, body) = call(&bantam, &sql("p3", "sqlite", "SELEC 1", "")).await;
+    assert_eq!(status, 500);
+    assert!(body.starts_with("error: io: ") && body.contains("syntax error"), "{body}");
+    assert_eq!(
+        call(&bantam, "/p3?cap=sqlite&db=other&sql=SELECT%201").await,
+        (500, "error: access-denied".into())
+    );
+
+    // Durable across a restart.
+    drop(bantam);
+    let again = up(&app, &[]);
+    let rows =
+        ok(&again, &sql("p2", "sqlite", "SELECT name, age FROM pets ORDER BY age", "")).await;
+    assert_eq!(rows, "name|age\nt:rex|i:4\nt:tom|i:8");
+}
+
+#[tokio::test]
+async fn variables_come_from_flags_then_environment_then_defaults() {
+    let app = app(DEFAULTS, DEFAULTS).file("vars.json", r#"{ "region": "from-file" }"#);
+    let bantam = app
+        .up_with_env(
+            &["--variable", "greeting=hi"],
+            &[("SPIN_VARIABLE_API_KEY", SECRET), ("SPIN_VARIABLE_GREETING", "from-env")],
+        )
+        .unwrap();
+    // The flag beats the environment; the template adds the rest.
+    assert_eq!(ok(&bantam, "/p3?cap=var&name=message").await, "hi, world");
+    assert_eq!(ok(&bantam, "/p2?cap=var&name=message").await, "hi from p2");
+    assert_eq!(ok(&bantam, "/p3?cap=var&name=key").await, SECRET);
+    assert_eq!(ok(&bantam, "/p3?cap=var&name=where").await, "in eu");
+    // wasi:config sees the same variables.
+    assert_eq!(ok(&bantam, "/p3?cap=config&name=message").await, "hi, world");
+    assert_eq!(
+        ok(&bantam, "/p3?cap=config").await,
+        format!("key={SECRET},message=hi, world,where=in eu")
+    );
+    assert_eq!(ok(&bantam, "/p2?cap=config&name=nope").await, "<none>");
+    // Only the component's own variables are visible, not the app's.
+    let (status, body) = call(&bantam, "/p3?cap=var&name=greeting").await;
+    assert_eq!(status, 500);
+    assert_eq!(body, r#"error: undefined: no variable for "p3"."greeting""#);
+    let (status, body) = call(&bantam, "/p2?cap=var&name=Not-Valid").await;
+    assert_eq!(status, 500);
+    assert!(body.starts_with("error: invalid-name: "), "{body}");
+    // A secret never reaches the logs.
+    assert!(!bantam.output().contains(SECRET), "{}", bantam.output());
+    drop(bantam);
+
+    // The environment beats the default; `@file.json` sets many.
+    let bantam = app
+        .up_with_env(
+            &["--variable", "@vars.json"],
+            &[("SPIN_VARIABLE_API_KEY", SECRET), ("SPIN_VARIABLE_GREETING", "from-env")],
+        )
+        .unwrap();
+    assert_eq!(ok(&bantam, "/p3?cap=var&name=message").await, "from-env, world");
+    assert_eq!(ok(&bantam, "/p3?cap=var&name=where").await, "in from-file");
+}
+
+#[test]
+fn a_required_variable_without_a_value_stops_start_up_naming_it() {
+    let output = app(DEFAULTS, DEFAULTS).up_with_env(&[], &[]).err().unwrap();
+    assert!(
+        output.contains(
+            "variable `api_key` is required but has no value: pass `--variable api_key=<value>` or set SPIN_VARIABLE_API_KEY"
+        ),
+        "{output}"
+    );
+
+    let bad = TestApp::new(
+        &APP.replace("{P3_EXTRA}", DEFAULTS)
+            .replace("{P2_EXTRA}", DEFAULTS)
+            .replace("where = \"in {{region}}\"", "where = \"in {{ nowhere }}\""),
+    );
+    let output = bad.up_with_env(&[], &[("SPIN_VARIABLE_API_KEY", SECRET)]).err().unwrap();
+    assert!(
+        output.contains("component `p3` variable `where` refers to `{{ nowhere }}`, which is not an application variable"),
+        "{output}"
+    );
+    assert!(!output.contains(SECRET));
+}
+
+#[tokio::test]
+async fn a_redis_key_value_store_survives_redis_going_away() {
+    let redis = Redis::start();
+    let app = app(r#"key_value_stores = ["default", "cache"]"#, r#"key_value_stores = ["cache"]"#)
+        .file(
+            "rc.toml",
+            &format!("[key_value_store.cache]\ntype = \"redis\"\nurl = \"{}\"\n", redis.url()),
+        );
+    let bantam = up(&app, &["--runtime-config-file", "rc.toml"]);
+    let kv = |guest: &str, rest: &str| format!("/{guest}?cap=kv&store=cache&{rest}");
+    assert_eq!(ok(&bantam, &kv("p3", "op=set&key=k1&value=v1")).await, "ok");
+    assert_eq!(ok(&bantam, &kv("p2", "op=get&key=k1")).await, "v1");
+    assert_eq!(ok(&bantam, &kv("p2", "op=exists&key=k1")).await, "true");
+    assert_eq!(ok(&bantam, &kv("p3", "op=keys")).await, "k1");
+    assert_eq!(ok(&bantam, "/p3?cap=wasi-kv&store=cache&op=increment&key=n&value=2").await, "2");
+    assert_eq!(ok(&bantam, "/p3?cap=wasi-kv&store=cache&op=cas&key=n&value=x").await, "swapped 2");
+    assert_eq!(
+        ok(&bantam, "/p3?cap=wasi-kv&store=cache&op=cas&key=n&value=y-race").await,
+        "cas-failed x"
+    );
+    // Redis and the default store are separate.
+    assert_eq!(ok(&bantam, "/p3?cap=kv&store=default&op=get&key=k1").await, "<none>");
+
+    // Redis goes away: the guest gets the WIT's `other` error, the server
+    // keeps serving, and the store works again when Redis is back.
+    let port = redis.stop();
+    let (status, body) = call(&bantam, &kv("p3", "op=get&key=k1")).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.starts_with("error: other: key-value store `cache`: "), "{body}");
+    assert_eq!(ok(&bantam, "/p3?cap=kv&store=default&op=set&key=still&value=up").await, "ok");
+    let _redis = Redis::start_on(port);
+    let mut recovered = false;
+    for _ in 0..50 {
+        if call(&bantam, &kv("p3", "op=set&key=k2&value=back")).await.0 == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the store works again once Redis is back:\n{}", bantam.output());
+    assert_eq!(ok(&bantam, &kv("p2", "op=get&key=k2")).await, "back");
+}

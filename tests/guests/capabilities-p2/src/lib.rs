@@ -1,0 +1,185 @@
+//! Exercises the host capabilities through spin-sdk 5.2 (wasi:http 0.2):
+//! `fermyon:spin/key-value@2`, `fermyon:spin/sqlite@2`,
+//! `spin:sqlite/sqlite@3.0.0`, `fermyon:spin/variables@2`, `wasi:keyvalue`
+//! and `wasi:config`.
+//!
+//! Same protocol as the spin-sdk 7 guest (`capabilities-p3`): the query
+//! picks what to do; 200 with a text result, or 500 with
+//! `error: <wit-error-case>[: message]`.
+
+use probe_logic::SqlParam;
+use spin_sdk::http::{IncomingRequest, IntoResponse, Response};
+use spin_sdk::http_component;
+use spin_sdk::wit::wasi::config::store as wasi_config;
+use spin_sdk::wit::wasi::keyvalue::store as wasi_kv;
+use spin_sdk::{key_value, sqlite, sqlite3, variables};
+
+type Answer = Result<String, String>;
+
+#[http_component]
+fn handle(request: IncomingRequest) -> anyhow::Result<impl IntoResponse> {
+    let q = probe_logic::query_params(&request.uri());
+    let arg = |name: &str| q.get(name).cloned().unwrap_or_default();
+    let answer = match arg("cap").as_str() {
+        "kv" => kv(&arg("store"), &arg("op"), &arg("key"), &arg("value")),
+        "wasi-kv" => wasi_keyvalue(&arg("store"), &arg("op"), &arg("key"), &arg("value")),
+        "sqlite" => sql_v2(&arg("db"), &arg("sql"), &arg("args")),
+        "sqlite3" => sql_v3(&arg("db"), &arg("sql"), &arg("args")),
+        "var" => variables::get(&arg("name")).map_err(|e| match e {
+            variables::Error::InvalidName(m) => format!("invalid-name: {m}"),
+            variables::Error::Undefined(m) => format!("undefined: {m}"),
+            variables::Error::Provider(m) => format!("provider: {m}"),
+            variables::Error::Other(m) => format!("other: {m}"),
+        }),
+        "config" => wasi_config::get(&arg("name"))
+            .map(|v| v.unwrap_or_else(|| "<none>".into()))
+            .map_err(|e| format!("{e:?}")),
+        other => Err(format!("unknown cap `{other}`")),
+    };
+    let (status, body) = match answer {
+        Ok(text) => (200, text),
+        Err(error) => (500, format!("error: {error}")),
+    };
+    Ok(Response::new(status, body))
+}
+
+fn kv_error(error: key_value::Error) -> String {
+    match error {
+        key_value::Error::StoreTableFull => "store-table-full".into(),
+        key_value::Error::NoSuchStore => "no-such-store".into(),
+        key_value::Error::AccessDenied => "access-denied".into(),
+        key_value::Error::Other(m) => format!("other: {m}"),
+    }
+}
+
+fn show(value: Option<Vec<u8>>) -> String {
+    value.map_or("<none>".into(), |v| String::from_utf8_lossy(&v).into_owned())
+}
+
+fn kv(store: &str, op: &str, key: &str, value: &str) -> Answer {
+    let store = key_value::Store::open(store).map_err(kv_error)?;
+    match op {
+        "open" => Ok("opened".into()),
+        "get" => store.get(key).map(show).map_err(kv_error),
+        "set" => store.set(key, value.as_bytes()).map(|()| "ok".into()).map_err(kv_error),
+        "delete" => store.delete(key).map(|()| "ok".into()).map_err(kv_error),
+        "exists" => store.exists(key).map(|e| e.to_string()).map_err(kv_error),
+        "keys" => store.get_keys().map(|k| k.join(",")).map_err(kv_error),
+        other => Err(format!("unknown op `{other}`")),
+    }
+}
+
+fn wasi_keyvalue(store: &str, op: &str, key: &str, value: &str) -> Answer {
+    let error = |e: wasi_kv::Error| match e {
+        wasi_kv::Error::NoSuchStore => "no-such-store".to_string(),
+        wasi_kv::Error::AccessDenied => "access-denied".to_string(),
+        wasi_kv::Error::Other(m) => format!("other: {m}"),
+    };
+    let bucket = wasi_kv::open(store).map_err(error)?;
+    match op {
+        "get" => bucket.get(key).map(show).map_err(error),
+        "set" => bucket.set(key, value.as_bytes()).map(|()| "ok".into()).map_err(error),
+        other => Err(format!("unknown op `{other}`")),
+    }
+}
+
+fn sql_error_v2(error: sqlite::Error) -> String {
+    match error {
+        sqlite::Error::NoSuchDatabase => "no-such-database".into(),
+        sqlite::Error::AccessDenied => "access-denied".into(),
+        sqlite::Error::InvalidConnection => "invalid-connection".into(),
+        sqlite::Error::DatabaseFull => "database-full".into(),
+        sqlite::Error::Io(m) => format!("io: {m}"),
+    }
+}
+
+fn sql_error_v3(error: sqlite3::Error) -> String {
+    match error {
+        sqlite3::Error::NoSuchDatabase => "no-such-database".into(),
+        sqlite3::Error::AccessDenied => "access-denied".into(),
+        sqlite3::Error::InvalidConnection => "invalid-connection".into(),
+        sqlite3::Error::DatabaseFull => "database-full".into(),
+        sqlite3::Error::Io(m) => format!("io: {m}"),
+    }
+}
+
+/// Columns on the first line, then one line per row.
+fn table(columns: Vec<String>, rows: Vec<Vec<SqlParam>>) -> String {
+    let mut out = columns.join("|");
+    for row in rows {
+        out.push('\n');
+        out.push_str(&row.iter().map(SqlParam::show).collect::<Vec<_>>().join("|"));
+    }
+    out
+}
+
+fn sql_v2(db: &str, statement: &str, args: &str) -> Answer {
+    let connection = sqlite::Connection::open(db).map_err(sql_error_v2)?;
+    let params: Vec<sqlite::Value> = probe_logic::sql_params(args)
+        .into_iter()
+        .map(|p| match p {
+            SqlParam::Integer(i) => sqlite::Value::Integer(i),
+            SqlParam::Real(r) => sqlite::Value::Real(r),
+            SqlParam::Text(t) => sqlite::Value::Text(t),
+            SqlParam::Blob(b) => sqlite::Value::Blob(b),
+            SqlParam::Null => sqlite::Value::Null,
+        })
+        .collect();
+    let result = connection.execute(statement, &params).map_err(sql_error_v2)?;
+    let rows = result
+        .rows
+        .into_iter()
+        .map(|row| {
+            row.values
+                .into_iter()
+                .map(|v| match v {
+                    sqlite::Value::Integer(i) => SqlParam::Integer(i),
+                    sqlite::Value::Real(r) => SqlParam::Real(r),
+                    sqlite::Value::Text(t) => SqlParam::Text(t),
+                    sqlite::Value::Blob(b) => SqlParam::Blob(b),
+                    sqlite::Value::Null => SqlParam::Null,
+                })
+                .collect()
+        })
+        .collect();
+    Ok(table(result.columns, rows))
+}
+
+/// As `sql_v2`, plus a last line `rowid=<last insert rowid> changes=<n>`.
+fn sql_v3(db: &str, statement: &str, args: &str) -> Answer {
+    let connection = sqlite3::Connection::open(db).map_err(sql_error_v3)?;
+    let params: Vec<sqlite3::Value> = probe_logic::sql_params(args)
+        .into_iter()
+        .map(|p| match p {
+            SqlParam::Integer(i) => sqlite3::Value::Integer(i),
+            SqlParam::Real(r) => sqlite3::Value::Real(r),
+            SqlParam::Text(t) => sqlite3::Value::Text(t),
+            SqlParam::Blob(b) => sqlite3::Value::Blob(b),
+            SqlParam::Null => sqlite3::Value::Null,
+        })
+        .collect();
+    let result = connection.execute(statement, &params).map_err(sql_error_v3)?;
+    let rows = result
+        .rows
+        .into_iter()
+        .map(|row| {
+            row.values
+                .into_iter()
+                .map(|v| match v {
+                    sqlite3::Value::Integer(i) => SqlParam::Integer(i),
+                    sqlite3::Value::Real(r) => SqlParam::Real(r),
+                    sqlite3::Value::Text(t) => SqlParam::Text(t),
+                    sqlite3::Value::Blob(b) => SqlParam::Blob(b),
+                    sqlite3::Value::Null => SqlParam::Null,
+                })
+                .collect()
+        })
+        .collect();
+    let mut out = table(result.columns, rows);
+    out.push_str(&format!(
+        "\nrowid={} changes={}",
+        connection.last_insert_rowid(),
+        connection.changes()
+    ));
+    Ok(out)
+}

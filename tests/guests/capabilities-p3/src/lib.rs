@@ -1,0 +1,184 @@
+//! Exercises the host capabilities through spin-sdk 7: `spin:key-value@3`,
+//! `spin:sqlite@3.1`, `spin:variables@3`, and `wasi:keyvalue` and
+//! `wasi:config` (the SDK's experimental bindings).
+//!
+//! The query picks what to do (`cap=...&op=...`); the answer is 200 with a
+//! text result, or 500 with `error: <wit-error-case>[: message]`.
+
+use spin_sdk::experimental::wasi::config::store as wasi_config;
+use spin_sdk::experimental::wasi::keyvalue::{atomics, batch, store as wasi_kv};
+use spin_sdk::http::{IntoResponse, Request};
+use spin_sdk::http_service;
+use spin_sdk::{key_value, sqlite, variables};
+
+type Answer = Result<String, String>;
+
+#[http_service]
+async fn handle(request: Request) -> impl IntoResponse {
+    let q = probe_logic::query_params(&request.uri().to_string());
+    let arg = |name: &str| q.get(name).cloned().unwrap_or_default();
+    let answer = match arg("cap").as_str() {
+        "kv" => kv(&arg("store"), &arg("op"), &arg("key"), &arg("value")).await,
+        "wasi-kv" => wasi_keyvalue(&arg("store"), &arg("op"), &arg("key"), &arg("value")),
+        "sqlite" => sql(&arg("db"), &arg("sql"), &arg("args")).await,
+        "var" => variables::get(arg("name")).await.map_err(|e| match e {
+            variables::Error::InvalidName(m) => format!("invalid-name: {m}"),
+            variables::Error::Undefined(m) => format!("undefined: {m}"),
+            variables::Error::Provider(m) => format!("provider: {m}"),
+            variables::Error::Other(m) => format!("other: {m}"),
+        }),
+        "config" => config(&arg("name")),
+        other => Err(format!("unknown cap `{other}`")),
+    };
+    let (status, body) = match answer {
+        Ok(text) => (200, text),
+        Err(error) => (500, format!("error: {error}")),
+    };
+    spin_sdk::http::Response::builder()
+        .status(status)
+        .body(spin_sdk::http::FullBody::new(bytes::Bytes::from(body)))
+        .unwrap()
+}
+
+fn kv_error(error: key_value::Error) -> String {
+    match error {
+        key_value::Error::StoreTableFull => "store-table-full".into(),
+        key_value::Error::NoSuchStore => "no-such-store".into(),
+        key_value::Error::AccessDenied => "access-denied".into(),
+        key_value::Error::Other(m) => format!("other: {m}"),
+    }
+}
+
+async fn kv(store: &str, op: &str, key: &str, value: &str) -> Answer {
+    let store = key_value::Store::open(store).await.map_err(kv_error)?;
+    match op {
+        "open" => Ok("opened".into()),
+        "get" => Ok(match store.get(key).await.map_err(kv_error)? {
+            Some(value) => String::from_utf8_lossy(&value).into_owned(),
+            None => "<none>".into(),
+        }),
+        "set" => store.set(key, value.as_bytes()).await.map(|()| "ok".into()).map_err(kv_error),
+        "delete" => store.delete(key).await.map(|()| "ok".into()).map_err(kv_error),
+        "exists" => store.exists(key).await.map(|e| e.to_string()).map_err(kv_error),
+        "keys" => store.get_keys().await.collect().await.map(|k| k.join(",")).map_err(kv_error),
+        other => Err(format!("unknown op `{other}`")),
+    }
+}
+
+fn wasi_kv_error(error: wasi_kv::Error) -> String {
+    match error {
+        wasi_kv::Error::NoSuchStore => "no-such-store".into(),
+        wasi_kv::Error::AccessDenied => "access-denied".into(),
+        wasi_kv::Error::Other(m) => format!("other: {m}"),
+    }
+}
+
+fn show(value: Option<Vec<u8>>) -> String {
+    value.map_or("<none>".into(), |v| String::from_utf8_lossy(&v).into_owned())
+}
+
+fn wasi_keyvalue(store: &str, op: &str, key: &str, value: &str) -> Answer {
+    let bucket = wasi_kv::open(store).map_err(wasi_kv_error)?;
+    match op {
+        "get" => bucket.get(key).map(show).map_err(wasi_kv_error),
+        "set" => bucket.set(key, value.as_bytes()).map(|()| "ok".into()).map_err(wasi_kv_error),
+        "delete" => bucket.delete(key).map(|()| "ok".into()).map_err(wasi_kv_error),
+        "exists" => bucket.exists(key).map(|e| e.to_string()).map_err(wasi_kv_error),
+        "keys" => bucket.list_keys(None).map(|r| r.keys.join(",")).map_err(wasi_kv_error),
+        "increment" => atomics::increment(&bucket, key, value.parse().unwrap_or(1))
+            .map(|n| n.to_string())
+            .map_err(wasi_kv_error),
+        // Read, then swap in `value`: `swapped`, or `cas-failed` when the
+        // key changed in between (`race=1` changes it in between).
+        "cas" => {
+            let cas = atomics::Cas::new(&bucket, key).map_err(wasi_kv_error)?;
+            let before = show(cas.current().map_err(wasi_kv_error)?);
+            if value.ends_with("race") {
+                bucket.set(key, b"raced").map_err(wasi_kv_error)?;
+            }
+            match atomics::swap(cas, value.as_bytes()) {
+                Ok(()) => Ok(format!("swapped {before}")),
+                Err(atomics::CasError::CasFailed(_)) => Ok(format!("cas-failed {before}")),
+                Err(atomics::CasError::StoreError(e)) => Err(wasi_kv_error(e)),
+            }
+        }
+        // `key` is a comma-separated list; `value` gives `k=v` pairs.
+        "get-many" => {
+            batch::get_many(&bucket, &key.split(',').map(String::from).collect::<Vec<_>>())
+                .map(|found| {
+                    found
+                        .into_iter()
+                        .map(|(k, v)| format!("{k}={}", show(v)))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .map_err(wasi_kv_error)
+        }
+        "set-many" => {
+            let pairs = value
+                .split(',')
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect::<Vec<_>>();
+            batch::set_many(&bucket, &pairs).map(|()| "ok".into()).map_err(wasi_kv_error)
+        }
+        "delete-many" => {
+            batch::delete_many(&bucket, &key.split(',').map(String::from).collect::<Vec<_>>())
+                .map(|()| "ok".into())
+                .map_err(wasi_kv_error)
+        }
+        other => Err(format!("unknown op `{other}`")),
+    }
+}
+
+fn sql_error(error: sqlite::Error) -> String {
+    match error {
+        sqlite::Error::NoSuchDatabase => "no-such-database".into(),
+        sqlite::Error::AccessDenied => "access-denied".into(),
+        sqlite::Error::InvalidConnection => "invalid-connection".into(),
+        sqlite::Error::DatabaseFull => "database-full".into(),
+        sqlite::Error::Io(m) => format!("io: {m}"),
+    }
+}
+
+/// Columns on the first line, then one line per row, then
+/// `rowid=<last insert rowid> changes=<changes>`.
+async fn sql(db: &str, statement: &str, args: &str) -> Answer {
+    let connection = sqlite::Connection::open(db).await.map_err(sql_error)?;
+    let params = probe_logic::sql_params(args).into_iter().map(|p| match p {
+        probe_logic::SqlParam::Integer(i) => sqlite::Value::Integer(i),
+        probe_logic::SqlParam::Real(r) => sqlite::Value::Real(r),
+        probe_logic::SqlParam::Text(t) => sqlite::Value::Text(t),
+        probe_logic::SqlParam::Blob(b) => sqlite::Value::Blob(b),
+        probe_logic::SqlParam::Null => sqlite::Value::Null,
+    });
+    let result = connection.execute(statement, params).await.map_err(sql_error)?;
+    let mut out = result.columns().join("|");
+    for row in result.collect().await.map_err(sql_error)? {
+        let values = row.values.into_iter().map(|v| match v {
+            sqlite::Value::Integer(i) => probe_logic::SqlParam::Integer(i),
+            sqlite::Value::Real(r) => probe_logic::SqlParam::Real(r),
+            sqlite::Value::Text(t) => probe_logic::SqlParam::Text(t),
+            sqlite::Value::Blob(b) => probe_logic::SqlParam::Blob(b),
+            sqlite::Value::Null => probe_logic::SqlParam::Null,
+        });
+        out.push('\n');
+        out.push_str(&values.map(|v| v.show()).collect::<Vec<_>>().join("|"));
+    }
+    let rowid = connection.last_insert_rowid().await;
+    let changes = connection.changes().await;
+    out.push_str(&format!("\nrowid={rowid} changes={changes}"));
+    Ok(out)
+}
+
+fn config(name: &str) -> Answer {
+    let error = |e: wasi_config::Error| match e {
+        wasi_config::Error::Upstream(m) => format!("upstream: {m}"),
+        wasi_config::Error::Io(m) => format!("io: {m}"),
+    };
+    if name.is_empty() {
+        let all = wasi_config::get_all().map_err(error)?;
+        return Ok(all.into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));
+    }
+    Ok(wasi_config::get(name).map_err(error)?.unwrap_or_else(|| "<none>".into()))
+}
