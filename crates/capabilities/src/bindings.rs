@@ -15,5 +15,7 @@ wasmtime::component::bindgen!({
         "wasi:keyvalue/atomics.cas": crate::key_value::Cas,
         "spin:sqlite/sqlite.connection": crate::sqlite::Connection,
         "fermyon:spin/sqlite.connection": crate::sqlite::Connection,
+        "spin:redis/redis.connection": crate::outbound_redis::RedisConnection,
+        "fermyon:spin/redis.connection": crate::outbound_redis::RedisConnection,
     },
 });

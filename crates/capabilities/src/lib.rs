@@ -23,6 +23,7 @@
 
 mod bindings;
 pub mod key_value;
+pub mod outbound_redis;
 pub mod runtime_config;
 pub mod sqlite;
 pub mod variables;
@@ -257,6 +258,83 @@ pub fn add_to_linker<T: Send + 'static>(
     view: fn(&mut T) -> CapabilitiesView<'_>,
 ) -> wasmtime::Result<()> {
     bindings::Host_::add_to_linker::<T, Capabilities>(linker, view)
+}
+
+/// Check that `component` may connect to `url` (`redis://host:port`,
+/// `postgres://user@host/db`, ...), by its `allowed_outbound_hosts`. The
+/// refusal says which entry to add, and is logged naming the component.
+pub(crate) fn check_outbound(component: &ComponentCapabilities, url: &str) -> Result<(), String> {
+    let target =
+        OutboundTarget::parse(url).ok_or_else(|| format!("`{url}` is not a valid address"))?;
+    let allowed = component
+        .allowed_outbound_hosts
+        .iter()
+        .any(|entry| OutboundTarget::parse(entry).is_some_and(|pattern| pattern.admits(&target)));
+    if allowed {
+        return Ok(());
+    }
+    let needed = format!("{}://{}:{}", target.scheme, target.host, target.port.unwrap_or(0));
+    let message = format!(
+        "component `{}`: connection to {needed} denied: add \"{needed}\" to its allowed_outbound_hosts",
+        component.id
+    );
+    tracing::warn!("{message}");
+    Err(message)
+}
+
+/// `scheme://host:port` of an address or an `allowed_outbound_hosts` entry
+/// (where each part may be `*`, and a host `*.example.com`).
+struct OutboundTarget {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+    any_port: bool,
+}
+
+impl OutboundTarget {
+    fn parse(text: &str) -> Option<Self> {
+        let (scheme, rest) = text.split_once("://")?;
+        let authority = rest.split(['/', '?']).next()?;
+        let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
+                (host, Some(port))
+            }
+            _ => (authority, None),
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        let (port, any_port) = match port {
+            Some("*") => (None, true),
+            Some(port) => (Some(port.parse().ok()?), false),
+            None => (default_port(&scheme), false),
+        };
+        Some(Self { scheme, host: host.to_ascii_lowercase(), port, any_port })
+    }
+
+    fn admits(&self, target: &Self) -> bool {
+        let scheme = self.scheme == "*" || self.scheme == target.scheme;
+        let host = self.host == "*"
+            || self.host == target.host
+            || self
+                .host
+                .strip_prefix("*.")
+                .is_some_and(|suffix| target.host.ends_with(&format!(".{suffix}")));
+        let port = self.any_port || (self.port.is_some() && self.port == target.port);
+        scheme && host && port
+    }
+}
+
+/// The port a scheme uses when none is given, as Spin assumes.
+fn default_port(scheme: &str) -> Option<u16> {
+    Some(match scheme {
+        "http" => 80,
+        "https" => 443,
+        "redis" => 6379,
+        "postgres" => 5432,
+        "mysql" => 3306,
+        "mqtt" => 1883,
+        _ => return None,
+    })
 }
 
 /// The entries of `opened` named in `labels`, in the manifest's order.

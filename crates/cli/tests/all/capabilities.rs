@@ -358,3 +358,73 @@ async fn a_redis_key_value_store_survives_redis_going_away() {
     assert!(recovered, "the store works again once Redis is back:\n{}", bantam.output());
     assert_eq!(ok(&bantam, &kv("p2", "op=get&key=k2")).await, "back");
 }
+
+#[tokio::test]
+async fn outbound_redis_where_allowed_outbound_hosts_grant_it() {
+    let redis = Redis::start();
+    let url = redis.url();
+    // p3 names the address outright; p2 through a variable template.
+    let app = TestApp::new(
+        &APP.replace("{P3_EXTRA}", &format!("allowed_outbound_hosts = [\"{url}\"]"))
+            .replace(
+                "{P2_EXTRA}",
+                "allowed_outbound_hosts = [\"redis://{{ redis_host }}\"]\nvariables.redis_host = \"{{ redis_address }}\"",
+            )
+            .replace(
+                "variables = { message = \"{{ greeting }} from p2\" }",
+                "",
+            )
+            .replace(
+                "region = { default = \"eu\" }",
+                &format!("region = {{ default = \"eu\" }}\nredis_address = {{ default = \"127.0.0.1:{}\" }}", redis.port),
+            ),
+    );
+    let bantam = up(&app, &[]);
+    let redis_op = |guest: &str, rest: &str| format!("/{guest}?cap=redis&url={url}&{rest}");
+
+    assert_eq!(ok(&bantam, &redis_op("p3", "op=set&key=greeting&value=hi")).await, "ok");
+    assert_eq!(ok(&bantam, &redis_op("p2", "op=get&key=greeting")).await, "hi");
+    assert_eq!(ok(&bantam, &redis_op("p3", "op=incr&key=n")).await, "1");
+    assert_eq!(ok(&bantam, &redis_op("p2", "op=incr&key=n")).await, "2");
+    assert_eq!(ok(&bantam, &redis_op("p3", "op=sadd&key=s&value=a,b,c")).await, "3");
+    assert_eq!(ok(&bantam, &redis_op("p3", "op=srem&key=s&value=b")).await, "1");
+    assert_eq!(ok(&bantam, &redis_op("p2", "op=smembers&key=s")).await, "a,c");
+    assert_eq!(ok(&bantam, &redis_op("p3", "op=publish&key=news&value=x")).await, "ok");
+    assert_eq!(
+        ok(&bantam, &redis_op("p3", "op=execute&key=APPEND&value=greeting%20!")).await,
+        "int:3"
+    );
+    assert_eq!(ok(&bantam, &redis_op("p2", "op=execute&key=GET&value=greeting")).await, "bin:hi!");
+    assert_eq!(
+        ok(&bantam, &redis_op("p3", "op=execute&key=MGET&value=greeting%20none")).await,
+        "bin:hi!,nil"
+    );
+    assert_eq!(ok(&bantam, &redis_op("p2", "op=execute&key=SET&value=k%20v")).await, "status:OK");
+    assert_eq!(ok(&bantam, &redis_op("p3", "op=del&value=greeting,n,k")).await, "3");
+    let (status, body) = call(&bantam, &redis_op("p3", "op=incr&key=s")).await;
+    assert_eq!(status, 500);
+    assert!(body.starts_with("error: other: ") && body.contains("WRONGTYPE"), "{body}");
+
+    // An address not in allowed_outbound_hosts: invalid-address, as on
+    // Spin, and a log line naming the entry to add; nothing connects.
+    let elsewhere = crate::services::free_port();
+    let denied = format!("/p3?cap=redis&url=redis://127.0.0.1:{elsewhere}&op=get&key=x");
+    assert_eq!(call(&bantam, &denied).await, (500, "error: invalid-address".into()));
+    let output = bantam.wait_for_output("connection to redis://127.0.0.1");
+    assert!(
+        output.contains(&format!(
+            "component `p3`: connection to redis://127.0.0.1:{elsewhere} denied: add \"redis://127.0.0.1:{elsewhere}\" to its allowed_outbound_hosts"
+        )),
+        "{output}"
+    );
+    let (status, body) = call(&bantam, "/p3?cap=redis&url=not-a-url&op=get&key=x").await;
+    assert_eq!((status, body.as_str()), (500, "error: invalid-address"));
+
+    // Redis going away is an error for the guest, not for the server.
+    let port = redis.stop();
+    let (status, body) = call(&bantam, &redis_op("p3", "op=get&key=x")).await;
+    assert_eq!(status, 500);
+    assert!(body.starts_with("error: other: "), "{body}");
+    let _back = Redis::start_on(port);
+    assert_eq!(ok(&bantam, &redis_op("p2", "op=set&key=after&value=1")).await, "ok");
+}

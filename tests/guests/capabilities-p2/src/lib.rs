@@ -34,6 +34,7 @@ fn handle(request: IncomingRequest) -> anyhow::Result<impl IntoResponse> {
         "config" => wasi_config::get(&arg("name"))
             .map(|v| v.unwrap_or_else(|| "<none>".into()))
             .map_err(|e| format!("{e:?}")),
+        "redis" => outbound_redis(&arg("url"), &arg("op"), &arg("key"), &arg("value")),
         other => Err(format!("unknown cap `{other}`")),
     };
     let (status, body) = match answer {
@@ -182,4 +183,49 @@ fn sql_v3(db: &str, statement: &str, args: &str) -> Answer {
         connection.changes()
     ));
     Ok(out)
+}
+
+/// Outbound Redis (fermyon:spin/redis@2), as in the spin-sdk 7 guest.
+fn outbound_redis(url: &str, op: &str, key: &str, value: &str) -> Answer {
+    use spin_sdk::redis::{Connection, Error, RedisParameter, RedisResult};
+    let error = |e: Error| match e {
+        Error::InvalidAddress => "invalid-address".to_string(),
+        Error::TooManyConnections => "too-many-connections".to_string(),
+        Error::TypeError => "type-error".to_string(),
+        Error::Other(m) => format!("other: {m}"),
+    };
+    let connection = Connection::open(url).map_err(error)?;
+    let list = || value.split(',').filter(|v| !v.is_empty()).map(String::from).collect::<Vec<_>>();
+    match op {
+        "set" => connection.set(key, &value.as_bytes().to_vec()).map(|()| "ok".into()),
+        "get" => connection.get(key).map(show),
+        "incr" => connection.incr(key).map(|n| n.to_string()),
+        "del" => connection.del(&list()).map(|n| n.to_string()),
+        "sadd" => connection.sadd(key, &list()).map(|n| n.to_string()),
+        "smembers" => connection.smembers(key).map(|mut m| {
+            m.sort();
+            m.join(",")
+        }),
+        "execute" => {
+            let arguments: Vec<RedisParameter> = value
+                .split(' ')
+                .filter(|v| !v.is_empty())
+                .map(|v| match v.parse::<i64>() {
+                    Ok(i) => RedisParameter::Int64(i),
+                    Err(_) => RedisParameter::Binary(v.as_bytes().to_vec()),
+                })
+                .collect();
+            connection.execute(key, &arguments).map(|results| {
+                let shown = results.into_iter().map(|r| match r {
+                    RedisResult::Nil => "nil".to_string(),
+                    RedisResult::Status(s) => format!("status:{s}"),
+                    RedisResult::Int64(i) => format!("int:{i}"),
+                    RedisResult::Binary(b) => format!("bin:{}", String::from_utf8_lossy(&b)),
+                });
+                shown.collect::<Vec<_>>().join(",")
+            })
+        }
+        other => return Err(format!("unknown op `{other}`")),
+    }
+    .map_err(error)
 }

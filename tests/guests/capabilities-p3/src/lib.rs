@@ -28,6 +28,7 @@ async fn handle(request: Request) -> impl IntoResponse {
             variables::Error::Other(m) => format!("other: {m}"),
         }),
         "config" => config(&arg("name")),
+        "redis" => outbound_redis(&arg("url"), &arg("op"), &arg("key"), &arg("value")).await,
         other => Err(format!("unknown cap `{other}`")),
     };
     let (status, body) = match answer {
@@ -181,4 +182,54 @@ fn config(name: &str) -> Answer {
         return Ok(all.into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));
     }
     Ok(wasi_config::get(name).map_err(error)?.unwrap_or_else(|| "<none>".into()))
+}
+
+fn redis_error(error: spin_sdk::redis::Error) -> String {
+    use spin_sdk::redis::Error;
+    match error {
+        Error::InvalidAddress => "invalid-address".into(),
+        Error::TooManyConnections => "too-many-connections".into(),
+        Error::TypeError => "type-error".into(),
+        Error::Other(m) => format!("other: {m}"),
+    }
+}
+
+/// Outbound Redis (spin:redis@3): `value` holds comma-separated members
+/// for the set operations and space-separated arguments for `execute`
+/// (`key` is then the command).
+async fn outbound_redis(url: &str, op: &str, key: &str, value: &str) -> Answer {
+    use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
+    let connection = Connection::open(url).await.map_err(redis_error)?;
+    let list = || value.split(',').filter(|v| !v.is_empty()).map(String::from).collect::<Vec<_>>();
+    match op {
+        "set" => connection.set(key, value.as_bytes()).await.map(|()| "ok".into()),
+        "get" => connection.get(key).await.map(show),
+        "incr" => connection.incr(key).await.map(|n| n.to_string()),
+        "del" => connection.del(list()).await.map(|n| n.to_string()),
+        "sadd" => connection.sadd(key, list()).await.map(|n| n.to_string()),
+        "srem" => connection.srem(key, list()).await.map(|n| n.to_string()),
+        "smembers" => connection.smembers(key).await.map(|mut m| {
+            m.sort();
+            m.join(",")
+        }),
+        "publish" => connection.publish(key, value.as_bytes()).await.map(|()| "ok".into()),
+        "execute" => {
+            let arguments =
+                value.split(' ').filter(|v| !v.is_empty()).map(|v| match v.parse::<i64>() {
+                    Ok(i) => RedisParameter::Int64(i),
+                    Err(_) => RedisParameter::Binary(v.as_bytes().to_vec()),
+                });
+            connection.execute(key, arguments).await.map(|results| {
+                let shown = results.into_iter().map(|r| match r {
+                    RedisResult::Nil => "nil".to_string(),
+                    RedisResult::Status(s) => format!("status:{s}"),
+                    RedisResult::Int64(i) => format!("int:{i}"),
+                    RedisResult::Binary(b) => format!("bin:{}", String::from_utf8_lossy(&b)),
+                });
+                shown.collect::<Vec<_>>().join(",")
+            })
+        }
+        other => return Err(format!("unknown op `{other}`")),
+    }
+    .map_err(redis_error)
 }

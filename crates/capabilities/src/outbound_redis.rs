@@ -1,0 +1,393 @@
+//! Outbound Redis: `spin:redis/redis@3.0.0` (spin-sdk 7) and
+//! `fermyon:spin/redis@2.0.0` (spin-sdk 2 to 5).
+//!
+//! `open(address)` takes a `redis://` URL. The component must be granted
+//! its host and port in `allowed_outbound_hosts`; otherwise the guest gets
+//! `invalid-address`, as on Spin, and the log says which entry is missing.
+//! Each open is its own connection, never shared: a guest may change a
+//! connection's state (`SELECT`, `AUTH`) with `execute`, and that must not
+//! reach another request.
+
+use std::time::Duration;
+
+use wasmtime::component::{Accessor, Resource};
+
+use crate::bindings::fermyon::spin::redis as v2;
+use crate::bindings::spin::redis::redis as v3;
+use crate::{Capabilities, CapabilitiesView};
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one command may take.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An open Redis connection, as a guest holds it.
+pub struct RedisConnection {
+    connection: redis::aio::MultiplexedConnection,
+}
+
+/// A command's failure, before mapping to each interface's error.
+enum Failure {
+    InvalidAddress,
+    TypeError,
+    Other(String),
+}
+
+impl From<redis::RedisError> for Failure {
+    fn from(error: redis::RedisError) -> Self {
+        if error.kind() == redis::ErrorKind::TypeError {
+            Failure::TypeError
+        } else {
+            Failure::Other(error.to_string())
+        }
+    }
+}
+
+/// A parameter or result value, independent of the interface version.
+enum Value {
+    Nil,
+    Status(String),
+    Int64(i64),
+    Binary(Vec<u8>),
+}
+
+/// Results of `execute`: one value per reply element, as Spin flattens an
+/// array reply one level deep.
+fn results(value: redis::Value) -> Result<Vec<Value>, Failure> {
+    fn one(value: redis::Value) -> Result<Value, Failure> {
+        Ok(match value {
+            redis::Value::Nil => Value::Nil,
+            redis::Value::Int(i) => Value::Int64(i),
+            redis::Value::BulkString(bytes) => Value::Binary(bytes),
+            redis::Value::SimpleString(text) => Value::Status(text),
+            redis::Value::Okay => Value::Status("OK".into()),
+            redis::Value::Boolean(b) => Value::Int64(b.into()),
+            redis::Value::Double(d) => Value::Binary(d.to_string().into_bytes()),
+            redis::Value::VerbatimString { text, .. } => Value::Binary(text.into_bytes()),
+            redis::Value::ServerError(error) => {
+                return Err(Failure::Other(format!(
+                    "{:?}: {}",
+                    error.code(),
+                    error.details().unwrap_or("")
+                )));
+            }
+            _ => return Err(Failure::TypeError),
+        })
+    }
+    match value {
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            items.into_iter().map(one).collect()
+        }
+        other => Ok(vec![one(other)?]),
+    }
+}
+
+/// Connect to `address` if the component may.
+async fn connect(
+    component: &crate::ComponentCapabilities,
+    address: &str,
+) -> Result<RedisConnection, Failure> {
+    let client = redis::Client::open(address).map_err(|_| Failure::InvalidAddress)?;
+    if crate::check_outbound(component, address).is_err() {
+        return Err(Failure::InvalidAddress);
+    }
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(RESPONSE_TIMEOUT);
+    let connection = client.get_multiplexed_async_connection_with_config(&config).await?;
+    Ok(RedisConnection { connection })
+}
+
+/// The operations both interface versions share, on a connection taken out
+/// of the table (cheap to clone; commands on it are pipelined).
+async fn run<T: redis::FromRedisValue>(
+    mut connection: redis::aio::MultiplexedConnection,
+    command: redis::Cmd,
+) -> Result<T, Failure> {
+    Ok(command.query_async(&mut connection).await?)
+}
+
+fn cmd(name: &str) -> redis::Cmd {
+    redis::cmd(name)
+}
+
+/// Generates the per-version glue: error and value conversions.
+macro_rules! conversions {
+    ($wit:ident) => {
+        impl From<Failure> for $wit::Error {
+            fn from(failure: Failure) -> Self {
+                match failure {
+                    Failure::InvalidAddress => $wit::Error::InvalidAddress,
+                    Failure::TypeError => $wit::Error::TypeError,
+                    Failure::Other(message) => $wit::Error::Other(message),
+                }
+            }
+        }
+
+        impl From<Value> for $wit::RedisResult {
+            fn from(value: Value) -> Self {
+                match value {
+                    Value::Nil => $wit::RedisResult::Nil,
+                    Value::Status(s) => $wit::RedisResult::Status(s),
+                    Value::Int64(i) => $wit::RedisResult::Int64(i),
+                    Value::Binary(b) => $wit::RedisResult::Binary(b),
+                }
+            }
+        }
+
+        pub(super) fn command_with(name: &str, arguments: Vec<$wit::RedisParameter>) -> redis::Cmd {
+            let mut command = cmd(name);
+            for argument in arguments {
+                match argument {
+                    $wit::RedisParameter::Int64(i) => command.arg(i),
+                    $wit::RedisParameter::Binary(b) => command.arg(b),
+                };
+            }
+            command
+        }
+    };
+}
+
+mod v3_glue {
+    use super::*;
+    conversions!(v3);
+    pub(super) use command_with as command;
+}
+
+mod v2_glue {
+    use super::*;
+    conversions!(v2);
+    pub(super) use command_with as command;
+}
+
+type V3<T> = wasmtime::Result<Result<T, v3::Error>>;
+
+fn connection_of<T>(
+    accessor: &Accessor<T, Capabilities>,
+    handle: &Resource<RedisConnection>,
+) -> wasmtime::Result<redis::aio::MultiplexedConnection> {
+    accessor.with(|mut access| Ok(access.get().table.get(handle)?.connection.clone()))
+}
+
+impl v3::Host for CapabilitiesView<'_> {}
+
+impl v3::HostConnection for CapabilitiesView<'_> {
+    async fn drop(&mut self, connection: Resource<RedisConnection>) -> wasmtime::Result<()> {
+        self.table.delete(connection)?;
+        Ok(())
+    }
+}
+
+impl<T> v3::HostConnectionWithStore<T> for Capabilities {
+    async fn open(accessor: &Accessor<T, Self>, address: String) -> V3<Resource<RedisConnection>> {
+        let component =
+            accessor.with(|mut access| std::sync::Arc::clone(access.get().state.component()));
+        let connection = match connect(&component, &address).await {
+            Ok(connection) => connection,
+            Err(failure) => return Ok(Err(failure.into())),
+        };
+        accessor.with(|mut access| match access.get().table.push(connection) {
+            Ok(handle) => Ok(Ok(handle)),
+            Err(_) => Ok(Err(v3::Error::TooManyConnections)),
+        })
+    }
+
+    async fn publish(
+        accessor: &Accessor<T, Self>,
+        this: Resource<RedisConnection>,
+        channel: String,
+        payload: Vec<u8>,
+    ) -> V3<()> {
+        let connection = connection_of(accessor, &this)?;
+        Ok(run::<i64>(connection, cmd("PUBLISH").arg(channel).arg(payload).clone())
+            .await
+            .map(drop)
+            .map_err(Into::into))
+    }
+
+    async fn get(
+        accessor: &Accessor<T, Self>,
+        this: Resource<RedisConnection>,
+        key: String,
+    ) -> V3<Option<Vec<u8>>> {
+        let connection = connection_of(accessor, &this)?;
+        Ok(run(connection, cmd("GET").arg(key).clone()).await.map_err(Into::into))
+    }
+
+    async fn set(
+        accessor: &Accessor<T, Self>,
+        this: Resource<RedisConnection>,
+        key: String,
+        value: Vec<u8>,
+    ) -> V3<()> {
+        let connection = connection_of(accessor, &this)?;
+        Ok(run::<()>(connection, cmd("SET").arg(key).arg(value).clone()).await.map_err(Into::into))
+    }
+
+    async fn incr(
+        accessor: &Accessor<T, Self>,
+        this: Resource<RedisConnection>,
+        key: String,
+    ) -> V3<i64> {
+        let connection = connection_of(accessor, &this)?;
+        Ok(run(connection, cmd("INCR").arg(key).clone()).await.map_err(Into::into))
+    }
+
+    async fn del(
+        accessor: &Accessor<T, Self>,
+        this: Resource<RedisConnection>,
+        keys: Vec<String>,
+    ) -> V3<u32> {
+        let connection = connection_of(accessor, &this)?;
+        Ok(run(connection, cmd("DEL").arg(keys).clone()).await.map_err(Into::into))
+    }
+
+    async fn sadd(
+        accessor: &Accessor<T, Self>,
+        this: Resource<RedisConnection>,
+        key: String,
+        values: Vec<String>,
+    ) -> V3<u32> {
+        let connection = connection_of(accessor, &this)?;
+        Ok(run(connection, cmd("SADD").arg(key).arg(values).clone()).await.map_err(Into::into))
+    }
+
+    async fn smembers(
+        accessor: &Accessor<T, Self>,
+        this: Resource<RedisConnection>,
+        key: String,
+    ) -> V3<Vec<String>> {
+        let connection = connection_of(accessor, &this)?;
+        Ok(run(connection, cmd("SMEMBERS").arg(key).clone()).await.map_err(Into::into))
+    }
+
+    async fn srem(
+        accessor: &Accessor<T, Self>,
+        this: Resource<RedisConnection>,
+        key: String,
+        values: Vec<String>,
+    ) -> V3<u32> {
+        let connection = connection_of(accessor, &this)?;
+        Ok(run(connection, cmd("SREM").arg(key).arg(values).clone()).await.map_err(Into::into))
+    }
+
+    async fn execute(
+        accessor: &Accessor<T, Self>,
+        this: Resource<RedisConnection>,
+        command: String,
+        arguments: Vec<v3::RedisParameter>,
+    ) -> V3<Vec<v3::RedisResult>> {
+        let connection = connection_of(accessor, &this)?;
+        let reply = run::<redis::Value>(connection, v3_glue::command(&command, arguments)).await;
+        Ok(reply
+            .and_then(results)
+            .map(|values| values.into_iter().map(Into::into).collect())
+            .map_err(Into::into))
+    }
+}
+
+type V2<T> = wasmtime::Result<Result<T, v2::Error>>;
+
+impl CapabilitiesView<'_> {
+    fn redis_connection(
+        &self,
+        handle: &Resource<RedisConnection>,
+    ) -> wasmtime::Result<redis::aio::MultiplexedConnection> {
+        Ok(self.table.get(handle)?.connection.clone())
+    }
+}
+
+impl v2::Host for CapabilitiesView<'_> {}
+
+impl v2::HostConnection for CapabilitiesView<'_> {
+    async fn open(&mut self, address: String) -> V2<Resource<RedisConnection>> {
+        let component = std::sync::Arc::clone(self.state.component());
+        let connection = match connect(&component, &address).await {
+            Ok(connection) => connection,
+            Err(failure) => return Ok(Err(failure.into())),
+        };
+        Ok(self.table.push(connection).map_err(|_| v2::Error::TooManyConnections))
+    }
+
+    async fn publish(
+        &mut self,
+        this: Resource<RedisConnection>,
+        channel: String,
+        payload: Vec<u8>,
+    ) -> V2<()> {
+        let connection = self.redis_connection(&this)?;
+        Ok(run::<i64>(connection, cmd("PUBLISH").arg(channel).arg(payload).clone())
+            .await
+            .map(drop)
+            .map_err(Into::into))
+    }
+
+    async fn get(&mut self, this: Resource<RedisConnection>, key: String) -> V2<Option<Vec<u8>>> {
+        let connection = self.redis_connection(&this)?;
+        Ok(run(connection, cmd("GET").arg(key).clone()).await.map_err(Into::into))
+    }
+
+    async fn set(
+        &mut self,
+        this: Resource<RedisConnection>,
+        key: String,
+        value: Vec<u8>,
+    ) -> V2<()> {
+        let connection = self.redis_connection(&this)?;
+        Ok(run::<()>(connection, cmd("SET").arg(key).arg(value).clone()).await.map_err(Into::into))
+    }
+
+    async fn incr(&mut self, this: Resource<RedisConnection>, key: String) -> V2<i64> {
+        let connection = self.redis_connection(&this)?;
+        Ok(run(connection, cmd("INCR").arg(key).clone()).await.map_err(Into::into))
+    }
+
+    async fn del(&mut self, this: Resource<RedisConnection>, keys: Vec<String>) -> V2<u32> {
+        let connection = self.redis_connection(&this)?;
+        Ok(run(connection, cmd("DEL").arg(keys).clone()).await.map_err(Into::into))
+    }
+
+    async fn sadd(
+        &mut self,
+        this: Resource<RedisConnection>,
+        key: String,
+        values: Vec<String>,
+    ) -> V2<u32> {
+        let connection = self.redis_connection(&this)?;
+        Ok(run(connection, cmd("SADD").arg(key).arg(values).clone()).await.map_err(Into::into))
+    }
+
+    async fn smembers(&mut self, this: Resource<RedisConnection>, key: String) -> V2<Vec<String>> {
+        let connection = self.redis_connection(&this)?;
+        Ok(run(connection, cmd("SMEMBERS").arg(key).clone()).await.map_err(Into::into))
+    }
+
+    async fn srem(
+        &mut self,
+        this: Resource<RedisConnection>,
+        key: String,
+        values: Vec<String>,
+    ) -> V2<u32> {
+        let connection = self.redis_connection(&this)?;
+        Ok(run(connection, cmd("SREM").arg(key).arg(values).clone()).await.map_err(Into::into))
+    }
+
+    async fn execute(
+        &mut self,
+        this: Resource<RedisConnection>,
+        command: String,
+        arguments: Vec<v2::RedisParameter>,
+    ) -> V2<Vec<v2::RedisResult>> {
+        let connection = self.redis_connection(&this)?;
+        let reply = run::<redis::Value>(connection, v2_glue::command(&command, arguments)).await;
+        Ok(reply
+            .and_then(results)
+            .map(|values| values.into_iter().map(Into::into).collect())
+            .map_err(Into::into))
+    }
+
+    async fn drop(&mut self, connection: Resource<RedisConnection>) -> wasmtime::Result<()> {
+        self.table.delete(connection)?;
+        Ok(())
+    }
+}
