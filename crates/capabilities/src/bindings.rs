@@ -17,5 +17,7 @@ wasmtime::component::bindgen!({
         "fermyon:spin/sqlite.connection": crate::sqlite::Connection,
         "spin:redis/redis.connection": crate::outbound_redis::RedisConnection,
         "fermyon:spin/redis.connection": crate::outbound_redis::RedisConnection,
+        "spin:mqtt/mqtt.connection": crate::outbound_mqtt::MqttConnection,
+        "fermyon:spin/mqtt.connection": crate::outbound_mqtt::MqttConnection,
     },
 });

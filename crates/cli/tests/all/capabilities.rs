@@ -428,3 +428,58 @@ async fn outbound_redis_where_allowed_outbound_hosts_grant_it() {
     let _back = Redis::start_on(port);
     assert_eq!(ok(&bantam, &redis_op("p2", "op=set&key=after&value=1")).await, "ok");
 }
+
+#[tokio::test]
+async fn outbound_mqtt_publishes_at_every_qos_where_allowed() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+    let broker = crate::services::Mosquitto::start();
+    let port = broker.port;
+    let allowed = format!("allowed_outbound_hosts = [\"mqtt://127.0.0.1:{port}\"]");
+    let app = app(&allowed, &allowed);
+    let bantam = up(&app, &[]);
+
+    // A subscriber in the test sees what the guests publish.
+    let (client, mut events) =
+        AsyncClient::new(MqttOptions::new("test-subscriber", "127.0.0.1", port), 16);
+    client.subscribe("bantam/#", QoS::ExactlyOnce).await.unwrap();
+    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let subscriber = tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    sender.send("subscribed".to_string()).unwrap()
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => sender
+                    .send(format!("{}={}", p.topic, String::from_utf8_lossy(&p.payload)))
+                    .unwrap(),
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    });
+    assert_eq!(received.recv().await.unwrap(), "subscribed");
+
+    let url = format!("mqtt://127.0.0.1:{port}?client_id");
+    for (guest, qos) in [("p3", 0), ("p3", 1), ("p3", 2), ("p2", 0), ("p2", 1), ("p2", 2)] {
+        let path = format!(
+            "/{guest}?cap=mqtt&url={url}=bantam-{guest}-{qos}&key=bantam/{guest}&value=qos{qos}&qos={qos}"
+        );
+        assert_eq!(ok(&bantam, &path).await, "published");
+        let message =
+            tokio::time::timeout(std::time::Duration::from_secs(10), received.recv()).await;
+        assert_eq!(message.unwrap().unwrap(), format!("bantam/{guest}=qos{qos}"));
+    }
+
+    // Not granted: invalid-address; the broker gone: connection-failed.
+    let elsewhere = crate::services::free_port();
+    let denied =
+        format!("/p3?cap=mqtt&url=mqtt://127.0.0.1:{elsewhere}?client_id=x&key=t&value=v&qos=1");
+    assert_eq!(call(&bantam, &denied).await, (500, "error: invalid-address".into()));
+    subscriber.abort();
+    broker.stop();
+    let path = format!("/p2?cap=mqtt&url={url}=gone&key=bantam/x&value=v&qos=1");
+    let (status, body) = call(&bantam, &path).await;
+    assert_eq!(status, 500);
+    assert!(body.starts_with("error: connection-failed: "), "{body}");
+}

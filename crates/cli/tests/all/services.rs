@@ -13,9 +13,12 @@ pub fn free_port() -> u16 {
 
 /// Find `binary` on the PATH or fail saying how to install it.
 fn require(binary: &str, package: &str) -> std::path::PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|dir| dir.join(binary)).find(|path| path.is_file())
-    });
+    // Daemons live in sbin, which a non-root PATH may leave out.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(binary))
+        .find(|path| path.is_file());
     found.unwrap_or_else(|| {
         panic!(
             "`{binary}` is not installed, and this test needs a real one: \
@@ -82,6 +85,47 @@ impl Redis {
 }
 
 impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A mosquitto MQTT broker allowing anonymous clients on loopback.
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Start mosquitto on a free port.
+    pub fn start() -> Self {
+        let binary = require("mosquitto", "mosquitto");
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("mosquitto.conf");
+        std::fs::write(&config, format!("listener {port} 127.0.0.1\nallow_anonymous true\n"))
+            .unwrap();
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting mosquitto");
+        wait_for_port(port, "mosquitto");
+        Self { child, port, _dir: dir }
+    }
+
+    /// Stop the broker now.
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -35,6 +35,7 @@ fn handle(request: IncomingRequest) -> anyhow::Result<impl IntoResponse> {
             .map(|v| v.unwrap_or_else(|| "<none>".into()))
             .map_err(|e| format!("{e:?}")),
         "redis" => outbound_redis(&arg("url"), &arg("op"), &arg("key"), &arg("value")),
+        "mqtt" => mqtt(&arg("url"), &arg("key"), &arg("value"), &arg("qos")),
         other => Err(format!("unknown cap `{other}`")),
     };
     let (status, body) = match answer {
@@ -228,4 +229,23 @@ fn outbound_redis(url: &str, op: &str, key: &str, value: &str) -> Answer {
         other => return Err(format!("unknown op `{other}`")),
     }
     .map_err(error)
+}
+
+/// Outbound MQTT: publish `value` to topic `key` at `qos` (0, 1 or 2).
+fn mqtt(url: &str, topic: &str, value: &str, qos: &str) -> Answer {
+    use spin_sdk::mqtt::{Connection, Error, Qos};
+    let error = |e: Error| match e {
+        Error::InvalidAddress => "invalid-address".to_string(),
+        Error::TooManyConnections => "too-many-connections".to_string(),
+        Error::ConnectionFailed(m) => format!("connection-failed: {m}"),
+        Error::Other(m) => format!("other: {m}"),
+    };
+    let qos = match qos {
+        "2" => Qos::ExactlyOnce,
+        "1" => Qos::AtLeastOnce,
+        _ => Qos::AtMostOnce,
+    };
+    let connection = Connection::open(url, "", "", 30).map_err(error)?;
+    connection.publish(topic, &value.as_bytes().to_vec(), qos).map_err(error)?;
+    Ok("published".into())
 }

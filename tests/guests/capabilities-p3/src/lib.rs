@@ -29,6 +29,7 @@ async fn handle(request: Request) -> impl IntoResponse {
         }),
         "config" => config(&arg("name")),
         "redis" => outbound_redis(&arg("url"), &arg("op"), &arg("key"), &arg("value")).await,
+        "mqtt" => mqtt(&arg("url"), &arg("key"), &arg("value"), &arg("qos")).await,
         other => Err(format!("unknown cap `{other}`")),
     };
     let (status, body) = match answer {
@@ -232,4 +233,23 @@ async fn outbound_redis(url: &str, op: &str, key: &str, value: &str) -> Answer {
         other => return Err(format!("unknown op `{other}`")),
     }
     .map_err(redis_error)
+}
+
+/// Outbound MQTT: publish `value` to topic `key` at `qos` (0, 1 or 2).
+async fn mqtt(url: &str, topic: &str, value: &str, qos: &str) -> Answer {
+    use spin_sdk::mqtt::{Connection, Error, Qos};
+    let error = |e: Error| match e {
+        Error::InvalidAddress => "invalid-address".to_string(),
+        Error::TooManyConnections => "too-many-connections".to_string(),
+        Error::ConnectionFailed(m) => format!("connection-failed: {m}"),
+        Error::Other(m) => format!("other: {m}"),
+    };
+    let qos = match qos {
+        "2" => Qos::ExactlyOnce,
+        "1" => Qos::AtLeastOnce,
+        _ => Qos::AtMostOnce,
+    };
+    let connection = Connection::open(url, "", "", 30).await.map_err(error)?;
+    connection.publish(topic, value.as_bytes().to_vec(), qos).await.map_err(error)?;
+    Ok("published".into())
 }
