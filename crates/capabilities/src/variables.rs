@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use bantam_manifest::{Part, Template};
 use indexmap::IndexMap;
 use wasmtime::component::Accessor;
 
@@ -258,32 +259,26 @@ impl TemplateProblem {
     }
 }
 
-/// Expand the `{{ name }}` references in `template` with `lookup`.
+/// Expand the `{{ name }}` references in `template` with `lookup`. The
+/// manifest has already checked templates and references; this only fails
+/// for apps made some other way.
 fn expand(
     template: &str,
     mut lookup: impl FnMut(&str) -> Result<Value, VariableError>,
 ) -> Result<Value, TemplateProblem> {
-    let mut text = String::with_capacity(template.len());
+    let template = Template::parse(template).map_err(TemplateProblem::Syntax)?;
+    let mut text = String::new();
     let mut secret = false;
-    let mut rest = template;
-    while let Some(open) = rest.find("{{") {
-        text.push_str(&rest[..open]);
-        let after = &rest[open + 2..];
-        let Some(close) = after.find("}}") else {
-            return Err(TemplateProblem::Syntax(format!("unclosed `{{{{` in `{template}`")));
-        };
-        let name = after[..close].trim();
-        if let Some(problem) = bantam_manifest::variable_name_problem(name) {
-            return Err(TemplateProblem::Syntax(format!(
-                "`{{{{ {name} }}}}` in `{template}` is not a variable reference: {problem}"
-            )));
+    for part in template.parts() {
+        match part {
+            Part::Literal(literal) => text.push_str(literal),
+            Part::Variable(name) => {
+                let value = lookup(name).map_err(TemplateProblem::Lookup)?;
+                text.push_str(&value.text);
+                secret |= value.secret;
+            }
         }
-        let value = lookup(name).map_err(TemplateProblem::Lookup)?;
-        text.push_str(&value.text);
-        secret |= value.secret;
-        rest = &after[close + 2..];
     }
-    text.push_str(rest);
     Ok(Value { text, secret })
 }
 

@@ -23,6 +23,7 @@
 
 mod raw;
 mod route;
+mod template;
 mod validate;
 
 use std::fmt;
@@ -31,6 +32,7 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 
 pub use route::{RouteError, RoutePattern, Segment};
+pub use template::{Part, Template};
 
 /// A validated Spin application manifest.
 #[derive(Debug, Clone)]

@@ -98,7 +98,7 @@ pub(crate) struct RawComponent {
     #[serde(default)]
     pub exclude_files: Vec<String>,
     #[serde(default)]
-    pub allowed_outbound_hosts: Vec<String>,
+    pub allowed_outbound_hosts: Vec<Spanned<String>>,
     #[serde(default)]
     pub allowed_http_hosts: Vec<String>,
     #[serde(default)]

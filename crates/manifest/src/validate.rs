@@ -14,7 +14,7 @@ use toml::Spanned;
 use crate::raw::{RawComponent, RawHttpTrigger, RawManifest, StringOrList};
 use crate::{
     AppManifest, Application, BuildConfig, Component, ComponentSource, Executor, FileMount,
-    HttpTrigger, Location, ManifestError, ManifestWarning, Route, RoutePattern, Variable,
+    HttpTrigger, Location, ManifestError, ManifestWarning, Route, RoutePattern, Template, Variable,
 };
 
 /// Turns byte spans into located errors for one manifest file.
@@ -146,8 +146,13 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<AppManifest, ManifestE
     let mut components = IndexMap::new();
     for (id, component) in &raw.component {
         check_id(&source, id, IdKind::Component)?;
-        let component =
-            convert_component(&source, &manifest_dir, id.get_ref(), component.get_ref())?;
+        let component = convert_component(
+            &source,
+            &manifest_dir,
+            id.get_ref(),
+            component.get_ref(),
+            &variables,
+        )?;
         components.insert(id.get_ref().clone(), component);
     }
 
@@ -178,6 +183,7 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<AppManifest, ManifestE
             trigger_id,
             &route_label,
             &mut components,
+            &variables,
         )?;
         let executor = convert_executor(&source, trigger.executor.as_ref(), &route_label)?;
         if let Route::Public(pattern) = &route {
@@ -414,6 +420,7 @@ fn component_reference(
     trigger_id: &str,
     route_label: &str,
     components: &mut IndexMap<String, Component>,
+    app_variables: &IndexMap<String, Variable>,
 ) -> Result<String, ManifestError> {
     let Some(reference) = &trigger.component else {
         return Err(source.error(trigger_span, format!("{route_label}: missing field `component`")));
@@ -449,7 +456,7 @@ fn component_reference(
                     .find(|id| !components.contains_key(id))
                     .expect("some number is free")
             };
-            let component = convert_component(source, manifest_dir, &id, &raw)?;
+            let component = convert_component(source, manifest_dir, &id, &raw, app_variables)?;
             components.insert(id.clone(), component);
             Ok(id)
         }
@@ -503,6 +510,7 @@ fn convert_component(
     manifest_dir: &Path,
     id: &str,
     raw: &RawComponent,
+    app_variables: &IndexMap<String, Variable>,
 ) -> Result<Component, ManifestError> {
     if let Some(dependencies) = &raw.dependencies
         && !dependencies.get_ref().is_empty()
@@ -524,8 +532,43 @@ fn convert_component(
     for label in raw.key_value_stores.iter().chain(&raw.sqlite_databases) {
         check_id(source, label, IdKind::StoreLabel)?;
     }
-    for name in raw.variables.keys() {
+    // Templates refer to application variables in component variables,
+    // and to the component's own variables in allowed_outbound_hosts, as
+    // in Spin; both are checked here so the error points at the line.
+    for (name, value) in &raw.variables {
         check_id(source, name, IdKind::Variable)?;
+        let template = Template::parse(value).map_err(|problem| {
+            source.error(
+                name.span(),
+                format!("component `{id}` variable `{}`: {problem}", name.get_ref()),
+            )
+        })?;
+        if let Some(missing) = template.references().find(|r| !app_variables.contains_key(*r)) {
+            return Err(source.error(
+                name.span(),
+                format!(
+                    "component `{id}` variable `{}` refers to `{{{{ {missing} }}}}`, which is not an application variable: add it to [variables]",
+                    name.get_ref()
+                ),
+            ));
+        }
+    }
+    for entry in &raw.allowed_outbound_hosts {
+        let template = Template::parse(entry.get_ref()).map_err(|problem| {
+            source
+                .error(entry.span(), format!("component `{id}` allowed_outbound_hosts: {problem}"))
+        })?;
+        if let Some(missing) =
+            template.references().find(|r| !raw.variables.keys().any(|name| name.get_ref() == r))
+        {
+            return Err(source.error(
+                entry.span(),
+                format!(
+                    "component `{id}` allowed_outbound_hosts: `{}` refers to `{{{{ {missing} }}}}`, which is not one of the component's variables",
+                    entry.get_ref()
+                ),
+            ));
+        }
     }
 
     let component_source = convert_source(source, id, &raw.source)?;
@@ -570,7 +613,11 @@ fn convert_component(
         files,
         exclude_files: raw.exclude_files.clone(),
         environment: raw.environment.clone(),
-        allowed_outbound_hosts: raw.allowed_outbound_hosts.clone(),
+        allowed_outbound_hosts: raw
+            .allowed_outbound_hosts
+            .iter()
+            .map(|h| h.get_ref().clone())
+            .collect(),
         allowed_http_hosts: raw.allowed_http_hosts.clone(),
         key_value_stores: raw.key_value_stores.iter().map(|l| l.get_ref().clone()).collect(),
         sqlite_databases: raw.sqlite_databases.iter().map(|l| l.get_ref().clone()).collect(),
