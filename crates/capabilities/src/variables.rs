@@ -107,13 +107,15 @@ impl VariableSources {
                 .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))
         };
         if let Some(file) = flag.strip_prefix('@') {
-            let text = read(file)?;
-            let table: IndexMap<String, toml::Value> = if file.ends_with(".json") {
-                serde_json::from_str(&text).map_err(|e| bad(format!("not a JSON object: {e}")))?
-            } else if file.ends_with(".toml") {
-                toml::from_str(&text).map_err(|e| bad(format!("not a TOML table: {e}")))?
-            } else {
+            let json = file.ends_with(".json");
+            if !json && !file.ends_with(".toml") {
                 return Err(bad("a variables file must end in .json or .toml".into()));
+            }
+            let text = read(file)?;
+            let table: IndexMap<String, toml::Value> = if json {
+                serde_json::from_str(&text).map_err(|e| bad(format!("not a JSON object: {e}")))?
+            } else {
+                toml::from_str(&text).map_err(|e| bad(format!("not a TOML table: {e}")))?
             };
             for (name, value) in table {
                 let value = match value {
@@ -343,5 +345,62 @@ impl wasi_config::Host for CapabilitiesView<'_> {
     ) -> wasmtime::Result<Result<Vec<(String, String)>, wasi_config::Error>> {
         let variables = &self.state.component().variables;
         Ok(Ok(variables.iter().map(|(name, value)| (name.clone(), value.text.clone())).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_form_of_the_variable_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token.txt"), "from-file").unwrap();
+        std::fs::write(dir.path().join("vars.json"), r#"{"a": "json", "n": 3}"#).unwrap();
+        std::fs::write(dir.path().join("vars.toml"), "b = \"toml\"\nflag = true\n").unwrap();
+        let mut sources = VariableSources::default();
+        for flag in ["x=1", "x=2", "token=@token.txt", "@vars.json", "@vars.toml", "eq=a=b"] {
+            sources.add_flag(flag, dir.path()).unwrap();
+        }
+        assert_eq!(sources.value_of("x"), Some("2"), "a later flag wins");
+        assert_eq!(sources.value_of("token"), Some("from-file"));
+        assert_eq!(sources.value_of("a"), Some("json"));
+        assert_eq!(sources.value_of("n"), Some("3"));
+        assert_eq!(sources.value_of("b"), Some("toml"));
+        assert_eq!(sources.value_of("flag"), Some("true"));
+        assert_eq!(sources.value_of("eq"), Some("a=b"));
+
+        for (flag, problem) in [
+            ("novalue", "expected `name=value`"),
+            ("@vars.yaml", "must end in .json or .toml"),
+            ("@missing.json", "cannot read"),
+            ("k=@missing.txt", "cannot read"),
+        ] {
+            let error = sources.add_flag(flag, dir.path()).unwrap_err().to_string();
+            assert!(
+                error.starts_with(&format!("--variable {flag}: ")) && error.contains(problem),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn flags_beat_the_environment_which_is_upper_case() {
+        let mut sources = VariableSources::default();
+        sources.environment.insert("API_KEY".into(), "env".into());
+        sources.environment.insert("OTHER".into(), "env-other".into());
+        sources.add_flag("api_key=flag", Path::new(".")).unwrap();
+        assert_eq!(sources.value_of("api_key"), Some("flag"));
+        assert_eq!(sources.value_of("other"), Some("env-other"));
+        assert_eq!(sources.value_of("missing"), None);
+    }
+
+    #[test]
+    fn secrets_are_hidden_from_debug_output() {
+        let secret = Value { text: "hunter2".into(), secret: true };
+        let plain = Value { text: "public".into(), secret: false };
+        assert_eq!(format!("{secret:?} {plain:?}"), "<secret> \"public\"");
+        let expanded = expand("key={{ k }}", |_| Ok(secret.clone())).ok().unwrap();
+        assert!(expanded.secret, "a value built from a secret is secret");
     }
 }

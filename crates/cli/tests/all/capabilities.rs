@@ -102,8 +102,9 @@ async fn key_value_is_shared_by_granted_components_and_refused_to_others() {
 
     // Durable across a restart of `bantam up`.
     drop(bantam);
-    let again = up(&app, &[]);
+    let again = up(&app, &["--key-value", "seed=planted"]);
     assert_eq!(ok(&again, "/p3?cap=kv&store=default&op=get&key=shape").await, "round");
+    assert_eq!(ok(&again, "/p2?cap=kv&store=default&op=get&key=seed").await, "planted");
     assert!(app.path().join(".spin/sqlite_key_value.db").is_file());
 }
 
