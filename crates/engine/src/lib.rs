@@ -45,6 +45,9 @@ pub struct EngineConfig {
     pub max_instance_memory: usize,
     /// The most instances alive at once, across all components.
     pub max_instances: u32,
+    /// How long one instance may run (its request, response body
+    /// included) before it is interrupted; `None` for no limit.
+    pub request_timeout: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -64,6 +67,7 @@ impl Default for EngineConfig {
             cache_dir: Self::default_cache_dir(),
             max_instance_memory: 256 << 20,
             max_instances: 1000,
+            request_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -123,6 +127,7 @@ pub struct Engine {
     linker: Linker<HostState>,
     cache: Option<CompileCache>,
     max_instance_memory: usize,
+    request_timeout: Option<Duration>,
     epoch_ticker: EpochTicker,
 }
 
@@ -165,6 +170,7 @@ impl Engine {
             linker,
             cache,
             max_instance_memory: config.max_instance_memory,
+            request_timeout: config.request_timeout,
             epoch_ticker,
         })
     }
@@ -223,9 +229,29 @@ impl Engine {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         // Yield to the async scheduler on every epoch tick, so a guest that
-        // computes without pause cannot starve other requests on its thread.
-        store.epoch_deadline_async_yield_and_update(1);
+        // computes without pause cannot starve other requests on its thread;
+        // past the request timeout (plus a tick, so the trigger answers the
+        // client first), stop it: a guest in a loop is interrupted even if
+        // it never calls the host.
+        match self.request_timeout {
+            Some(timeout) => {
+                let deadline = Instant::now() + timeout + EPOCH_TICK;
+                store.epoch_deadline_callback(move |_| {
+                    if Instant::now() >= deadline {
+                        Ok(wasmtime::UpdateDeadline::Interrupt)
+                    } else {
+                        Ok(wasmtime::UpdateDeadline::Yield(1))
+                    }
+                });
+            }
+            None => store.epoch_deadline_async_yield_and_update(1),
+        }
         Ok(store)
+    }
+
+    /// How long one request may take, if limited.
+    pub fn request_timeout(&self) -> Option<Duration> {
+        self.request_timeout
     }
 
     /// Stop the epoch ticker; called on shutdown.

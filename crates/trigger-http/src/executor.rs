@@ -94,6 +94,16 @@ pub struct HttpComponent {
     /// Which export is called.
     pub export: HttpExport,
     handler: ProxyHandler<InstanceSource>,
+    timeout: Option<std::time::Duration>,
+}
+
+/// Why a request got no response from its component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandleError {
+    /// The guest trapped, panicked, or never answered.
+    Failed,
+    /// The guest did not answer within the request timeout.
+    TimedOut,
 }
 
 impl HttpComponent {
@@ -130,29 +140,44 @@ impl HttpComponent {
         Ok(Self {
             id: pre.id.clone(),
             export,
+            timeout: engine.request_timeout(),
             handler: ProxyHandler::new(InstanceSource { engine, pre, proxy_pre }),
         })
     }
 
-    /// Handle one request in a fresh instance. An `Err` is a trap, a
-    /// failed instantiation, or a guest that never answered; it has been
-    /// logged with the component id.
+    /// Handle one request in a fresh instance, within the engine's request
+    /// timeout. An `Err` has been logged with the component id.
     pub async fn handle(
         &self,
         request: wasmtime_wasi_http::handler::Request,
-    ) -> wasmtime::Result<wasmtime_wasi_http::handler::Response> {
-        let result = self.handler.handle((), request).await;
-        if let Err(error) = &result {
+    ) -> Result<wasmtime_wasi_http::handler::Response, HandleError> {
+        let handled = self.handler.handle((), request);
+        let result = match self.timeout {
+            // The instance itself is interrupted by its epoch deadline just
+            // after this fires (see `Engine::new_store`).
+            Some(timeout) => match tokio::time::timeout(timeout, handled).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::error!(
+                        "component `{}` did not answer within {timeout:?}: the request timed out",
+                        self.id
+                    );
+                    return Err(HandleError::TimedOut);
+                }
+            },
+            None => handled.await,
+        };
+        result.map_err(|error| {
             // A dead worker's cause is logged once, by `SingleUse::drop`.
             if error.downcast_ref::<TrapOrPanicError>().is_none() {
                 tracing::error!(
                     "component `{}` failed: {}",
                     self.id,
-                    bantam_engine::describe(error)
+                    bantam_engine::describe(&error)
                 );
             }
-        }
-        result
+            HandleError::Failed
+        })
     }
 }
 

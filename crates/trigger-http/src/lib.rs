@@ -26,7 +26,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use wasmtime_wasi_http::WasiBody;
 
-pub use executor::{ExecutorError, HttpComponent, HttpExport};
+pub use executor::{ExecutorError, HandleError, HttpComponent, HttpExport};
 use router::Router;
 
 /// Requests under this prefix are answered by the host, never by the app.
@@ -162,7 +162,10 @@ impl HttpTrigger {
             Ok(response) => response,
             // Spin answers a failed handler with an empty 500; the cause is
             // in the log, never in the response.
-            Err(_) => empty(StatusCode::INTERNAL_SERVER_ERROR),
+            Err(HandleError::Failed) => empty(StatusCode::INTERNAL_SERVER_ERROR),
+            Err(HandleError::TimedOut) => {
+                text(StatusCode::GATEWAY_TIMEOUT, Bytes::from_static(b"request timed out\n"))
+            }
         }
     }
 }

@@ -86,6 +86,10 @@ pub struct UpArgs {
     /// Repeatable.
     #[arg(long = "key-value", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub key_values: Vec<(String, String)>,
+    /// How long one request may take before it is answered 504 and its
+    /// instance stopped (even a guest in a busy loop); 0 for no limit.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub request_timeout: Duration,
     /// How long in-flight requests may run after a shutdown signal.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_timeout: Duration,
@@ -142,6 +146,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             (Some(dir), false) => Some(dir.clone()),
             (None, false) => EngineConfig::default_cache_dir(),
         },
+        request_timeout: Some(args.request_timeout).filter(|t| !t.is_zero()),
         ..EngineConfig::default()
     })?);
 

@@ -25,3 +25,36 @@ async fn a_panic_is_a_500_and_the_next_request_succeeds() {
         assert_eq!(status, 200, "{guest}: the server keeps serving");
     }
 }
+
+#[tokio::test]
+async fn a_guest_in_a_busy_loop_is_stopped_at_the_request_timeout() {
+    for guest in ["{p3}", "{p2}"] {
+        let app = TestApp::single("spinner", &format!(r#"source = "{guest}""#));
+        let bantam = app.up(&["--request-timeout", "1s"]);
+        let started = std::time::Instant::now();
+        let url = bantam.url("/?loop");
+        let looping = tokio::spawn(async move { get(&url).await });
+        // Meanwhile the same component keeps answering other requests.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let (status, _) = get(&bantam.url("/?status=201")).await;
+        assert_eq!(status, 201, "{guest}: a neighbour is served during the loop");
+
+        let (status, body) = looping.await.unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!((status, body.as_str()), (504, "request timed out\n"), "{guest}");
+        assert!(elapsed < std::time::Duration::from_secs(5), "{guest}: took {elapsed:?}");
+        let output = bantam.wait_for_output("did not answer within 1s");
+        assert!(
+            output.contains("component `spinner` did not answer within 1s: the request timed out"),
+            "{output}"
+        );
+        // The looping instance is interrupted, not left burning a core.
+        let output = bantam.wait_for_output("interrupt");
+        assert!(
+            output.contains("component `spinner` failed: ") && output.contains("interrupt"),
+            "{output}"
+        );
+        let (status, _) = get(&bantam.url("/?status=200")).await;
+        assert_eq!(status, 200, "{guest}: the server keeps serving");
+    }
+}

@@ -9,6 +9,7 @@
 //! - `env=NAME`: the variable's value, or 404 `unset`
 //! - `stdout=text`: prints `text` to stdout and `err: text` to stderr
 //! - `sleep-ms=N`: sleeps N ms, body `slept N`
+//! - `loop`: computes forever without calling the host
 //! - `echo`: the request body back
 //! - `big=N`: N bytes of `x`
 
@@ -97,6 +98,12 @@ pub fn handle(
             let ms: u64 = value.parse().unwrap_or(0);
             std::thread::sleep(std::time::Duration::from_millis(ms));
             respond(200, format!("slept {ms}"))
+        }
+        "loop" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
         }
         "echo" => respond(200, body),
         "big" => respond(200, vec![b'x'; value.parse().unwrap_or(0)]),
