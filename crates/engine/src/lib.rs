@@ -48,6 +48,9 @@ pub struct EngineConfig {
     /// How long one instance may run (its request, response body
     /// included) before it is interrupted; `None` for no limit.
     pub request_timeout: Option<Duration>,
+    /// The most instances of one component alive at once; beyond it a
+    /// trigger turns requests away rather than queueing them.
+    pub max_instances_per_component: usize,
 }
 
 impl EngineConfig {
@@ -68,6 +71,7 @@ impl Default for EngineConfig {
             max_instance_memory: 256 << 20,
             max_instances: 1000,
             request_timeout: Some(Duration::from_secs(60)),
+            max_instances_per_component: 1000,
         }
     }
 }
@@ -128,6 +132,7 @@ pub struct Engine {
     cache: Option<CompileCache>,
     max_instance_memory: usize,
     request_timeout: Option<Duration>,
+    max_instances_per_component: usize,
     epoch_ticker: EpochTicker,
 }
 
@@ -171,6 +176,7 @@ impl Engine {
             cache,
             max_instance_memory: config.max_instance_memory,
             request_timeout: config.request_timeout,
+            max_instances_per_component: config.max_instances_per_component,
             epoch_ticker,
         })
     }
@@ -252,6 +258,11 @@ impl Engine {
     /// How long one request may take, if limited.
     pub fn request_timeout(&self) -> Option<Duration> {
         self.request_timeout
+    }
+
+    /// The most instances of one component alive at once.
+    pub fn max_instances_per_component(&self) -> usize {
+        self.max_instances_per_component
     }
 
     /// Stop the epoch ticker; called on shutdown.

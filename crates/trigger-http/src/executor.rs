@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bantam_engine::{ComponentPre, Engine, HostState};
+use http_body_util::BodyExt;
 use wasmtime::component::GuestTaskId;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::{Store, StoreContextMut};
@@ -95,6 +96,9 @@ pub struct HttpComponent {
     pub export: HttpExport,
     handler: ProxyHandler<InstanceSource>,
     timeout: Option<std::time::Duration>,
+    /// One permit per instance alive: a full component turns requests
+    /// away at once instead of queueing them without bound.
+    capacity: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a request got no response from its component.
@@ -104,6 +108,8 @@ pub enum HandleError {
     Failed,
     /// The guest did not answer within the request timeout.
     TimedOut,
+    /// The component already has its most instances alive.
+    Busy,
 }
 
 impl HttpComponent {
@@ -141,6 +147,7 @@ impl HttpComponent {
             id: pre.id.clone(),
             export,
             timeout: engine.request_timeout(),
+            capacity: Arc::new(tokio::sync::Semaphore::new(engine.max_instances_per_component())),
             handler: ProxyHandler::new(InstanceSource { engine, pre, proxy_pre }),
         })
     }
@@ -151,6 +158,10 @@ impl HttpComponent {
         &self,
         request: wasmtime_wasi_http::handler::Request,
     ) -> Result<wasmtime_wasi_http::handler::Response, HandleError> {
+        let Ok(permit) = Arc::clone(&self.capacity).try_acquire_owned() else {
+            tracing::warn!("component `{}` is at its instance limit: request turned away", self.id);
+            return Err(HandleError::Busy);
+        };
         let handled = self.handler.handle((), request);
         let result = match self.timeout {
             // The instance itself is interrupted by its epoch deadline just
@@ -167,6 +178,11 @@ impl HttpComponent {
             },
             None => handled.await,
         };
+        // The instance lives until its response body is complete; so does
+        // its permit.
+        let result = result.map(|response| {
+            response.map(|body| PermitBody { body, _permit: permit }.boxed_unsync())
+        });
         result.map_err(|error| {
             // A dead worker's cause is logged once, by `SingleUse::drop`.
             if error.downcast_ref::<TrapOrPanicError>().is_none() {
@@ -257,5 +273,32 @@ impl WorkerState for SingleUse {
             );
         }
         drop(store);
+    }
+}
+
+/// A response body that holds its instance's concurrency permit until the
+/// body is done or dropped.
+struct PermitBody {
+    body: wasmtime_wasi_http::WasiBody,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl http_body::Body for PermitBody {
+    type Data = bytes::Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

@@ -163,6 +163,14 @@ impl HttpTrigger {
             // Spin answers a failed handler with an empty 500; the cause is
             // in the log, never in the response.
             Err(HandleError::Failed) => empty(StatusCode::INTERNAL_SERVER_ERROR),
+            Err(HandleError::Busy) => {
+                let mut response =
+                    text(StatusCode::SERVICE_UNAVAILABLE, Bytes::from_static(b"busy, retry\n"));
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                response
+            }
             Err(HandleError::TimedOut) => {
                 text(StatusCode::GATEWAY_TIMEOUT, Bytes::from_static(b"request timed out\n"))
             }

@@ -90,6 +90,10 @@ pub struct UpArgs {
     /// instance stopped (even a guest in a busy loop); 0 for no limit.
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub request_timeout: Duration,
+    /// The most instances of one component serving at once; requests
+    /// beyond it are answered 503 with Retry-After rather than queued.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_instances_per_component: usize,
     /// How long in-flight requests may run after a shutdown signal.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_timeout: Duration,
@@ -147,6 +151,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             (None, false) => EngineConfig::default_cache_dir(),
         },
         request_timeout: Some(args.request_timeout).filter(|t| !t.is_zero()),
+        max_instances_per_component: args.max_instances_per_component,
         ..EngineConfig::default()
     })?);
 

@@ -58,3 +58,22 @@ async fn a_guest_in_a_busy_loop_is_stopped_at_the_request_timeout() {
         assert_eq!(status, 200, "{guest}: the server keeps serving");
     }
 }
+
+#[tokio::test]
+async fn a_component_at_its_instance_limit_turns_requests_away_with_503() {
+    let app = TestApp::single("narrow", r#"source = "{p3}""#);
+    let bantam = app.up(&["--max-instances-per-component", "1"]);
+    let url = bantam.url("/?sleep-ms=1500");
+    let slow = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let response = reqwest::get(bantam.url("/?status=200")).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let output = bantam.wait_for_output("at its instance limit");
+    assert!(output.contains("component `narrow` is at its instance limit"), "{output}");
+
+    assert_eq!(slow.await.unwrap(), (200, "slept 1500".to_string()));
+    let (status, _) = get(&bantam.url("/?status=200")).await;
+    assert_eq!(status, 200, "the permit is returned with the response");
+}
