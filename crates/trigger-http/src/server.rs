@@ -5,17 +5,28 @@
 //! listener closes at once, connections finish their in-flight requests
 //! (keep-alive connections are told to close), and whatever is still
 //! running after the grace period is abandoned.
+//!
+//! Slow or greedy clients are bounded: request headers must arrive within
+//! [`HEADER_READ_TIMEOUT`], and there may be at most [`MAX_HEADERS`] of
+//! them (HTTP/1) or [`MAX_HEADER_LIST_SIZE`] bytes of them (HTTP/2).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::HttpTrigger;
+
+/// How long a client may take to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most headers one HTTP/1 request may have.
+pub const MAX_HEADERS: usize = 100;
+/// The most bytes of headers one HTTP/2 request may have.
+pub const MAX_HEADER_LIST_SIZE: u32 = 64 << 10;
 
 /// How a shutdown ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +45,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> Shutdown {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_LIST_SIZE);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

@@ -77,3 +77,40 @@ async fn a_component_at_its_instance_limit_turns_requests_away_with_503() {
     let (status, _) = get(&bantam.url("/?status=200")).await;
     assert_eq!(status, 200, "the permit is returned with the response");
 }
+
+#[tokio::test]
+async fn slow_or_greedy_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::single("web", r#"source = "{p3}""#);
+    let bantam = app.up(&[]);
+    let address = bantam.base.trim_start_matches("http://").to_string();
+
+    // Too many headers: 431 without reaching the guest.
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut request = String::from("GET /?status=200 HTTP/1.1\r\nhost: x\r\n");
+    for i in 0..150 {
+        request.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = vec![0u8; 64];
+    let n = stream.read(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+
+    // Headers that never finish arriving: the connection is closed once the
+    // header read timeout passes, instead of being held forever.
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(20), stream.read_to_end(&mut rest))
+            .await;
+    assert!(read.is_ok(), "the server closed the connection");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(5), "not before the timeout");
+
+    let (status, _) = get(&bantam.url("/?status=200")).await;
+    assert_eq!(status, 200);
+}
