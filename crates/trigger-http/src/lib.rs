@@ -64,7 +64,11 @@ pub enum TriggerError {
 pub struct HttpTrigger {
     router: Router<Arc<HttpComponent>>,
     app_info: Bytes,
+    max_request_body: u64,
 }
+
+/// The default largest request body a guest is given: 100 MiB.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 100 << 20;
 
 impl HttpTrigger {
     /// Build the trigger from a loaded app and its prepared components.
@@ -108,7 +112,18 @@ impl HttpTrigger {
             }
         }
         let app_info = serde_json::json!({ "name": app.name, "version": app.version });
-        Ok(Self { router: Router::build(routes), app_info: Bytes::from(app_info.to_string()) })
+        Ok(Self {
+            router: Router::build(routes),
+            app_info: Bytes::from(app_info.to_string()),
+            max_request_body: DEFAULT_MAX_REQUEST_BODY,
+        })
+    }
+
+    /// Refuse request bodies larger than `bytes`: 413 when the length is
+    /// declared, and the guest's read fails when a streamed body passes it.
+    pub fn with_max_request_body(mut self, bytes: u64) -> Self {
+        self.max_request_body = bytes;
+        self
     }
 
     /// The public routes and the component serving each, in manifest order.
@@ -155,7 +170,25 @@ impl HttpTrigger {
             Ok(uri) => parts.uri = uri,
             Err(_) => return empty(StatusCode::BAD_REQUEST),
         }
-        let body = body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync();
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > self.max_request_body) {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Bytes::from(format!("request body larger than {} bytes\n", self.max_request_body)),
+            );
+        }
+        let limit = usize::try_from(self.max_request_body).unwrap_or(usize::MAX);
+        let max = self.max_request_body;
+        let body = http_body_util::Limited::new(body, limit)
+            .map_err(move |error| match error.downcast::<hyper::Error>() {
+                Ok(error) => wasmtime_wasi_http::Error::Hyper(*error),
+                // The only other error is the limit's own.
+                Err(_) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max)),
+            })
+            .boxed_unsync();
         let request = Request::from_parts(parts, body);
 
         match component.handle(request).await {

@@ -94,6 +94,11 @@ pub struct UpArgs {
     /// beyond it are answered 503 with Retry-After rather than queued.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_instances_per_component: usize,
+    /// The largest request body a component is given (e.g. `10MiB`):
+    /// larger declared bodies get 413; a streamed body past it fails the
+    /// guest's read.
+    #[arg(long, default_value = "100MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_request_body_size: u64,
     /// How long in-flight requests may run after a shutdown signal.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_timeout: Duration,
@@ -118,6 +123,28 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => Ok(Duration::from_secs(number * 60)),
         _ => Err(format!("unknown duration unit `{unit}` in `{text}`; use ms, s or m")),
     }
+}
+
+/// A size in bytes: a number with an optional unit (`KiB`, `MiB`, `GiB`,
+/// or `KB`, `MB`, `GB`).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let at = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(at);
+    let number: u64 =
+        number.parse().map_err(|_| format!("expected a size such as 10MiB, got `{text}`"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "k" | "K" => 1 << 10,
+        "MiB" | "m" | "M" => 1 << 20,
+        "GiB" | "g" | "G" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!("unknown size unit `{other}` in `{text}`; use KiB, MiB or GiB"));
+        }
+    };
+    number.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
 }
 
 /// Run `bantam up`.
@@ -177,7 +204,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             prepared.push(engine.prepare(component, &logs, granted)?);
         }
     }
-    let trigger = Arc::new(HttpTrigger::new(engine.clone(), &app, prepared)?);
+    let trigger = Arc::new(
+        HttpTrigger::new(engine.clone(), &app, prepared)?
+            .with_max_request_body(args.max_request_body_size),
+    );
     let outcome = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

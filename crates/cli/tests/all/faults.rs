@@ -114,3 +114,30 @@ async fn slow_or_greedy_clients_are_cut_off() {
     let (status, _) = get(&bantam.url("/?status=200")).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn request_bodies_past_the_limit_are_refused() {
+    let app = TestApp::single("upload", r#"source = "{p3}""#);
+    let bantam = app.up(&["--max-request-body-size", "1KiB"]);
+    let client = reqwest::Client::new();
+
+    let small = client.post(bantam.url("/?echo")).body("x".repeat(1024)).send().await.unwrap();
+    assert_eq!(small.status(), 200);
+    assert_eq!(small.text().await.unwrap().len(), 1024);
+
+    let large = client.post(bantam.url("/?echo")).body("x".repeat(1025)).send().await.unwrap();
+    assert_eq!(large.status(), 413);
+    assert_eq!(large.text().await.unwrap(), "request body larger than 1024 bytes\n");
+
+    // A streamed body with no declared length: the guest's read fails at the
+    // limit, so it never gets more than the limit.
+    let chunks = futures::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>("y".repeat(512))));
+    let streamed = client
+        .post(bantam.url("/?echo"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    let echoed = streamed.text().await.unwrap_or_default();
+    assert!(echoed.len() <= 1024, "the guest got {} bytes", echoed.len());
+}
