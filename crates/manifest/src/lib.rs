@@ -21,6 +21,7 @@
 
 #![deny(missing_docs)]
 
+pub mod allowed_hosts;
 mod raw;
 mod route;
 mod template;

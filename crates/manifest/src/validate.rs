@@ -558,6 +558,16 @@ fn convert_component(
             source
                 .error(entry.span(), format!("component `{id}` allowed_outbound_hosts: {problem}"))
         })?;
+        if template.references().next().is_none() {
+            // A literal entry can be checked now; one with templates is
+            // checked once its variables are resolved, at start-up.
+            crate::allowed_hosts::AllowedHost::parse(entry.get_ref()).map_err(|problem| {
+                source.error(
+                    entry.span(),
+                    format!("component `{id}` allowed_outbound_hosts: {problem}"),
+                )
+            })?;
+        }
         if let Some(missing) =
             template.references().find(|r| !raw.variables.keys().any(|name| name.get_ref() == r))
         {
