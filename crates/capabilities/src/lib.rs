@@ -23,6 +23,7 @@
 
 mod bindings;
 pub mod key_value;
+pub mod outbound_http;
 pub mod outbound_mqtt;
 pub mod outbound_redis;
 pub mod runtime_config;
@@ -30,9 +31,11 @@ pub mod sqlite;
 pub mod variables;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use bantam_manifest::allowed_hosts::{AllowedHosts, OutboundTarget};
 use indexmap::IndexMap;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
@@ -70,6 +73,15 @@ pub enum CapabilityError {
         /// The database label.
         label: String,
     },
+    /// An `allowed_outbound_hosts` entry is malformed once its templates
+    /// are expanded.
+    #[error("component `{component}` allowed_outbound_hosts: {message}")]
+    AllowedHost {
+        /// The component id.
+        component: String,
+        /// What is wrong with which entry.
+        message: String,
+    },
     /// A store or database could not be opened.
     #[error("{what}: {message}")]
     Open {
@@ -95,6 +107,7 @@ pub struct AppCapabilities {
     variables: Variables,
     key_value_stores: HashMap<String, Arc<KeyValueStore>>,
     sqlite_databases: HashMap<String, Arc<SqliteDatabase>>,
+    local: Arc<OnceLock<outbound_http::LocalHandler>>,
 }
 
 impl AppCapabilities {
@@ -138,7 +151,7 @@ impl AppCapabilities {
                     .insert(label.clone(), Arc::new(SqliteDatabase::open(label, path)?));
             }
         }
-        Ok(Self { variables, key_value_stores, sqlite_databases })
+        Ok(Self { variables, key_value_stores, sqlite_databases, local: Arc::default() })
     }
 
     /// An opened key-value store, e.g. `default` for `bantam up --key-value`.
@@ -167,6 +180,15 @@ impl AppCapabilities {
         lines
     }
 
+    /// Serve the app's requests to itself (`http://<component>.spin.internal/`)
+    /// with `handler`, in-process. Set once the trigger exists; until then,
+    /// and if never set, such requests fail.
+    pub fn serve_local_requests(&self, handler: outbound_http::LocalHandler) {
+        // Set once per app: a second trigger for the same app would be a
+        // programming error, and the first handler stays in place.
+        let _ = self.local.set(handler);
+    }
+
     /// What one component may use.
     pub fn for_component(
         &self,
@@ -180,18 +202,26 @@ impl AppCapabilities {
             &component.allowed_outbound_hosts,
             &variables,
         )?;
+        let allowed_hosts = AllowedHosts::parse(&allowed_outbound_hosts).map_err(|error| {
+            CapabilityError::AllowedHost {
+                component: component.id.clone(),
+                message: error.to_string(),
+            }
+        })?;
+        let http = outbound_http::HttpClient::new(&component.id, &allowed_hosts);
         Ok(Arc::new(ComponentCapabilities {
             id: component.id.clone(),
             variables,
             key_value_stores: grants(&component.key_value_stores, &self.key_value_stores),
             sqlite_databases: grants(&component.sqlite_databases, &self.sqlite_databases),
-            allowed_outbound_hosts,
+            allowed_hosts,
+            http,
+            local: Arc::clone(&self.local),
         }))
     }
 }
 
 /// What one component was granted. Immutable, shared by all its instances.
-#[derive(Debug)]
 pub struct ComponentCapabilities {
     /// The component id, for log lines.
     pub id: String,
@@ -201,9 +231,24 @@ pub struct ComponentCapabilities {
     key_value_stores: IndexMap<String, Arc<KeyValueStore>>,
     /// The SQLite databases it may open, by label.
     sqlite_databases: IndexMap<String, Arc<SqliteDatabase>>,
-    /// `allowed_outbound_hosts` with `{{ variable }}` templates expanded;
-    /// entries that expanded to nothing are left out, as in Spin.
-    pub allowed_outbound_hosts: Vec<String>,
+    /// `allowed_outbound_hosts` with `{{ variable }}` templates expanded
+    /// (entries that expanded to nothing are left out, as in Spin), parsed.
+    allowed_hosts: AllowedHosts,
+    /// The component's outbound HTTP client: its own connection pool.
+    http: outbound_http::HttpClient,
+    /// Where requests to the app itself go (service chaining).
+    local: Arc<OnceLock<outbound_http::LocalHandler>>,
+}
+
+impl std::fmt::Debug for ComponentCapabilities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentCapabilities")
+            .field("id", &self.id)
+            .field("key_value_stores", &self.key_value_stores.keys())
+            .field("sqlite_databases", &self.sqlite_databases.keys())
+            .field("allowed_hosts", &self.allowed_hosts)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ComponentCapabilities {
@@ -214,7 +259,9 @@ impl ComponentCapabilities {
             variables: IndexMap::new(),
             key_value_stores: IndexMap::new(),
             sqlite_databases: IndexMap::new(),
-            allowed_outbound_hosts: Vec::new(),
+            allowed_hosts: AllowedHosts::default(),
+            http: outbound_http::HttpClient::new(id, &AllowedHosts::default()),
+            local: Arc::default(),
         })
     }
 }
@@ -262,80 +309,65 @@ pub fn add_to_linker<T: Send + 'static>(
 }
 
 /// Check that `component` may connect to `url` (`redis://host:port`,
-/// `postgres://user@host/db`, ...), by its `allowed_outbound_hosts`. The
-/// refusal says which entry to add, and is logged naming the component.
-pub(crate) fn check_outbound(component: &ComponentCapabilities, url: &str) -> Result<(), String> {
-    let target =
-        OutboundTarget::parse(url).ok_or_else(|| format!("`{url}` is not a valid address"))?;
-    let allowed = component
-        .allowed_outbound_hosts
-        .iter()
-        .any(|entry| OutboundTarget::parse(entry).is_some_and(|pattern| pattern.admits(&target)));
-    if allowed {
+/// `postgres://user@host/db`, ...), by its `allowed_outbound_hosts`, and
+/// return where it leads. A refusal is logged, naming the entry that is
+/// missing, and the message is returned for the guest's error.
+pub(crate) fn check_outbound(
+    component: &ComponentCapabilities,
+    url: &str,
+) -> Result<OutboundTarget, String> {
+    let target = OutboundTarget::parse(url).map_err(|error| error.to_string())?;
+    if !component.allowed_hosts.admits(&target) {
+        let message = format!(
+            "component `{}`: connection to {target} denied: add \"{}\" to its allowed_outbound_hosts",
+            component.id,
+            target.as_entry()
+        );
+        tracing::warn!("{message}");
+        return Err(message);
+    }
+    if let Some(ip) = target.ip() {
+        check_address(&component.id, &component.allowed_hosts, &target.host, ip)?;
+    }
+    Ok(target)
+}
+
+/// Refuse a special address (loopback, link-local such as the cloud
+/// metadata service 169.254.169.254, unspecified) unless an entry names
+/// it or the host exactly: a wildcard grant never reaches the host's own
+/// services, whatever a name resolves to.
+pub(crate) fn check_address(
+    component: &str,
+    allowed: &AllowedHosts,
+    host: &str,
+    ip: IpAddr,
+) -> Result<(), String> {
+    let Some(kind) = special_address(ip) else { return Ok(()) };
+    if allowed.names(host, ip) {
         return Ok(());
     }
-    let needed = format!("{}://{}:{}", target.scheme, target.host, target.port.unwrap_or(0));
     let message = format!(
-        "component `{}`: connection to {needed} denied: add \"{needed}\" to its allowed_outbound_hosts",
-        component.id
+        "component `{component}`: connection to {host} ({ip}) denied: it is a {kind} address, which only an allowed_outbound_hosts entry naming it (such as \"http://{ip}:<port>\") may reach"
     );
     tracing::warn!("{message}");
     Err(message)
 }
 
-/// `scheme://host:port` of an address or an `allowed_outbound_hosts` entry
-/// (where each part may be `*`, and a host `*.example.com`).
-struct OutboundTarget {
-    scheme: String,
-    host: String,
-    port: Option<u16>,
-    any_port: bool,
-}
-
-impl OutboundTarget {
-    fn parse(text: &str) -> Option<Self> {
-        let (scheme, rest) = text.split_once("://")?;
-        let authority = rest.split(['/', '?']).next()?;
-        let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-                (host, Some(port))
-            }
-            _ => (authority, None),
-        };
-        let scheme = scheme.to_ascii_lowercase();
-        let (port, any_port) = match port {
-            Some("*") => (None, true),
-            Some(port) => (Some(port.parse().ok()?), false),
-            None => (default_port(&scheme), false),
-        };
-        Some(Self { scheme, host: host.to_ascii_lowercase(), port, any_port })
+/// What kind of special address `ip` is, if it is one.
+fn special_address(ip: IpAddr) -> Option<&'static str> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) if v4.is_loopback() => Some("loopback"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local"),
+        IpAddr::V4(v4) if v4.is_unspecified() || v4.is_broadcast() => Some("unspecified"),
+        IpAddr::V6(v6) if v6.is_loopback() => Some("loopback"),
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("link-local"),
+        IpAddr::V6(v6) if v6.is_unspecified() => Some("unspecified"),
+        _ => None,
     }
-
-    fn admits(&self, target: &Self) -> bool {
-        let scheme = self.scheme == "*" || self.scheme == target.scheme;
-        let host = self.host == "*"
-            || self.host == target.host
-            || self
-                .host
-                .strip_prefix("*.")
-                .is_some_and(|suffix| target.host.ends_with(&format!(".{suffix}")));
-        let port = self.any_port || (self.port.is_some() && self.port == target.port);
-        scheme && host && port
-    }
-}
-
-/// The port a scheme uses when none is given, as Spin assumes.
-fn default_port(scheme: &str) -> Option<u16> {
-    Some(match scheme {
-        "http" => 80,
-        "https" => 443,
-        "redis" => 6379,
-        "postgres" => 5432,
-        "mysql" => 3306,
-        "mqtt" => 1883,
-        _ => return None,
-    })
 }
 
 /// The entries of `opened` named in `labels`, in the manifest's order.

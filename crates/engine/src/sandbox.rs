@@ -4,8 +4,9 @@
 //! immutable; [`Sandbox::new_host_state`] makes the [`HostState`] of one
 //! fresh instance from it. A guest sees only its declared environment
 //! variables, its declared files (read-only, at the paths the manifest
-//! gives), clocks and random. It has no network: sockets are refused and
-//! outbound HTTP is denied until a capability grants it.
+//! gives), clocks and random. It has no sockets; its outbound HTTP goes
+//! only where its `allowed_outbound_hosts` grant (see
+//! `bantam_capabilities::outbound_http`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,8 +14,9 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use bantam_capabilities::outbound_http::OutboundHttp;
 use bantam_capabilities::{CapabilitiesView, CapabilityState, ComponentCapabilities};
 
 use crate::LogConfig;
@@ -69,7 +71,7 @@ impl Sandbox {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new().memory_size(max_memory).build(),
-            outbound_http: OutboundHttp,
+            outbound_http: OutboundHttp::new(Arc::clone(&self.capabilities)),
             capabilities: CapabilityState::new(Arc::clone(&self.capabilities)),
         })
     }
@@ -106,31 +108,5 @@ impl WasiHttpView for HostState {
             table: &mut self.table,
             hooks: &mut self.outbound_http,
         }
-    }
-}
-
-/// Outbound HTTP policy. Until `allowed_outbound_hosts` is enforced, no
-/// request leaves the sandbox: denying is the safe default.
-struct OutboundHttp;
-
-impl WasiHttpHooks for OutboundHttp {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        tracing::warn!("outbound HTTP request to {} denied", request.uri());
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }

@@ -119,7 +119,9 @@ impl AllowedHost {
                 Some((start, end)) => match (start.parse(), end.parse()) {
                     (Ok(start), Ok(end)) => PortPattern::Range(start..end),
                     _ => {
-                        return Err(fail(format!("{text:?}: port range {p:?} must be two numbers")));
+                        return Err(fail(format!(
+                            "{text:?}: port range {p:?} must be two numbers"
+                        )));
                     }
                 },
                 None => match p.parse() {
@@ -288,10 +290,10 @@ pub fn well_known_port(scheme: &str) -> Option<u16> {
 
 /// Split `host[:port]`, minding `[v6]:port` and a bare IPv6 address.
 fn split_host_port(authority: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = authority.strip_prefix('[') {
-        if let Some((host, after)) = rest.split_once(']') {
-            return (host, after.strip_prefix(':'));
-        }
+    if let Some(rest) = authority.strip_prefix('[')
+        && let Some((host, after)) = rest.split_once(']')
+    {
+        return (host, after.strip_prefix(':'));
     }
     // A bare IPv6 address or block (`::1`, `fd00::/8`) has no port.
     if parse_network(authority).is_some() {

@@ -63,9 +63,18 @@ pub enum TriggerError {
 /// The HTTP trigger of one app: its routes and its components.
 pub struct HttpTrigger {
     router: Router<Arc<HttpComponent>>,
+    /// Every component with a trigger, private ones included, by id: the
+    /// targets of service chaining.
+    components: HashMap<String, Arc<HttpComponent>>,
+    /// `/...`: how a chained request matches its component, as in Spin.
+    chained_route: RoutePattern,
     app_info: Bytes,
     max_request_body: u64,
 }
+
+/// The client address a chained request appears to come from, as in Spin.
+const CHAINED_CLIENT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 /// The default largest request body a guest is given: 100 MiB.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 100 << 20;
@@ -114,6 +123,8 @@ impl HttpTrigger {
         let app_info = serde_json::json!({ "name": app.name, "version": app.version });
         Ok(Self {
             router: Router::build(routes),
+            components,
+            chained_route: RoutePattern::parse("/...").expect("`/...` is a valid route"),
             app_info: Bytes::from(app_info.to_string()),
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
         })
@@ -137,6 +148,51 @@ impl HttpTrigger {
         request: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<WasiBody> {
+        let request = request.map(|body| {
+            body.map_err(|error| wasmtime_wasi_http::Error::Hyper(error)).boxed_unsync()
+        });
+        self.handle_from(request, None, client).await
+    }
+
+    /// Serve a request one of the app's components sent to
+    /// `http://<callee>.spin.internal/...` (Spin's service chaining): it
+    /// reaches `callee` directly, whatever its route (private ones too),
+    /// matched as `/...`, without leaving the process.
+    pub async fn handle_chained(
+        &self,
+        callee: &str,
+        request: Request<WasiBody>,
+    ) -> Result<Response<WasiBody>, wasmtime_wasi_http::Error> {
+        if !self.components.contains_key(callee) {
+            tracing::info!("service chaining: no component `{callee}` with an HTTP trigger");
+            return Err(wasmtime_wasi_http::Error::DestinationNotFound);
+        }
+        Ok(self.handle_from(request, Some(callee), CHAINED_CLIENT).await)
+    }
+
+    /// Answer requests the app's components send to each other with this
+    /// trigger. It holds the trigger weakly: the components hold the
+    /// handler, and the trigger holds the components.
+    pub fn local_handler(self: &Arc<Self>) -> bantam_capabilities::outbound_http::LocalHandler {
+        let trigger = Arc::downgrade(self);
+        Arc::new(move |callee, request| {
+            let trigger = trigger.clone();
+            Box::pin(async move {
+                let trigger =
+                    trigger.upgrade().ok_or(wasmtime_wasi_http::Error::DestinationUnavailable)?;
+                trigger.handle_chained(&callee, request).await
+            })
+        })
+    }
+
+    /// Route (or, chained, go straight to `callee`), inject Spin's
+    /// headers, and run the component.
+    async fn handle_from(
+        &self,
+        request: Request<WasiBody>,
+        callee: Option<&str>,
+        client: SocketAddr,
+    ) -> Response<WasiBody> {
         let (mut parts, body) = request.into_parts();
         // `Uri` is reference-counted: the clone lets the match borrow the
         // path while the request's parts are rewritten.
@@ -156,8 +212,17 @@ impl HttpTrigger {
                 _ => empty(StatusCode::NOT_FOUND),
             };
         }
-        let Some(matched) = self.router.route(path) else {
-            return empty(StatusCode::NOT_FOUND);
+        let matched = match callee.and_then(|id| self.components.get_key_value(id)) {
+            Some((_, component)) => router::RouteMatch {
+                target: component,
+                pattern: &self.chained_route,
+                path_info: path,
+                params: Vec::new(),
+            },
+            None => match self.router.route(path) {
+                Some(matched) => matched,
+                None => return empty(StatusCode::NOT_FOUND),
+            },
         };
         let component = matched.target.clone();
 
@@ -183,8 +248,8 @@ impl HttpTrigger {
         let limit = usize::try_from(self.max_request_body).unwrap_or(usize::MAX);
         let max = self.max_request_body;
         let body = http_body_util::Limited::new(body, limit)
-            .map_err(move |error| match error.downcast::<hyper::Error>() {
-                Ok(error) => wasmtime_wasi_http::Error::Hyper(*error),
+            .map_err(move |error| match error.downcast::<wasmtime_wasi_http::Error>() {
+                Ok(error) => *error,
                 // The only other error is the limit's own.
                 Err(_) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max)),
             })

@@ -208,6 +208,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         HttpTrigger::new(engine.clone(), &app, prepared)?
             .with_max_request_body(args.max_request_body_size),
     );
+    capabilities.serve_local_requests(trigger.local_handler());
     let outcome = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

@@ -6,6 +6,7 @@ mod support;
 
 mod capabilities;
 mod faults;
+mod outbound_http;
 mod routing;
 mod sandbox;
 mod startup;

@@ -36,6 +36,7 @@ fn handle(request: IncomingRequest) -> anyhow::Result<impl IntoResponse> {
             .map_err(|e| format!("{e:?}")),
         "redis" => outbound_redis(&arg("url"), &arg("op"), &arg("key"), &arg("value")),
         "mqtt" => mqtt(&arg("url"), &arg("key"), &arg("value"), &arg("qos")),
+        "http" => spin_sdk::http::run(outbound_http(&arg("url"), &arg("body"))),
         other => Err(format!("unknown cap `{other}`")),
     };
     let (status, body) = match answer {
@@ -248,4 +249,17 @@ fn mqtt(url: &str, topic: &str, value: &str, qos: &str) -> Answer {
     let connection = Connection::open(url, "", "", 30).map_err(error)?;
     connection.publish(topic, &value.as_bytes().to_vec(), qos).map_err(error)?;
     Ok("published".into())
+}
+
+/// Outbound HTTP (wasi:http 0.2 outgoing-handler): GET `url`, or POST
+/// `body` to it; the answer is `<status> <body>`, or the WIT error code.
+async fn outbound_http(url: &str, body: &str) -> Answer {
+    use spin_sdk::http::{Method, Request, SendError};
+    let method = if body.is_empty() { Method::Get } else { Method::Post };
+    let request = Request::builder().method(method).uri(url).body(body.as_bytes().to_vec()).build();
+    let response: Response = spin_sdk::http::send(request).await.map_err(|error| match error {
+        SendError::Http(code) => format!("{code:?}"),
+        other => format!("other: {other}"),
+    })?;
+    Ok(format!("{} {}", response.status(), String::from_utf8_lossy(response.body())))
 }

@@ -30,6 +30,7 @@ async fn handle(request: Request) -> impl IntoResponse {
         "config" => config(&arg("name")),
         "redis" => outbound_redis(&arg("url"), &arg("op"), &arg("key"), &arg("value")).await,
         "mqtt" => mqtt(&arg("url"), &arg("key"), &arg("value"), &arg("qos")).await,
+        "http" => outbound_http(&arg("url"), &arg("body")).await,
         other => Err(format!("unknown cap `{other}`")),
     };
     let (status, body) = match answer {
@@ -252,4 +253,19 @@ async fn mqtt(url: &str, topic: &str, value: &str, qos: &str) -> Answer {
     let connection = Connection::open(url, "", "", 30).await.map_err(error)?;
     connection.publish(topic, value.as_bytes().to_vec(), qos).await.map_err(error)?;
     Ok("published".into())
+}
+
+/// Outbound HTTP (wasi:http 0.3 client): GET `url`, or POST `body` to it;
+/// the answer is `<status> <body>`, or the WIT error code.
+async fn outbound_http(url: &str, body: &str) -> Answer {
+    use spin_sdk::http::body::IncomingBodyExt;
+    let response = if body.is_empty() {
+        spin_sdk::http::get(url).await
+    } else {
+        spin_sdk::http::post(url, body.to_string()).await
+    };
+    let response = response.map_err(|code| format!("{code:?}"))?;
+    let status = response.status().as_u16();
+    let body = response.into_body().bytes().await.map_err(|code| format!("{code:?}"))?;
+    Ok(format!("{status} {}", String::from_utf8_lossy(&body)))
 }

@@ -1,0 +1,225 @@
+//! Outbound HTTP: `wasi:http/outgoing-handler@0.2.x` and the 0.3 client,
+//! as wasmtime-wasi-http serves them, with Bantam deciding where a request
+//! may go and how it is sent.
+//!
+//! Every request is checked against the component's
+//! `allowed_outbound_hosts`; a refused one fails with the WIT's
+//! `HTTP-request-denied` and a log line naming the entry to add, as on
+//! Spin. Requests to `http://<component>.spin.internal/...` (Spin's service
+//! chaining) never touch the network: they are handed to the app's own
+//! trigger, in-process. Everything else goes out through the component's
+//! own pooled client: TLS with the webpki roots, a connect timeout, a
+//! timeout for the response head, and a resolver that refuses loopback
+//! and link-local addresses a wildcard grant would otherwise reach (a name
+//! that resolves to 127.0.0.1 or the cloud metadata service is refused
+//! unless an entry names it). The connection is made to the addresses
+//! that were checked, so DNS cannot change its answer in between.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bantam_manifest::allowed_hosts::{AllowedHosts, SERVICE_CHAINING_SUFFIX};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::ComponentCapabilities;
+
+/// How long connecting may take when the guest sets no timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the response head may take when the guest sets no timeout.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an idle pooled connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Serves a request to another component of the same app, in-process:
+/// given the callee's component id and the request, it answers as the
+/// app's trigger would.
+pub type LocalHandler = Arc<
+    dyn Fn(
+            String,
+            http::Request<WasiBody>,
+        ) -> Pin<Box<dyn Future<Output = Result<http::Response<WasiBody>, Error>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// One component's HTTP client: a connection pool whose resolver applies
+/// the component's address rules.
+pub struct HttpClient {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector<Resolver>>, WasiBody>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient").finish_non_exhaustive()
+    }
+}
+
+/// The TLS settings every client shares: webpki roots, HTTP/1.1.
+static TLS_CONFIG: LazyLock<rustls::ClientConfig> = LazyLock::new(|| {
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+});
+
+impl HttpClient {
+    /// The client of `component`, which may reach what `allowed` grants.
+    pub(crate) fn new(component: &str, allowed: &AllowedHosts) -> Self {
+        let resolver = Resolver { component: component.into(), allowed: allowed.clone() };
+        let mut http = HttpConnector::new_with_resolver(resolver);
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(TLS_CONFIG.clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .build(https);
+        Self { client }
+    }
+}
+
+/// Resolves host names for one component and keeps only the addresses it
+/// may reach (see [`crate::check_address`]).
+#[derive(Clone)]
+struct Resolver {
+    component: Arc<str>,
+    allowed: AllowedHosts,
+}
+
+impl tower_service::Service<Name> for Resolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let Resolver { component, allowed } = self.clone();
+        Box::pin(async move {
+            let host = name.as_str();
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+            let mut refusal = None;
+            let reachable: Vec<SocketAddr> = resolved
+                .into_iter()
+                .filter(|address| {
+                    crate::check_address(&component, &allowed, host, address.ip())
+                        .map_err(|message| refusal = Some(message))
+                        .is_ok()
+                })
+                .collect();
+            match refusal {
+                Some(message) if reachable.is_empty() => {
+                    Err(io::Error::new(io::ErrorKind::PermissionDenied, message))
+                }
+                _ => Ok(reachable.into_iter()),
+            }
+        })
+    }
+}
+
+/// The outbound HTTP policy of one instance: wasmtime-wasi-http calls
+/// [`WasiHttpHooks::send_request`] for every request a guest sends.
+pub struct OutboundHttp {
+    component: Arc<ComponentCapabilities>,
+}
+
+impl OutboundHttp {
+    /// The policy of an instance of `component`.
+    pub fn new(component: Arc<ComponentCapabilities>) -> Self {
+        Self { component }
+    }
+}
+
+/// What `send_request` returns: the response, and a future for the
+/// connection's I/O (nothing here: the pool drives its connections).
+type Sent = (http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>);
+
+impl WasiHttpHooks for OutboundHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _response_done: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> Box<dyn Future<Output = Result<Sent, Error>> + Send> {
+        let component = Arc::clone(&self.component);
+        Box::new(async move {
+            let response = send(&component, request, options).await?;
+            Ok((response, Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>))
+        })
+    }
+}
+
+/// Check and send one request.
+async fn send(
+    component: &ComponentCapabilities,
+    request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+) -> Result<http::Response<WasiBody>, Error> {
+    let url = request.uri().to_string();
+    let target = crate::check_outbound(component, &url).map_err(|_| Error::HttpRequestDenied)?;
+    if let Some(callee) = target.host.strip_suffix(SERVICE_CHAINING_SUFFIX) {
+        let Some(local) = component.local.get() else {
+            return Err(Error::DestinationUnavailable);
+        };
+        return local(callee.to_string(), request).await;
+    }
+    let options = options.unwrap_or_default();
+    let connect = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
+    let head = options.first_byte_timeout.unwrap_or(RESPONSE_TIMEOUT);
+    let sent = component.http.client.request(request);
+    let response = match tokio::time::timeout(connect + head, sent).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => return Err(client_error(&component.id, &url, &error)),
+        Err(_) => return Err(Error::ConnectionReadTimeout),
+    };
+    Ok(response.map(|body| body.map_err(Error::from).boxed_unsync()))
+}
+
+/// The WIT error for a failed request, logged with its cause.
+fn client_error(component: &str, url: &str, error: &hyper_util::client::legacy::Error) -> Error {
+    use std::error::Error as _;
+    let mut cause = error.source();
+    let mut io_kind = None;
+    let mut text = error.to_string();
+    while let Some(inner) = cause {
+        text = format!("{text}: {inner}");
+        if let Some(io) = inner.downcast_ref::<io::Error>() {
+            io_kind.get_or_insert(io.kind());
+        }
+        cause = inner.source();
+    }
+    tracing::info!("component `{component}`: HTTP request to {url} failed: {text}");
+    match io_kind {
+        // The resolver refused every address; it logged why.
+        Some(io::ErrorKind::PermissionDenied) => Error::DestinationIpProhibited,
+        Some(io::ErrorKind::ConnectionRefused) => Error::ConnectionRefused,
+        Some(io::ErrorKind::TimedOut) => Error::ConnectionTimeout,
+        Some(io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) => {
+            Error::ConnectionTerminated
+        }
+        _ if text.contains("dns error") => Error::DestinationNotFound,
+        _ if text.contains("certificate") => Error::TlsCertificateError,
+        _ if text.contains("tls") || text.contains("TLS") => Error::TlsProtocolError,
+        _ if error.is_connect() => Error::DestinationUnavailable,
+        _ => Error::HttpProtocolError,
+    }
+}
