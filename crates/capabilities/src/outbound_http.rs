@@ -6,8 +6,9 @@
 //! `allowed_outbound_hosts`; a refused one fails with the WIT's
 //! `HTTP-request-denied` and a log line naming the entry to add, as on
 //! Spin. Requests to `http://<component>.spin.internal/...` (Spin's service
-//! chaining) never touch the network: they are handed to the app's own
-//! trigger, in-process. Everything else goes out through the component's
+//! chaining) and to relative URLs (`/api`, granted by `http://self`) never
+//! touch the network: they are handed to the app's own trigger,
+//! in-process. Everything else goes out through the component's
 //! own pooled client: TLS with the webpki roots, a connect timeout, a
 //! timeout for the response head, and a resolver that refuses loopback
 //! and link-local addresses a wildcard grant would otherwise reach (a name
@@ -40,12 +41,12 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Serves a request to another component of the same app, in-process:
-/// given the callee's component id and the request, it answers as the
-/// app's trigger would.
+/// Serves a request from a component to its own app, in-process: given
+/// the callee's component id (service chaining) or `None` (a relative URL,
+/// routed as usual) and the request, it answers as the app's trigger would.
 pub type LocalHandler = Arc<
     dyn Fn(
-            String,
+            Option<String>,
             http::Request<WasiBody>,
         ) -> Pin<Box<dyn Future<Output = Result<http::Response<WasiBody>, Error>> + Send>>
         + Send
@@ -174,13 +175,23 @@ async fn send(
     request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
 ) -> Result<http::Response<WasiBody>, Error> {
-    let url = request.uri().to_string();
+    let uri = request.uri();
+    // A relative URL: given `self` by the shims below, or, from spin-sdk
+    // 2 to 5, an empty host (`https://:443/path`), as those SDKs send it.
+    let relative = match uri.host() {
+        None | Some("") => true,
+        Some(host) => host == SELF_AUTHORITY && uri.port().is_none(),
+    };
+    if relative {
+        return send_to_self(component, request).await;
+    }
+    let url = uri.to_string();
     let target = crate::check_outbound(component, &url).map_err(|_| Error::HttpRequestDenied)?;
     if let Some(callee) = target.host.strip_suffix(SERVICE_CHAINING_SUFFIX) {
         let Some(local) = component.local.get() else {
             return Err(Error::DestinationUnavailable);
         };
-        return local(callee.to_string(), request).await;
+        return local(Some(callee.to_string()), request).await;
     }
     let options = options.unwrap_or_default();
     let connect = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
@@ -192,6 +203,34 @@ async fn send(
         Err(_) => return Err(Error::ConnectionReadTimeout),
     };
     Ok(response.map(|body| body.map_err(Error::from).boxed_unsync()))
+}
+
+/// Serve a request to a relative URL from the app itself, as Spin does
+/// when the component was granted `http://self` or `https://self`.
+async fn send_to_self(
+    component: &ComponentCapabilities,
+    request: http::Request<WasiBody>,
+) -> Result<http::Response<WasiBody>, Error> {
+    let allowed = ["http", "https"].iter().any(|s| component.allowed_hosts.admits_relative(s));
+    if !allowed {
+        tracing::warn!(
+            "component `{}`: request to the relative URL {} denied: add \"http://self\" to its allowed_outbound_hosts",
+            component.id,
+            request.uri().path_and_query().map_or("/", |p| p.as_str())
+        );
+        return Err(Error::HttpRequestDenied);
+    }
+    let Some(local) = component.local.get() else {
+        return Err(Error::DestinationUnavailable);
+    };
+    // One spelling for the app itself, whichever way the guest wrote it.
+    let (mut parts, body) = request.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = format!("http://{SELF_AUTHORITY}{path}")
+        .parse()
+        .map_err(|_| Error::HttpRequestUriInvalid)?;
+    parts.headers.insert(http::header::HOST, http::HeaderValue::from_static(SELF_AUTHORITY));
+    local(None, http::Request::from_parts(parts, body)).await
 }
 
 /// The WIT error for a failed request, logged with its cause.
@@ -222,4 +261,80 @@ fn client_error(component: &str, url: &str, error: &hyper_util::client::legacy::
         _ if error.is_connect() => Error::DestinationUnavailable,
         _ => Error::HttpProtocolError,
     }
+}
+
+/// The authority a relative URL (`/api/x`) is given so that it reaches
+/// [`WasiHttpHooks::send_request`]: Spin's name for the app itself.
+const SELF_AUTHORITY: &str = "self";
+
+/// Let guests send requests to relative URLs, which Spin serves from the
+/// app itself. wasmtime-wasi-http cannot build a request URI without an
+/// authority, so its `wasi:http` 0.2 `handle` and 0.3 `send` are shadowed
+/// here by functions that give such a request the authority `self` and
+/// then call the originals; `send_request` serves it in-process if the
+/// component was granted `http://self` or `https://self`. Call after
+/// wasmtime-wasi-http's own `add_to_linker`.
+pub fn add_relative_urls_to_linker<T: wasmtime_wasi_http::WasiHttpView + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::{Accessor, Resource};
+    use wasmtime_wasi_http::WasiHttp;
+    use wasmtime_wasi_http::p2::bindings::http::outgoing_handler::Host as _;
+    use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequest};
+    use wasmtime_wasi_http::p3::bindings::http::client::HostWithStore as _;
+
+    type P2Result = Result<
+        Resource<HostFutureIncomingResponse>,
+        wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
+    >;
+    type P3Result = Result<
+        Resource<wasmtime_wasi_http::p3::Response>,
+        wasmtime_wasi_http::p3::bindings::http::types::ErrorCode,
+    >;
+
+    linker.allow_shadowing(true);
+    linker.instance("wasi:http/outgoing-handler@0.2.12")?.func_wrap_async(
+        "handle",
+        |mut store,
+         (request, options): (
+            Resource<HostOutgoingRequest>,
+            Option<Resource<RequestOptions>>,
+        )| {
+            Box::new(async move {
+                let mut http = store.data_mut().http();
+                let outgoing = http.table.get_mut(&request)?;
+                if outgoing.authority.as_deref().is_none_or(str::is_empty) {
+                    outgoing.authority = Some(SELF_AUTHORITY.into());
+                }
+                let result: P2Result = match http.handle(request, options) {
+                    Ok(response) => Ok(response),
+                    Err(error) => Err(error.downcast()?),
+                };
+                Ok((result,))
+            })
+        },
+    )?;
+    linker.instance("wasi:http/client@0.3.0")?.func_wrap_concurrent(
+        "send",
+        |accessor: &Accessor<T>, (request,): (Resource<wasmtime_wasi_http::p3::Request>,)| {
+            Box::pin(async move {
+                accessor.with(|mut access| -> wasmtime::Result<()> {
+                    let outgoing = access.get().http().table.get_mut(&request)?;
+                    if outgoing.authority.is_none() {
+                        outgoing.authority =
+                            Some(http::uri::Authority::from_static(SELF_AUTHORITY));
+                    }
+                    Ok(())
+                })?;
+                let http = accessor.with_getter::<WasiHttp>(T::http);
+                let result: P3Result = match WasiHttp::send(&http, request).await {
+                    Ok(response) => Ok(response),
+                    Err(error) => Err(error.downcast()?),
+                };
+                Ok((result,))
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }

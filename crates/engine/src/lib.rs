@@ -316,6 +316,7 @@ fn host_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>>
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     wasmtime_wasi::p3::add_to_linker(&mut linker)?;
     wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    bantam_capabilities::outbound_http::add_relative_urls_to_linker(&mut linker)?;
     bantam_capabilities::add_to_linker(&mut linker, HostState::capabilities)?;
     Ok(linker)
 }

@@ -158,16 +158,21 @@ impl HttpTrigger {
     /// `http://<callee>.spin.internal/...` (Spin's service chaining): it
     /// reaches `callee` directly, whatever its route (private ones too),
     /// matched as `/...`, without leaving the process.
+    ///
+    /// With no `callee`, the request is to a relative URL and is routed
+    /// like any other.
     pub async fn handle_chained(
         &self,
-        callee: &str,
+        callee: Option<&str>,
         request: Request<WasiBody>,
     ) -> Result<Response<WasiBody>, wasmtime_wasi_http::Error> {
-        if !self.components.contains_key(callee) {
+        if let Some(callee) = callee
+            && !self.components.contains_key(callee)
+        {
             tracing::info!("service chaining: no component `{callee}` with an HTTP trigger");
             return Err(wasmtime_wasi_http::Error::DestinationNotFound);
         }
-        Ok(self.handle_from(request, Some(callee), CHAINED_CLIENT).await)
+        Ok(self.handle_from(request, callee, CHAINED_CLIENT).await)
     }
 
     /// Answer requests the app's components send to each other with this
@@ -180,7 +185,7 @@ impl HttpTrigger {
             Box::pin(async move {
                 let trigger =
                     trigger.upgrade().ok_or(wasmtime_wasi_http::Error::DestinationUnavailable)?;
-                trigger.handle_chained(&callee, request).await
+                trigger.handle_chained(callee.as_deref(), request).await
             })
         })
     }

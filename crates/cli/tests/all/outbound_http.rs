@@ -1,6 +1,6 @@
 //! Outbound HTTP from spin-sdk guests (wasi:http 0.3 and 0.2) against a
-//! real HTTP server on loopback: granted, refused, pooled, and chained to
-//! another component of the same app.
+//! real HTTP server on loopback: granted, refused, pooled, chained to
+//! another component of the same app, and sent to relative URLs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -84,12 +84,13 @@ allowed_outbound_hosts = [
     "http://127.0.0.1:{CLOSED}",
     "http://backend.spin.internal",
     "http://nowhere.spin.internal",
+    "http://self",
 ]
 
 [component.p2]
 source = "{caps_p2}"
 variables = { target = "{{ upstream }}" }
-allowed_outbound_hosts = ["http://{{ target }}"]
+allowed_outbound_hosts = ["http://{{ target }}", "https://self"]
 
 [component.wild]
 source = "{caps_p3}"
@@ -211,4 +212,32 @@ async fn service_chaining_reaches_a_private_component_in_process() {
     // The private component has no public route.
     assert_eq!(get(&bantam.url("/backend")).await.0, 404);
     assert_eq!(upstream.connections.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn relative_urls_reach_the_app_itself_where_self_is_granted() {
+    let (upstream, _closed, _app, bantam) = start().await;
+    // p3 (granted `http://self`) asks its own app's p2 route, which fetches
+    // from the upstream server in turn.
+    let inner = format!("/p2%3Fcap=http%26url=http://127.0.0.1:{}/via-p2", upstream.port);
+    let (status, body) = fetch(&bantam, "p3", &inner).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("200 200 GET /via-p2 host=127.0.0.1:"), "{body}");
+    // `*://*:*` admits relative URLs too, as in Spin.
+    let (status, body) = fetch(&bantam, "wild", "/p3%3Fcap=nothing").await;
+    assert_eq!((status, body.as_str()), (200, "500 error: unknown cap `nothing`"));
+    // wasi:http 0.2 (spin-sdk 5.2 sends a relative URL as `https://:443/...`).
+    let (status, body) = fetch(&bantam, "p2", "/p3%3Fcap=nothing").await;
+    assert_eq!((status, body.as_str()), (200, "500 error: unknown cap `nothing`"));
+    // The backend has no `self` grant: asked through service chaining to
+    // send to a relative URL, it is refused.
+    let chained = "http://backend.spin.internal/%3Fcap=http%26url=/p3";
+    let (status, body) = fetch(&bantam, "p3", chained).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("500 error: ") && body.contains("HttpRequestDenied"), "{body}");
+    let output = bantam.wait_for_output("relative URL");
+    assert!(
+        output.contains("component `backend`: request to the relative URL /p3 denied: add \"http://self\" to its allowed_outbound_hosts"),
+        "{output}"
+    );
 }
