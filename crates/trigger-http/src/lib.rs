@@ -148,9 +148,8 @@ impl HttpTrigger {
         request: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<WasiBody> {
-        let request = request.map(|body| {
-            body.map_err(|error| wasmtime_wasi_http::Error::Hyper(error)).boxed_unsync()
-        });
+        let request =
+            request.map(|body| body.map_err(wasmtime_wasi_http::Error::Hyper).boxed_unsync());
         self.handle_from(request, None, client).await
     }
 
