@@ -53,6 +53,39 @@ impl Upstream {
     }
 }
 
+/// A TLS server on a free loopback port with a self-signed certificate
+/// for 127.0.0.1: no webpki root vouches for it. Counts handshakes begun.
+async fn start_self_signed_tls() -> (u16, Arc<AtomicUsize>) {
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let certificate = key.cert.der().clone();
+    let private_key =
+        tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(key.key_pair.serialize_der())
+            .unwrap();
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certificate], private_key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&handshakes);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            // The client rejects the certificate; the handshake fails.
+            tokio::spawn(async move { acceptor.accept(stream).await });
+        }
+    });
+    (port, handshakes)
+}
+
 const APP: &str = r#"
 spin_manifest_version = 2
 [application]
@@ -85,6 +118,7 @@ allowed_outbound_hosts = [
     "http://backend.spin.internal",
     "http://nowhere.spin.internal",
     "http://self",
+    "https://127.0.0.1:{TLS}",
 ]
 
 [component.p2]
@@ -105,7 +139,9 @@ async fn start() -> (Upstream, u16, TestApp, Bantam) {
     let upstream = Upstream::start().await;
     let closed = crate::services::free_port();
     let app = TestApp::new(
-        &APP.replace("{PORT}", &upstream.port.to_string()).replace("{CLOSED}", &closed.to_string()),
+        &APP.replace("{PORT}", &upstream.port.to_string())
+            .replace("{CLOSED}", &closed.to_string())
+            .replace("{TLS}", &closed.to_string()),
     );
     let bantam = app.up(&[]);
     (upstream, closed, app, bantam)
@@ -240,4 +276,19 @@ async fn relative_urls_reach_the_app_itself_where_self_is_granted() {
         output.contains("component `backend`: request to the relative URL /p3 denied: add \"http://self\" to its allowed_outbound_hosts"),
         "{output}"
     );
+}
+
+#[tokio::test]
+async fn https_verifies_certificates_against_the_webpki_roots() {
+    let (tls_port, handshakes) = start_self_signed_tls().await;
+    let app = TestApp::new(
+        &APP.replace("{PORT}", "1")
+            .replace("{CLOSED}", "2")
+            .replace("{TLS}", &tls_port.to_string()),
+    );
+    let bantam = app.up(&[]);
+    let (status, body) = fetch(&bantam, "p3", &format!("https://127.0.0.1:{tls_port}/")).await;
+    assert_eq!(status, 500);
+    assert!(body.contains("TlsCertificateError"), "{body}");
+    assert_eq!(handshakes.load(Ordering::SeqCst), 1);
 }
