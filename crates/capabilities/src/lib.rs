@@ -93,12 +93,24 @@ pub enum CapabilityError {
 }
 
 /// What the CLI tells the capabilities at start-up.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CapabilityConfig {
     /// The parsed runtime config file, if one was given.
     pub runtime_config: Option<RuntimeConfig>,
     /// Where variable values come from besides the manifest's defaults.
     pub variable_sources: VariableSources,
+    /// Outbound HTTP requests one instance may have in flight at once.
+    pub max_outbound_connections: usize,
+}
+
+impl Default for CapabilityConfig {
+    fn default() -> Self {
+        Self {
+            runtime_config: None,
+            variable_sources: VariableSources::default(),
+            max_outbound_connections: outbound_http::DEFAULT_MAX_OUTBOUND_CONNECTIONS,
+        }
+    }
 }
 
 /// The capabilities of one app: its stores and databases, opened once, and
@@ -108,6 +120,7 @@ pub struct AppCapabilities {
     key_value_stores: HashMap<String, Arc<KeyValueStore>>,
     sqlite_databases: HashMap<String, Arc<SqliteDatabase>>,
     local: Arc<OnceLock<outbound_http::LocalHandler>>,
+    max_outbound_connections: usize,
 }
 
 impl AppCapabilities {
@@ -151,7 +164,13 @@ impl AppCapabilities {
                     .insert(label.clone(), Arc::new(SqliteDatabase::open(label, path)?));
             }
         }
-        Ok(Self { variables, key_value_stores, sqlite_databases, local: Arc::default() })
+        Ok(Self {
+            variables,
+            key_value_stores,
+            sqlite_databases,
+            local: Arc::default(),
+            max_outbound_connections: config.max_outbound_connections,
+        })
     }
 
     /// An opened key-value store, e.g. `default` for `bantam up --key-value`.
@@ -217,6 +236,7 @@ impl AppCapabilities {
             allowed_hosts,
             http,
             local: Arc::clone(&self.local),
+            max_outbound_connections: self.max_outbound_connections,
         }))
     }
 }
@@ -238,6 +258,8 @@ pub struct ComponentCapabilities {
     http: outbound_http::HttpClient,
     /// Where requests to the app itself go (service chaining).
     local: Arc<OnceLock<outbound_http::LocalHandler>>,
+    /// Outbound HTTP requests one instance may have in flight at once.
+    max_outbound_connections: usize,
 }
 
 impl std::fmt::Debug for ComponentCapabilities {
@@ -262,6 +284,7 @@ impl ComponentCapabilities {
             allowed_hosts: AllowedHosts::default(),
             http: outbound_http::HttpClient::new(id, &AllowedHosts::default()),
             local: Arc::default(),
+            max_outbound_connections: outbound_http::DEFAULT_MAX_OUTBOUND_CONNECTIONS,
         })
     }
 }

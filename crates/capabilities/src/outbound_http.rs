@@ -38,6 +38,8 @@ use crate::ComponentCapabilities;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the response head may take when the guest sets no timeout.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Outbound requests one instance may have in flight unless configured.
+pub const DEFAULT_MAX_OUTBOUND_CONNECTIONS: usize = 32;
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -141,12 +143,16 @@ impl tower_service::Service<Name> for Resolver {
 /// [`WasiHttpHooks::send_request`] for every request a guest sends.
 pub struct OutboundHttp {
     component: Arc<ComponentCapabilities>,
+    /// One permit per request in flight, held until its response body is
+    /// done: a guest cannot fan out without bound.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl OutboundHttp {
     /// The policy of an instance of `component`.
     pub fn new(component: Arc<ComponentCapabilities>) -> Self {
-        Self { component }
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(component.max_outbound_connections));
+        Self { component, in_flight }
     }
 }
 
@@ -162,8 +168,26 @@ impl WasiHttpHooks for OutboundHttp {
         _response_done: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = Result<Sent, Error>> + Send> {
         let component = Arc::clone(&self.component);
+        let permit = Arc::clone(&self.in_flight).try_acquire_owned();
         Box::new(async move {
+            let Ok(permit) = permit else {
+                tracing::warn!(
+                    "component `{}`: more than {} outbound HTTP requests in flight from one instance: {} refused",
+                    component.id,
+                    component.max_outbound_connections,
+                    request.uri()
+                );
+                return Err(Error::ConnectionLimitReached);
+            };
             let response = send(&component, request, options).await?;
+            // The permit lives as long as the response body.
+            let response = response.map(|body| {
+                body.map_frame(move |frame| {
+                    let _held = &permit;
+                    frame
+                })
+                .boxed_unsync()
+            });
             Ok((response, Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>))
         })
     }

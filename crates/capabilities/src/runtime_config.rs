@@ -16,10 +16,13 @@
 //! ```
 //!
 //! Without a file, `default` is the only store and database, both SQLite
-//! files in the app's `.spin` directory, as with Spin. Unknown tables and
+//! files in the app's `.spin` directory, as with Spin. Bantam adds a
+//! `[limits]` table (see [`Limits`]) and reads Spin's top-level
+//! `max_instance_memory`. Unknown tables and
 //! fields are errors, reported with the file, line and column.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -61,6 +64,8 @@ pub struct RuntimeConfig {
     dir: PathBuf,
     key_value_stores: IndexMap<String, KeyValueConfig>,
     sqlite_databases: IndexMap<String, SqliteConfig>,
+    /// The `[limits]` table (with Spin's `max_instance_memory`).
+    pub limits: Limits,
 }
 
 /// Where one key-value store lives.
@@ -90,6 +95,133 @@ pub enum SqliteConfig {
     },
 }
 
+/// The `[limits]` table: what one request and one instance may use. The
+/// same names as `bantam up`'s flags (`max_memory` or `max-memory` for
+/// `--max-memory`); a flag wins over the file. Unset fields keep their
+/// defaults.
+///
+/// ```toml
+/// [limits]
+/// request_timeout = "30s"
+/// max_memory = "64MiB"
+/// ```
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Limits {
+    /// Wall-clock deadline of one request; zero for none.
+    #[serde(default, alias = "request-timeout", deserialize_with = "de::duration")]
+    pub request_timeout: Option<Duration>,
+    /// Linear memory one instance may grow to, in bytes.
+    #[serde(default, alias = "max-memory", deserialize_with = "de::size")]
+    pub max_memory: Option<u64>,
+    /// WebAssembly stack one instance may use, in bytes.
+    #[serde(default, alias = "max-stack-size", deserialize_with = "de::size")]
+    pub max_stack_size: Option<u64>,
+    /// Largest request body a component is given, in bytes.
+    #[serde(default, alias = "max-request-body-size", deserialize_with = "de::size")]
+    pub max_request_body_size: Option<u64>,
+    /// Largest response body a component may send, in bytes.
+    #[serde(default, alias = "max-response-body-size", deserialize_with = "de::size")]
+    pub max_response_body_size: Option<u64>,
+    /// Instances of one component alive at once.
+    #[serde(default, alias = "max-instances-per-component")]
+    pub max_instances_per_component: Option<usize>,
+    /// Outbound HTTP requests one instance may have in flight at once.
+    #[serde(default, alias = "max-outbound-connections")]
+    pub max_outbound_connections: Option<usize>,
+}
+
+impl Limits {
+    /// Each limit from `self` if set, else from `fallback`.
+    pub fn or(self, fallback: Limits) -> Limits {
+        Limits {
+            request_timeout: self.request_timeout.or(fallback.request_timeout),
+            max_memory: self.max_memory.or(fallback.max_memory),
+            max_stack_size: self.max_stack_size.or(fallback.max_stack_size),
+            max_request_body_size: self.max_request_body_size.or(fallback.max_request_body_size),
+            max_response_body_size: self.max_response_body_size.or(fallback.max_response_body_size),
+            max_instances_per_component: self
+                .max_instances_per_component
+                .or(fallback.max_instances_per_component),
+            max_outbound_connections: self
+                .max_outbound_connections
+                .or(fallback.max_outbound_connections),
+        }
+    }
+}
+
+/// A size in bytes: a number with an optional unit (`KiB`, `MiB`, `GiB`,
+/// or `KB`, `MB`, `GB`), as flags and the `[limits]` table write it.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let at = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(at);
+    let number: u64 =
+        number.parse().map_err(|_| format!("expected a size such as 10MiB, got `{text}`"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "k" | "K" => 1 << 10,
+        "MiB" | "m" | "M" => 1 << 20,
+        "GiB" | "g" | "G" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!("unknown size unit `{other}` in `{text}`; use KiB, MiB or GiB"));
+        }
+    };
+    number.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// A duration: a number with a unit `ms`, `s` (the default) or `m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) =
+        text.find(|c: char| !c.is_ascii_digit()).map_or((text, "s"), |at| text.split_at(at));
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration such as 10s or 500ms, got `{text}`"))?;
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(format!("unknown duration unit `{unit}` in `{text}`; use ms, s or m")),
+    }
+}
+
+/// Deserializers for sizes and durations written as text (`"64MiB"`,
+/// `"30s"`) or as plain numbers (bytes, seconds).
+mod de {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrText {
+        Number(u64),
+        Text(String),
+    }
+
+    pub fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match NumberOrText::deserialize(d)? {
+            NumberOrText::Number(n) => Ok(Some(n)),
+            NumberOrText::Text(t) => {
+                super::parse_size(&t).map(Some).map_err(serde::de::Error::custom)
+            }
+        }
+    }
+
+    pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match NumberOrText::deserialize(d)? {
+            NumberOrText::Number(n) => Ok(Some(Duration::from_secs(n))),
+            NumberOrText::Text(t) => {
+                super::parse_duration(&t).map(Some).map_err(serde::de::Error::custom)
+            }
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRuntimeConfig {
@@ -97,6 +229,11 @@ struct RawRuntimeConfig {
     key_value_store: IndexMap<String, KeyValueConfig>,
     #[serde(default)]
     sqlite_database: IndexMap<String, SqliteConfig>,
+    #[serde(default)]
+    limits: Limits,
+    /// Spin's top-level name for the memory limit, in bytes.
+    #[serde(default, deserialize_with = "de::size")]
+    max_instance_memory: Option<u64>,
 }
 
 impl RuntimeConfig {
@@ -122,7 +259,10 @@ impl RuntimeConfig {
         })?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let absolute = |p: Option<PathBuf>| p.map(|p| dir.join(p));
+        let limits =
+            raw.limits.or(Limits { max_memory: raw.max_instance_memory, ..Limits::default() });
         Ok(Self {
+            limits,
             key_value_stores: raw
                 .key_value_store
                 .into_iter()
@@ -242,6 +382,46 @@ type = "spin"
             Some(Some("/app/.spin/sqlite_db.db".into()))
         );
         assert_eq!(config.sqlite_database("nope", state), None);
+    }
+
+    #[test]
+    fn limits_in_either_spelling_with_units_or_plain_numbers() {
+        let config = RuntimeConfig::parse(
+            "max_instance_memory = 1048576\n[limits]\nrequest_timeout = \"500ms\"\nmax-request-body-size = \"2KiB\"\nmax_stack_size = 65536\nmax_outbound_connections = 3\n",
+            Path::new("rc.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            config.limits,
+            Limits {
+                request_timeout: Some(Duration::from_millis(500)),
+                max_memory: Some(1 << 20),
+                max_stack_size: Some(65536),
+                max_request_body_size: Some(2048),
+                max_outbound_connections: Some(3),
+                ..Limits::default()
+            }
+        );
+        let err = RuntimeConfig::parse("[limits]\nmax_memory = \"lots\"\n", Path::new("rc.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("rc.toml:2:") && err.contains("expected a size"), "{err}");
+        let err = RuntimeConfig::parse("[limits]\nmax_cpu = 1\n", Path::new("rc.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("rc.toml:2:1") && err.contains("max_cpu"), "{err}");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("10"), Ok(10));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert!(parse_size("1TiB").unwrap_err().contains("unknown size unit"));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("1h").unwrap_err().contains("unknown duration unit"));
     }
 
     #[test]

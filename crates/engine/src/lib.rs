@@ -43,6 +43,9 @@ pub struct EngineConfig {
     pub cache_dir: Option<PathBuf>,
     /// The largest linear memory one instance may grow to, in bytes.
     pub max_instance_memory: usize,
+    /// The most WebAssembly stack one instance may use, in bytes; deeper
+    /// recursion traps.
+    pub max_stack_size: usize,
     /// The most instances alive at once, across all components.
     pub max_instances: u32,
     /// How long one instance may run (its request, response body
@@ -69,6 +72,7 @@ impl Default for EngineConfig {
             pooling: true,
             cache_dir: Self::default_cache_dir(),
             max_instance_memory: 256 << 20,
+            max_stack_size: 1 << 20,
             max_instances: 1000,
             request_timeout: Some(Duration::from_secs(60)),
             max_instances_per_component: 1000,
@@ -285,6 +289,10 @@ fn wasmtime_config(config: &EngineConfig, pooling: bool) -> Config {
     wasmtime.wasm_component_model_async(true);
     wasmtime.epoch_interruption(true);
     wasmtime.memory_init_cow(true);
+    wasmtime.max_wasm_stack(config.max_stack_size);
+    // Host calls run on the same fiber stack as the guest: leave them room
+    // beyond the guest's limit.
+    wasmtime.async_stack_size(config.max_stack_size + (1 << 20));
     if pooling {
         let mut pool = PoolingAllocationConfig::new();
         let instances = config.max_instances;

@@ -70,6 +70,7 @@ pub struct HttpTrigger {
     chained_route: RoutePattern,
     app_info: Bytes,
     max_request_body: u64,
+    max_response_body: u64,
 }
 
 /// The client address a chained request appears to come from, as in Spin.
@@ -78,6 +79,8 @@ const CHAINED_CLIENT: SocketAddr =
 
 /// The default largest request body a guest is given: 100 MiB.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 100 << 20;
+/// The default largest response body a guest may send: 1 GiB.
+pub const DEFAULT_MAX_RESPONSE_BODY: u64 = 1 << 30;
 
 impl HttpTrigger {
     /// Build the trigger from a loaded app and its prepared components.
@@ -127,6 +130,7 @@ impl HttpTrigger {
             chained_route: RoutePattern::parse("/...").expect("`/...` is a valid route"),
             app_info: Bytes::from(app_info.to_string()),
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
+            max_response_body: DEFAULT_MAX_RESPONSE_BODY,
         })
     }
 
@@ -134,6 +138,13 @@ impl HttpTrigger {
     /// declared, and the guest's read fails when a streamed body passes it.
     pub fn with_max_request_body(mut self, bytes: u64) -> Self {
         self.max_request_body = bytes;
+        self
+    }
+
+    /// Refuse response bodies larger than `bytes`: a larger declared body
+    /// is answered 500 instead; a streamed body is cut off at the limit.
+    pub fn with_max_response_body(mut self, bytes: u64) -> Self {
+        self.max_response_body = bytes;
         self
     }
 
@@ -249,19 +260,13 @@ impl HttpTrigger {
                 Bytes::from(format!("request body larger than {} bytes\n", self.max_request_body)),
             );
         }
-        let limit = usize::try_from(self.max_request_body).unwrap_or(usize::MAX);
         let max = self.max_request_body;
-        let body = http_body_util::Limited::new(body, limit)
-            .map_err(move |error| match error.downcast::<wasmtime_wasi_http::Error>() {
-                Ok(error) => *error,
-                // The only other error is the limit's own.
-                Err(_) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max)),
-            })
-            .boxed_unsync();
+        let body =
+            limited(body, max, move || wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max)));
         let request = Request::from_parts(parts, body);
 
         match component.handle(request).await {
-            Ok(response) => response,
+            Ok(response) => self.limit_response(&component.id, response),
             // Spin answers a failed handler with an empty 500; the cause is
             // in the log, never in the response.
             Err(HandleError::Failed) => empty(StatusCode::INTERNAL_SERVER_ERROR),
@@ -278,6 +283,49 @@ impl HttpTrigger {
             }
         }
     }
+}
+
+impl HttpTrigger {
+    /// Hold a guest's response to the response body limit.
+    fn limit_response(&self, component: &str, response: Response<WasiBody>) -> Response<WasiBody> {
+        let max = self.max_response_body;
+        let declared = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > max) {
+            tracing::error!(
+                "component `{component}` answered with a {} byte body, over the {max} byte limit (--max-response-body-size): 500",
+                declared.unwrap_or_default()
+            );
+            return empty(StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        let component = component.to_string();
+        response.map(|body| {
+            limited(body, max, move || {
+                tracing::error!(
+                    "component `{component}` streamed more than {max} bytes (--max-response-body-size): response cut off"
+                );
+                wasmtime_wasi_http::Error::HttpResponseBodySize(Some(max))
+            })
+        })
+    }
+}
+
+/// `body`, failing with `exceeded()` once more than `max` bytes pass.
+fn limited(
+    body: WasiBody,
+    max: u64,
+    exceeded: impl Fn() -> wasmtime_wasi_http::Error + Send + Sync + 'static,
+) -> WasiBody {
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    http_body_util::Limited::new(body, limit)
+        .map_err(move |error| match error.downcast::<wasmtime_wasi_http::Error>() {
+            Ok(error) => *error,
+            // The only other error is the limit's own.
+            Err(_) => exceeded(),
+        })
+        .boxed_unsync()
 }
 
 fn text(status: StatusCode, body: Bytes) -> Response<WasiBody> {

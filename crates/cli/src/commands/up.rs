@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use bantam_capabilities::outbound_http::DEFAULT_MAX_OUTBOUND_CONNECTIONS;
+use bantam_capabilities::runtime_config::{Limits, parse_duration, parse_size};
 use bantam_capabilities::{AppCapabilities, CapabilityConfig, RuntimeConfig, VariableSources};
 use bantam_engine::{Engine, EngineConfig, LogConfig};
-use bantam_trigger_http::HttpTrigger;
 use bantam_trigger_http::server::{self, Shutdown};
+use bantam_trigger_http::{DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY, HttpTrigger};
 use clap::Args;
 use clap::builder::TypedValueParser;
 
@@ -86,22 +88,104 @@ pub struct UpArgs {
     /// Repeatable.
     #[arg(long = "key-value", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub key_values: Vec<(String, String)>,
-    /// How long one request may take before it is answered 504 and its
-    /// instance stopped (even a guest in a busy loop); 0 for no limit.
-    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
-    pub request_timeout: Duration,
-    /// The most instances of one component serving at once; requests
-    /// beyond it are answered 503 with Retry-After rather than queued.
-    #[arg(long, default_value_t = 1000, value_name = "N")]
-    pub max_instances_per_component: usize,
-    /// The largest request body a component is given (e.g. `10MiB`):
-    /// larger declared bodies get 413; a streamed body past it fails the
-    /// guest's read.
-    #[arg(long, default_value = "100MiB", value_parser = parse_size, value_name = "SIZE")]
-    pub max_request_body_size: u64,
     /// How long in-flight requests may run after a shutdown signal.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_timeout: Duration,
+    /// Limits on each request and instance; each may also be set in the
+    /// runtime config's `[limits]` table (a flag wins).
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The limit flags of `bantam up` (defaults in brackets).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitArgs {
+    /// How long one request may take before it is answered 504 and its
+    /// instance stopped, even a guest in a busy loop; 0 for no limit [60s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub request_timeout: Option<Duration>,
+    /// Linear memory one instance may grow to; a guest that needs more
+    /// fails its request with 500 [256MiB].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub max_memory: Option<u64>,
+    /// WebAssembly stack one instance may use; deeper recursion traps:
+    /// 500 [1MiB].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub max_stack_size: Option<u64>,
+    /// The largest request body a component is given: larger declared
+    /// bodies get 413, a streamed body past it fails the guest's read
+    /// [100MiB].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub max_request_body_size: Option<u64>,
+    /// The largest response body a component may send: a larger declared
+    /// body is answered 500, a streamed one is cut off [1GiB].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub max_response_body_size: Option<u64>,
+    /// The most instances of one component serving at once; requests
+    /// beyond it are answered 503 with Retry-After, not queued [1000].
+    #[arg(long, value_name = "N")]
+    pub max_instances_per_component: Option<usize>,
+    /// The most outbound HTTP requests one instance may have in flight;
+    /// more fail with connection-limit-reached [32].
+    #[arg(long, value_name = "N")]
+    pub max_outbound_connections: Option<usize>,
+}
+
+/// The limits in force: flags, then the runtime config, then defaults.
+#[derive(Debug)]
+struct EffectiveLimits {
+    request_timeout: Option<Duration>,
+    max_memory: usize,
+    max_stack_size: usize,
+    max_request_body_size: u64,
+    max_response_body_size: u64,
+    max_instances_per_component: usize,
+    max_outbound_connections: usize,
+}
+
+impl LimitArgs {
+    fn resolve(&self, file: Option<&RuntimeConfig>) -> anyhow::Result<EffectiveLimits> {
+        let flags = Limits {
+            request_timeout: self.request_timeout,
+            max_memory: self.max_memory,
+            max_stack_size: self.max_stack_size,
+            max_request_body_size: self.max_request_body_size,
+            max_response_body_size: self.max_response_body_size,
+            max_instances_per_component: self.max_instances_per_component,
+            max_outbound_connections: self.max_outbound_connections,
+        };
+        let limits = flags.or(file.map(|f| f.limits.clone()).unwrap_or_default());
+        let bytes = |value: Option<u64>, default: usize, name: &str| match value {
+            None => Ok(default),
+            Some(0) => bail!("--{name} must be more than 0"),
+            Some(n) => usize::try_from(n).with_context(|| format!("--{name} is too large")),
+        };
+        let defaults = EngineConfig::default();
+        Ok(EffectiveLimits {
+            request_timeout: match limits.request_timeout {
+                None => defaults.request_timeout,
+                Some(Duration::ZERO) => None,
+                Some(timeout) => Some(timeout),
+            },
+            max_memory: bytes(limits.max_memory, defaults.max_instance_memory, "max-memory")?,
+            max_stack_size: bytes(
+                limits.max_stack_size,
+                defaults.max_stack_size,
+                "max-stack-size",
+            )?,
+            max_request_body_size: limits.max_request_body_size.unwrap_or(DEFAULT_MAX_REQUEST_BODY),
+            max_response_body_size: limits
+                .max_response_body_size
+                .unwrap_or(DEFAULT_MAX_RESPONSE_BODY),
+            max_instances_per_component: limits
+                .max_instances_per_component
+                .unwrap_or(defaults.max_instances_per_component),
+            max_outbound_connections: limits
+                .max_outbound_connections
+                .unwrap_or(DEFAULT_MAX_OUTBOUND_CONNECTIONS),
+        })
+    }
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -109,42 +193,6 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
         _ => Err(format!("expected KEY=VALUE, got `{text}`")),
     }
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) =
-        text.find(|c: char| !c.is_ascii_digit()).map_or((text, "s"), |at| text.split_at(at));
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("expected a duration such as 10s or 500ms, got `{text}`"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        _ => Err(format!("unknown duration unit `{unit}` in `{text}`; use ms, s or m")),
-    }
-}
-
-/// A size in bytes: a number with an optional unit (`KiB`, `MiB`, `GiB`,
-/// or `KB`, `MB`, `GB`).
-fn parse_size(text: &str) -> Result<u64, String> {
-    let at = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(at);
-    let number: u64 =
-        number.parse().map_err(|_| format!("expected a size such as 10MiB, got `{text}`"))?;
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "k" | "K" => 1 << 10,
-        "MiB" | "m" | "M" => 1 << 20,
-        "GiB" | "g" | "G" => 1 << 30,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => {
-            return Err(format!("unknown size unit `{other}` in `{text}`; use KiB, MiB or GiB"));
-        }
-    };
-    number.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
 }
 
 /// Run `bantam up`.
@@ -170,6 +218,12 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         component.environment.extend(args.env.iter().cloned());
     }
 
+    let runtime_config = match &args.runtime_config_file {
+        Some(path) => Some(RuntimeConfig::load(&cwd.join(path))?),
+        None => None,
+    };
+    let limits = args.limits.resolve(runtime_config.as_ref())?;
+
     let engine = Arc::new(Engine::new(&EngineConfig {
         pooling: !args.disable_pooling,
         cache_dir: match (&args.cache_dir, args.disable_cache) {
@@ -177,8 +231,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             (Some(dir), false) => Some(dir.clone()),
             (None, false) => EngineConfig::default_cache_dir(),
         },
-        request_timeout: Some(args.request_timeout).filter(|t| !t.is_zero()),
-        max_instances_per_component: args.max_instances_per_component,
+        request_timeout: limits.request_timeout,
+        max_instance_memory: limits.max_memory,
+        max_stack_size: limits.max_stack_size,
+        max_instances_per_component: limits.max_instances_per_component,
         ..EngineConfig::default()
     })?);
 
@@ -193,7 +249,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         .thread_name("bantam-worker")
         .build()
         .context("cannot start the async runtime")?;
-    let capabilities = capabilities(&args, &app, &cwd, &runtime)?;
+    let capabilities = capabilities(&args, runtime_config, &limits, &app, &cwd, &runtime)?;
 
     // Only components a trigger can reach are compiled and linked: an
     // unused component costs nothing and cannot stop the app.
@@ -206,7 +262,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let trigger = Arc::new(
         HttpTrigger::new(engine.clone(), &app, prepared)?
-            .with_max_request_body(args.max_request_body_size),
+            .with_max_request_body(limits.max_request_body_size)
+            .with_max_response_body(limits.max_response_body_size),
     );
     capabilities.serve_local_requests(trigger.local_handler());
     let outcome = runtime.block_on(async {
@@ -235,14 +292,12 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
 /// `--sqlite` and `--key-value`.
 fn capabilities(
     args: &UpArgs,
+    runtime_config: Option<RuntimeConfig>,
+    limits: &EffectiveLimits,
     app: &bantam_app::App,
     cwd: &Path,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<AppCapabilities> {
-    let runtime_config = match &args.runtime_config_file {
-        Some(path) => Some(RuntimeConfig::load(&cwd.join(path))?),
-        None => None,
-    };
     if let (Some(config), Some(path)) = (&runtime_config, &args.runtime_config_file) {
         let summary = config.summary();
         if !summary.is_empty() {
@@ -257,8 +312,14 @@ fn capabilities(
     for flag in &args.variables {
         variable_sources.add_flag(flag, cwd)?;
     }
-    let capabilities =
-        AppCapabilities::new(app, CapabilityConfig { runtime_config, variable_sources })?;
+    let capabilities = AppCapabilities::new(
+        app,
+        CapabilityConfig {
+            runtime_config,
+            variable_sources,
+            max_outbound_connections: limits.max_outbound_connections,
+        },
+    )?;
     for line in capabilities.storage_summary(&app.dir) {
         println!("{line}");
     }

@@ -141,3 +141,69 @@ async fn request_bodies_past_the_limit_are_refused() {
     let echoed = streamed.text().await.unwrap_or_default();
     assert!(echoed.len() <= 1024, "the guest got {} bytes", echoed.len());
 }
+
+#[tokio::test]
+async fn memory_and_stack_past_their_limits_fail_that_request_only() {
+    for guest in ["{p3}", "{p2}"] {
+        let app = TestApp::single("greedy", &format!(r#"source = "{guest}""#));
+        let bantam = app.up(&["--max-memory", "16MiB", "--max-stack-size", "256KiB"]);
+
+        let (status, body) = get(&bantam.url("/?big=64000000")).await;
+        assert_eq!((status, body.as_str()), (500, ""), "{guest}: 64 MB in a 16 MiB memory");
+        let output = bantam.wait_for_output("component `greedy` failed");
+        assert!(output.contains("memory allocation"), "{guest}: the cause is logged:\n{output}");
+        let (status, body) = get(&bantam.url("/?big=1000000")).await;
+        assert_eq!((status, body.len()), (200, 1_000_000), "{guest}: 1 MB fits");
+
+        let (status, _) = get(&bantam.url("/?recurse=1000000")).await;
+        assert_eq!(status, 500, "{guest}: a million frames overflow a 256 KiB stack");
+        let output = bantam.wait_for_output("stack");
+        assert!(
+            output.lines().any(|l| l.contains("component `greedy` failed") && l.contains("stack")),
+            "{guest}: one log line names the component and the stack:\n{output}"
+        );
+        let (status, body) = get(&bantam.url("/?recurse=100")).await;
+        assert_eq!((status, body.as_str()), (200, "depth 100"), "{guest}");
+    }
+}
+
+#[tokio::test]
+async fn response_bodies_past_the_limit_are_not_delivered() {
+    let app = TestApp::single("talkative", r#"source = "{p3}""#);
+    let bantam = app.up(&["--max-response-body-size", "1KiB"]);
+    let (status, body) = get(&bantam.url("/?big=1024")).await;
+    assert_eq!((status, body.len()), (200, 1024), "exactly the limit is fine");
+    // The body is streamed (no length declared): it is cut off at the
+    // limit, so the client never gets all of it.
+    let received = match reqwest::get(bantam.url("/?big=4096")).await {
+        Ok(response) => response.bytes().await.map_or(0, |body| body.len()),
+        Err(_) => 0,
+    };
+    assert!(received < 4096, "got {received} bytes");
+    let output = bantam.wait_for_output("--max-response-body-size");
+    assert!(
+        output.contains("component `talkative` streamed more than 1024 bytes (--max-response-body-size): response cut off"),
+        "{output}"
+    );
+    let (status, _) = get(&bantam.url("/?status=200")).await;
+    assert_eq!(status, 200, "the server keeps serving");
+}
+
+#[tokio::test]
+async fn limits_come_from_the_runtime_config_and_flags_win() {
+    let app = TestApp::single("bounded", r#"source = "{p3}""#)
+        .file("rc.toml", "[limits]\nmax_request_body_size = \"10B\"\n");
+    let client = reqwest::Client::new();
+    let post = |bantam: &crate::support::Bantam| {
+        client.post(bantam.url("/?echo")).body(vec![b'a'; 100]).send()
+    };
+
+    let bantam = app.up(&["--runtime-config-file", "rc.toml"]);
+    assert_eq!(post(&bantam).await.unwrap().status(), 413);
+    bantam.terminate();
+
+    let bantam = app.up(&["--runtime-config-file", "rc.toml", "--max-request-body-size", "1KiB"]);
+    let response = post(&bantam).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap().len(), 100);
+}

@@ -292,3 +292,26 @@ async fn https_verifies_certificates_against_the_webpki_roots() {
     assert!(body.contains("TlsCertificateError"), "{body}");
     assert_eq!(handshakes.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn outbound_requests_in_flight_are_limited_per_instance() {
+    let upstream = Upstream::start().await;
+    let app = TestApp::new(
+        &APP.replace("{PORT}", &upstream.port.to_string())
+            .replace("{CLOSED}", "2")
+            .replace("{TLS}", "3"),
+    );
+    let bantam = app.up(&["--max-outbound-connections", "0"]);
+    let (status, body) =
+        fetch(&bantam, "p3", &format!("http://127.0.0.1:{}/", upstream.port)).await;
+    assert_eq!(status, 500);
+    assert!(body.contains("ConnectionLimitReached"), "{body}");
+    let output = bantam.wait_for_output("in flight");
+    assert!(
+        output.contains(
+            "component `p3`: more than 0 outbound HTTP requests in flight from one instance"
+        ),
+        "{output}"
+    );
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 0);
+}

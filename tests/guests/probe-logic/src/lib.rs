@@ -10,6 +10,7 @@
 //! - `stdout=text`: prints `text` to stdout and `err: text` to stderr
 //! - `sleep-ms=N`: sleeps N ms, body `slept N`
 //! - `loop`: computes forever without calling the host
+//! - `recurse=N`: recurses N calls deep on the WebAssembly stack
 //! - `echo`: the request body back
 //! - `big=N`: N bytes of `x`
 
@@ -105,10 +106,22 @@ pub fn handle(
                 n = std::hint::black_box(n.wrapping_add(1));
             }
         }
+        "recurse" => {
+            let depth: u64 = value.parse().unwrap_or(0);
+            recurse(depth);
+            respond(200, format!("depth {depth}"))
+        }
         "echo" => respond(200, body),
         "big" => respond(200, vec![b'x'; value.parse().unwrap_or(0)]),
         other => respond(400, format!("unknown probe `{other}`")),
     }
+}
+
+/// Recurse `depth` calls deep on the WebAssembly stack itself (no local
+/// whose address is taken, so nothing goes to Rust's shadow stack in
+/// linear memory), in a way the optimiser cannot turn into a loop.
+fn recurse(depth: u64) -> u64 {
+    if depth == 0 { 0 } else { recurse(std::hint::black_box(depth - 1)).wrapping_mul(3) ^ depth }
 }
 
 /// The query string's `key=value` pairs, percent-decoded (a later
