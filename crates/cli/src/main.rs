@@ -21,7 +21,7 @@ struct Cli {
 enum Command {
     /// Serve an application (spin.toml) over HTTP.
     #[command(alias = "u")]
-    Up(commands::up::UpArgs),
+    Up(Box<commands::up::UpArgs>),
     /// Build an application's components with their build commands.
     #[command(alias = "b")]
     Build(commands::build::BuildArgs),
@@ -31,7 +31,7 @@ fn main() -> std::process::ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Up(args) => commands::up::run(args),
+        Command::Up(args) => commands::up::run(*args),
         Command::Build(args) => commands::build::run(args),
     };
     match result {
