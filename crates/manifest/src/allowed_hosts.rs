@@ -226,7 +226,8 @@ impl OutboundTarget {
         let invalid =
             |why: &str| AllowedHostError(format!("{url:?} is not a valid address: {why}"));
         let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("no scheme"))?;
-        if scheme.is_empty()
+        // RFC 3986: a letter, then letters, digits, `+`, `-` or `.`.
+        if !scheme.starts_with(|c: char| c.is_ascii_alphabetic())
             || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
         {
             return Err(invalid("bad scheme"));
@@ -236,6 +237,14 @@ impl OutboundTarget {
         let (host, port) = split_host_port(authority);
         if host.is_empty() {
             return Err(invalid("no host"));
+        }
+        // A host name, an IPv4 address or a bracketed IPv6 address: no
+        // spaces or control characters that could make a log line or a
+        // suggested entry mean something else.
+        if host.parse::<IpAddr>().is_err()
+            && !host.chars().all(|c| c.is_ascii_alphanumeric() || "-._~%".contains(c))
+        {
+            return Err(invalid("bad host"));
         }
         let scheme = scheme.to_ascii_lowercase();
         let port = match port {
@@ -472,5 +481,21 @@ mod tests {
         assert_eq!(target.as_entry(), "http://[::1]:8080");
         assert!(OutboundTarget::parse("/relative").is_err());
         assert!(OutboundTarget::parse("foo://x").is_err());
+    }
+
+    /// Found by `fuzz/run.sh allowed_hosts`: a URL with a scheme starting
+    /// with a digit, or control characters in its host, parsed, and the
+    /// entry suggested for it did not.
+    #[test]
+    fn urls_with_malformed_schemes_or_hosts_are_invalid() {
+        assert!(OutboundTarget::parse("0://x:1").is_err());
+        assert!(OutboundTarget::parse("http://\u{7}\0:80").is_err());
+        assert!(OutboundTarget::parse("http://a b:80").is_err());
+        assert!(OutboundTarget::parse("http://a\nb").is_err());
+        assert!(OutboundTarget::parse("ll://[self.a]-w:0w]:1").is_err());
+        for url in ["http://a.b", "https://[::1]:8443/x", "redis://u:p@h.example:1/0"] {
+            let target = OutboundTarget::parse(url).unwrap();
+            assert!(AllowedHost::parse(&target.as_entry()).unwrap().admits(&target), "{url}");
+        }
     }
 }
