@@ -19,5 +19,7 @@ wasmtime::component::bindgen!({
         "fermyon:spin/redis.connection": crate::outbound_redis::RedisConnection,
         "spin:mqtt/mqtt.connection": crate::outbound_mqtt::MqttConnection,
         "fermyon:spin/mqtt.connection": crate::outbound_mqtt::MqttConnection,
+        "spin:postgres/postgres.connection": crate::outbound_pg::PgConnection,
+        "spin:postgres/postgres.connection-builder": crate::outbound_pg::PgConnectionBuilder,
     },
 });

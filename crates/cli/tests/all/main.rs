@@ -5,6 +5,7 @@ mod services;
 mod support;
 
 mod capabilities;
+mod databases;
 mod faults;
 mod outbound_http;
 mod routing;

@@ -15,8 +15,18 @@ pub fn free_port() -> u16 {
 fn require(binary: &str, package: &str) -> std::path::PathBuf {
     // Daemons live in sbin, which a non-root PATH may leave out.
     let path = std::env::var_os("PATH").unwrap_or_default();
+    // Debian keeps PostgreSQL's server programs in a versioned directory.
+    let mut postgres_dirs: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("bin"))
+        .collect();
+    postgres_dirs.sort();
+    postgres_dirs.reverse();
     let found = std::env::split_paths(&path)
         .chain(["/usr/sbin".into(), "/sbin".into()])
+        .chain(postgres_dirs)
         .map(|dir| dir.join(binary))
         .find(|path| path.is_file());
     found.unwrap_or_else(|| {
@@ -128,6 +138,86 @@ impl Mosquitto {
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A PostgreSQL server in a temporary directory, trusting local clients,
+/// with the `postgres` superuser and database. Run as the `postgres` user
+/// when the tests run as root (PostgreSQL refuses to run as root).
+pub struct Postgres {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    /// initdb and start a server on a free port.
+    pub fn start() -> Self {
+        let initdb = require("initdb", "postgresql");
+        let postgres = require("postgres", "postgresql");
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        // Root runs the server as the `postgres` user, owner of the files.
+        let id = |flag: &str, user: Option<&str>| -> Option<u32> {
+            let output = Command::new("id").arg(flag).args(user).output().ok()?;
+            String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+        };
+        let owner = match id("-u", None) {
+            Some(0) => Some((
+                id("-u", Some("postgres"))
+                    .expect("no `postgres` user (apt-get install postgresql makes it)"),
+                id("-g", Some("postgres")).expect("no `postgres` group"),
+            )),
+            _ => None,
+        };
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        }
+        let as_postgres = |program: &std::path::Path| {
+            use std::os::unix::process::CommandExt;
+            let mut command = Command::new(program);
+            if let Some((uid, gid)) = owner {
+                command.uid(uid).gid(gid);
+            }
+            command
+        };
+        let output = as_postgres(&initdb)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .expect("running initdb");
+        assert!(
+            output.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let port = free_port();
+        let child = as_postgres(&postgres)
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-F", "-k"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting postgres");
+        wait_for_port(port, "postgres");
+        // It listens a moment before it accepts queries.
+        std::thread::sleep(Duration::from_millis(300));
+        Self { child, port, _dir: dir }
+    }
+
+    /// A URL for the `postgres` database as the `postgres` user.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGQUIT: immediate shutdown of the postmaster and its children.
+        let _ = Command::new("kill").args(["-QUIT", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
     }
 }

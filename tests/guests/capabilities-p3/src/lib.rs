@@ -31,6 +31,7 @@ async fn handle(request: Request) -> impl IntoResponse {
         "redis" => outbound_redis(&arg("url"), &arg("op"), &arg("key"), &arg("value")).await,
         "mqtt" => mqtt(&arg("url"), &arg("key"), &arg("value"), &arg("qos")).await,
         "http" => outbound_http(&arg("url"), &arg("body")).await,
+        "pg" => postgres(&arg("url"), &arg("op"), &arg("sql"), &arg("args")).await,
         other => Err(format!("unknown cap `{other}`")),
     };
     let (status, body) = match answer {
@@ -268,4 +269,97 @@ async fn outbound_http(url: &str, body: &str) -> Answer {
     let status = response.status().as_u16();
     let body = response.into_body().bytes().await.map_err(|code| format!("{code:?}"))?;
     Ok(format!("{status} {}", String::from_utf8_lossy(&body)))
+}
+
+fn pg_error(error: spin_sdk::pg::Error) -> String {
+    use spin_sdk::pg::{Error, PgError, QueryError};
+    match error {
+        Error::PgError(PgError::ConnectionFailed(m)) => format!("connection-failed: {m}"),
+        Error::PgError(PgError::BadParameter(m)) => format!("bad-parameter: {m}"),
+        Error::PgError(PgError::QueryFailed(QueryError::DbError(e))) => {
+            format!("query-failed: db-error {} {}: {}", e.severity, e.code, e.message)
+        }
+        Error::PgError(PgError::QueryFailed(QueryError::Text(m))) => format!("query-failed: {m}"),
+        Error::PgError(PgError::ValueConversionFailed(m)) => {
+            format!("value-conversion-failed: {m}")
+        }
+        Error::PgError(PgError::Other(m)) => format!("other: {m}"),
+        Error::Decode(m) => format!("decode: {m}"),
+    }
+}
+
+/// PostgreSQL parameters from text: comma-separated `kind:value` with
+/// kinds `bool`, `i16`, `i32`, `i64`, `f64`, `t` (text), `hex` (binary),
+/// `date` (Y-M-D), `ts` (Unix seconds), `uuid`, `json`, `dec`, `ai32`
+/// (`;`-separated, `null` for NULL), `iv` (micros;days;months), or `null`.
+fn pg_params(text: &str) -> Vec<spin_sdk::pg::ParameterValue> {
+    use spin_sdk::pg::{Interval, ParameterValue as P};
+    let num = |v: &str| v.parse::<i64>().unwrap_or(0);
+    text.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once(':').unwrap_or((p, "")) {
+            ("bool", v) => P::Boolean(v == "true"),
+            ("i16", v) => P::Int16(num(v) as i16),
+            ("i32", v) => P::Int32(num(v) as i32),
+            ("i64", v) => P::Int64(num(v)),
+            ("f64", v) => P::Floating64(v.parse().unwrap_or(0.0)),
+            ("t", v) => P::Str(v.to_string()),
+            ("hex", v) => P::Binary(
+                (0..v.len() / 2)
+                    .map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).unwrap_or(0))
+                    .collect(),
+            ),
+            ("date", v) => {
+                let part: Vec<i64> = v.split('-').map(num).collect();
+                P::Date((part[0] as i32, part[1] as u8, part[2] as u8))
+            }
+            ("ts", v) => P::Timestamp(num(v)),
+            ("uuid", v) => P::Uuid(v.to_string()),
+            ("json", v) => P::Jsonb(v.as_bytes().to_vec()),
+            ("dec", v) => P::Decimal(v.to_string()),
+            ("ai32", v) => P::ArrayInt32(
+                v.split(';')
+                    .map(|x| if x == "null" { None } else { Some(num(x) as i32) })
+                    .collect(),
+            ),
+            ("iv", v) => {
+                let part: Vec<i64> = v.split(';').map(num).collect();
+                P::Interval(Interval {
+                    micros: part[0],
+                    days: part[1] as i32,
+                    months: part[2] as i32,
+                })
+            }
+            _ => P::DbNull,
+        })
+        .collect()
+}
+
+/// Outbound PostgreSQL (spin:postgres@4.2): `execute` answers the row
+/// count; `query` answers `name:type` columns, then one line per row of
+/// `|`-separated values in the WIT's shape.
+async fn postgres(url: &str, op: &str, sql: &str, args: &str) -> Answer {
+    use spin_sdk::pg::Connection;
+    let db = Connection::open(url).await.map_err(pg_error)?;
+    match op {
+        "execute" => {
+            db.execute(sql, pg_params(args)).await.map(|n| n.to_string()).map_err(pg_error)
+        }
+        "query" => {
+            let result = db.query(sql, pg_params(args)).await.map_err(pg_error)?;
+            let columns: Vec<String> =
+                result.columns().iter().map(|c| format!("{}:{:?}", c.name, c.data_type)).collect();
+            let width = columns.len();
+            let rows = result.collect().await.map_err(pg_error)?;
+            let mut lines = vec![columns.join(",")];
+            for row in rows {
+                lines.push(
+                    (0..width).map(|i| format!("{:?}", row[i])).collect::<Vec<_>>().join("|"),
+                );
+            }
+            // Without the generated Debug's type prefixes.
+            Ok(lines.join("\n").replace("DbDataType::", "").replace("DbValue::", ""))
+        }
+        other => Err(format!("unknown op `{other}`")),
+    }
 }

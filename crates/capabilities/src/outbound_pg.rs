@@ -1,0 +1,525 @@
+//! Outbound PostgreSQL: `spin:postgres/postgres@4.2.0`, as spin-sdk 7
+//! imports it (guests importing 4.0.0 or 4.1.0 link to it by semver).
+//!
+//! `open(address)` takes a connection string, a URL
+//! (`postgres://user:pw@host:5432/db`) or key-value pairs
+//! (`host=... port=... user=...`). Every host and port it names must be
+//! granted as `postgres://host:port` in `allowed_outbound_hosts`;
+//! otherwise the guest gets `connection-failed`, as on Spin, and the log
+//! says which entry is missing. TLS follows the string's `sslmode`
+//! (`prefer` by default) with the webpki roots, plus a root the guest adds
+//! with `connection-builder.set-ca-root`. Each open is its own connection.
+
+// The WIT's error type is large (a structured database error); it is what
+// the guest gets, so it is returned as it is rather than boxed.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
+use wasmtime::component::{Accessor, FutureReader, Resource, StreamReader};
+
+use crate::bindings::spin::postgres::postgres as v4;
+use crate::{Capabilities, CapabilitiesView, ComponentCapabilities};
+
+/// How long connecting (TLS included) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An open connection, as a guest holds it. The client is shared with the
+/// task driving the connection, and cloned out of the table for each call.
+pub struct PgConnection {
+    client: Arc<tokio_postgres::Client>,
+}
+
+/// A connection being configured (`connection-builder`, 4.1 and later).
+pub struct PgConnectionBuilder {
+    address: String,
+    ca_roots: Vec<String>,
+}
+
+/// Connect to `address` if the component may reach every host it names.
+async fn connect(
+    component: &ComponentCapabilities,
+    address: &str,
+    ca_roots: &[String],
+) -> Result<PgConnection, v4::Error> {
+    let config: tokio_postgres::Config = address
+        .parse()
+        .map_err(|e| v4::Error::ConnectionFailed(format!("invalid address: {e}")))?;
+    let ports = config.get_ports();
+    for (i, host) in config.get_hosts().iter().enumerate() {
+        let tokio_postgres::config::Host::Tcp(host) = host else {
+            return Err(v4::Error::ConnectionFailed(
+                "Unix sockets are not available to components".into(),
+            ));
+        };
+        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+        crate::check_outbound(component, &format!("postgres://{host}:{port}"))
+            .map_err(v4::Error::ConnectionFailed)?;
+    }
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
+    for pem in ca_roots {
+        for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let certificate = certificate
+                .map_err(|e| v4::Error::ConnectionFailed(format!("invalid CA root: {e}")))?;
+            roots
+                .add(certificate)
+                .map_err(|e| v4::Error::ConnectionFailed(format!("invalid CA root: {e}")))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| v4::Error::Other(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+    let connecting = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tls));
+    let (client, connection) = match connecting.await {
+        Ok(Ok(connected)) => connected,
+        Ok(Err(error)) => return Err(v4::Error::ConnectionFailed(error.to_string())),
+        Err(_) => return Err(v4::Error::ConnectionFailed("timed out connecting".into())),
+    };
+    let component = component.id.clone();
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!("component `{component}`: PostgreSQL connection ended: {error}");
+        }
+    });
+    Ok(PgConnection { client: Arc::new(client) })
+}
+
+/// A query's failure: the server's structured error when there is one.
+fn query_failed(error: tokio_postgres::Error) -> v4::Error {
+    let Some(db) = error.as_db_error() else {
+        return v4::Error::QueryFailed(v4::QueryError::Text(error.to_string()));
+    };
+    let mut extras = Vec::new();
+    let mut extra = |name: &str, value: Option<&str>| {
+        if let Some(value) = value {
+            extras.push((name.to_string(), value.to_string()));
+        }
+    };
+    extra("hint", db.hint());
+    extra("schema", db.schema());
+    extra("table", db.table());
+    extra("column", db.column());
+    extra("constraint", db.constraint());
+    v4::Error::QueryFailed(v4::QueryError::DbError(v4::DbError {
+        as_text: error.to_string(),
+        severity: db.severity().to_string(),
+        code: db.code().code().to_string(),
+        message: db.message().to_string(),
+        detail: db.detail().map(str::to_string),
+        extras,
+    }))
+}
+
+/// A parameter as tokio-postgres takes it.
+type Param = Box<dyn ToSql + Send + Sync>;
+
+fn param(value: v4::ParameterValue) -> Result<Param, v4::Error> {
+    use v4::ParameterValue as P;
+    let bad = |what: &str| v4::Error::BadParameter(what.to_string());
+    Ok(match value {
+        P::Boolean(v) => Box::new(v),
+        P::Int8(v) => Box::new(v),
+        P::Int16(v) => Box::new(v),
+        P::Int32(v) => Box::new(v),
+        P::Int64(v) => Box::new(v),
+        P::Floating32(v) => Box::new(v),
+        P::Floating64(v) => Box::new(v),
+        P::Str(v) => Box::new(v),
+        P::Binary(v) => Box::new(v),
+        P::Date((y, m, d)) => Box::new(
+            chrono::NaiveDate::from_ymd_opt(y, m.into(), d.into())
+                .ok_or_else(|| bad("invalid date"))?,
+        ),
+        P::Time((h, m, s, ns)) => Box::new(
+            chrono::NaiveTime::from_hms_nano_opt(h.into(), m.into(), s.into(), ns)
+                .ok_or_else(|| bad("invalid time"))?,
+        ),
+        P::Datetime((y, mo, d, h, mi, s, ns)) => Box::new(
+            chrono::NaiveDate::from_ymd_opt(y, mo.into(), d.into())
+                .and_then(|date| date.and_hms_nano_opt(h.into(), mi.into(), s.into(), ns))
+                .ok_or_else(|| bad("invalid datetime"))?,
+        ),
+        P::Timestamp(v) => Box::new(
+            chrono::DateTime::<chrono::Utc>::from_timestamp(v, 0)
+                .ok_or_else(|| bad("invalid timestamp"))?,
+        ),
+        P::Uuid(v) => Box::new(uuid::Uuid::parse_str(&v).map_err(|e| bad(&e.to_string()))?),
+        P::Jsonb(v) => Box::new(
+            serde_json::from_slice::<serde_json::Value>(&v).map_err(|e| bad(&e.to_string()))?,
+        ),
+        P::Decimal(v) => {
+            Box::new(v.parse::<rust_decimal::Decimal>().map_err(|e| bad(&e.to_string()))?)
+        }
+        P::ArrayInt32(v) => Box::new(v),
+        P::ArrayInt64(v) => Box::new(v),
+        P::ArrayStr(v) => Box::new(v),
+        P::ArrayDecimal(v) => Box::new(
+            v.into_iter()
+                .map(|d| d.map(|d| d.parse::<rust_decimal::Decimal>()).transpose())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(&e.to_string()))?,
+        ),
+        P::Interval(v) => Box::new(Interval(v)),
+        P::DbNull => Box::new(Null),
+        P::RangeInt32(_) | P::RangeInt64(_) | P::RangeDecimal(_) => {
+            return Err(bad("range parameters are not supported by Bantam yet"));
+        }
+    })
+}
+
+/// `db-null`: SQL NULL for a parameter of any type.
+#[derive(Debug)]
+struct Null;
+
+impl ToSql for Null {
+    fn to_sql(
+        &self,
+        _: &Type,
+        _: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(IsNull::Yes)
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// An `interval`, in PostgreSQL's binary form: microseconds, days, months.
+#[derive(Debug)]
+struct Interval(v4::Interval);
+
+impl ToSql for Interval {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&self.0.micros.to_be_bytes());
+        out.extend_from_slice(&self.0.days.to_be_bytes());
+        out.extend_from_slice(&self.0.months.to_be_bytes());
+        Ok(IsNull::No)
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::INTERVAL
+    }
+    tokio_postgres::types::to_sql_checked!();
+}
+
+impl<'a> FromSql<'a> for Interval {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let field = |range: std::ops::Range<usize>| raw.get(range).ok_or("short interval");
+        Ok(Interval(v4::Interval {
+            micros: i64::from_be_bytes(field(0..8)?.try_into()?),
+            days: i32::from_be_bytes(field(8..12)?.try_into()?),
+            months: i32::from_be_bytes(field(12..16)?.try_into()?),
+        }))
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::INTERVAL
+    }
+}
+
+/// Any value, as the server sent it: for types without a mapping.
+struct Raw(Vec<u8>);
+
+impl<'a> FromSql<'a> for Raw {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw.to_vec()))
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// The WIT's type for a column of PostgreSQL type `ty`.
+fn data_type(ty: &Type) -> v4::DbDataType {
+    use v4::DbDataType as D;
+    match *ty {
+        Type::BOOL => D::Boolean,
+        Type::CHAR => D::Int8,
+        Type::INT2 => D::Int16,
+        Type::INT4 => D::Int32,
+        Type::INT8 => D::Int64,
+        Type::FLOAT4 => D::Floating32,
+        Type::FLOAT8 => D::Floating64,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => D::Str,
+        Type::BYTEA => D::Binary,
+        Type::DATE => D::Date,
+        Type::TIME => D::Time,
+        Type::TIMESTAMP => D::Datetime,
+        Type::TIMESTAMPTZ => D::Timestamp,
+        Type::UUID => D::Uuid,
+        Type::JSON | Type::JSONB => D::Jsonb,
+        Type::NUMERIC => D::Decimal,
+        Type::INT4_RANGE => D::RangeInt32,
+        Type::INT8_RANGE => D::RangeInt64,
+        Type::NUM_RANGE => D::RangeDecimal,
+        Type::INT4_ARRAY => D::ArrayInt32,
+        Type::INT8_ARRAY => D::ArrayInt64,
+        Type::NUMERIC_ARRAY => D::ArrayDecimal,
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => D::ArrayStr,
+        Type::INTERVAL => D::Interval,
+        ref other => D::Other(other.name().to_string()),
+    }
+}
+
+/// Column `i` of `row` as a WIT value.
+fn value(row: &tokio_postgres::Row, i: usize) -> Result<v4::DbValue, v4::Error> {
+    use chrono::{Datelike, Timelike};
+    use v4::DbValue as V;
+    fn get<'a, T: FromSql<'a>>(
+        row: &'a tokio_postgres::Row,
+        i: usize,
+    ) -> Result<Option<T>, v4::Error> {
+        row.try_get(i).map_err(|e| v4::Error::ValueConversionFailed(e.to_string()))
+    }
+    macro_rules! map {
+        ($ty:ty, $wrap:expr) => {
+            get::<$ty>(row, i)?.map_or(V::DbNull, $wrap)
+        };
+    }
+    let ty = row.columns()[i].type_();
+    Ok(match *ty {
+        Type::BOOL => map!(bool, V::Boolean),
+        Type::CHAR => map!(i8, V::Int8),
+        Type::INT2 => map!(i16, V::Int16),
+        Type::INT4 => map!(i32, V::Int32),
+        Type::INT8 => map!(i64, V::Int64),
+        Type::FLOAT4 => map!(f32, V::Floating32),
+        Type::FLOAT8 => map!(f64, V::Floating64),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => map!(String, V::Str),
+        Type::BYTEA => map!(Vec<u8>, V::Binary),
+        Type::DATE => {
+            map!(chrono::NaiveDate, |d| V::Date((d.year(), d.month() as u8, d.day() as u8)))
+        }
+        Type::TIME => map!(chrono::NaiveTime, |t| V::Time((
+            t.hour() as u8,
+            t.minute() as u8,
+            t.second() as u8,
+            t.nanosecond()
+        ))),
+        Type::TIMESTAMP => map!(chrono::NaiveDateTime, |t| V::Datetime((
+            t.year(),
+            t.month() as u8,
+            t.day() as u8,
+            t.hour() as u8,
+            t.minute() as u8,
+            t.second() as u8,
+            t.nanosecond()
+        ))),
+        Type::TIMESTAMPTZ => map!(chrono::DateTime<chrono::Utc>, |t| V::Timestamp(t.timestamp())),
+        Type::UUID => map!(uuid::Uuid, |u| V::Uuid(u.to_string())),
+        Type::JSON | Type::JSONB => {
+            map!(serde_json::Value, |j| V::Jsonb(serde_json::to_vec(&j).unwrap_or_default()))
+        }
+        Type::NUMERIC => map!(rust_decimal::Decimal, |d| V::Decimal(d.to_string())),
+        Type::INT4_ARRAY => map!(Vec<Option<i32>>, V::ArrayInt32),
+        Type::INT8_ARRAY => map!(Vec<Option<i64>>, V::ArrayInt64),
+        Type::NUMERIC_ARRAY => map!(Vec<Option<rust_decimal::Decimal>>, |v| V::ArrayDecimal(
+            v.into_iter().map(|d| d.map(|d| d.to_string())).collect()
+        )),
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => map!(Vec<Option<String>>, V::ArrayStr),
+        Type::INTERVAL => map!(Interval, |i| V::Interval(i.0)),
+        _ => map!(Raw, |raw| V::Unsupported(raw.0)),
+    })
+}
+
+/// Run a query; its columns and rows.
+async fn query(
+    client: &tokio_postgres::Client,
+    statement: &str,
+    params: Vec<v4::ParameterValue>,
+) -> Result<(Vec<v4::Column>, Vec<v4::Row>), v4::Error> {
+    let params = params.into_iter().map(param).collect::<Result<Vec<_>, _>>()?;
+    let prepared = client.prepare(statement).await.map_err(query_failed)?;
+    let refs: Vec<&(dyn ToSql + Sync)> =
+        params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+    let rows = client.query(&prepared, &refs).await.map_err(query_failed)?;
+    let columns = prepared
+        .columns()
+        .iter()
+        .map(|c| v4::Column { name: c.name().to_string(), data_type: data_type(c.type_()) })
+        .collect();
+    let rows = rows
+        .iter()
+        .map(|row| (0..row.len()).map(|i| value(row, i)).collect::<Result<Vec<_>, _>>())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((columns, rows))
+}
+
+/// Run a statement; the number of rows it changed.
+async fn execute(
+    client: &tokio_postgres::Client,
+    statement: &str,
+    params: Vec<v4::ParameterValue>,
+) -> Result<u64, v4::Error> {
+    let params = params.into_iter().map(param).collect::<Result<Vec<_>, _>>()?;
+    let refs: Vec<&(dyn ToSql + Sync)> =
+        params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+    client.execute(statement, &refs).await.map_err(query_failed)
+}
+
+type V4<T> = wasmtime::Result<Result<T, v4::Error>>;
+
+impl CapabilitiesView<'_> {
+    fn pg_client(
+        &self,
+        handle: &Resource<PgConnection>,
+    ) -> wasmtime::Result<Arc<tokio_postgres::Client>> {
+        Ok(Arc::clone(&self.table.get(handle)?.client))
+    }
+
+    fn push_pg(
+        &mut self,
+        connected: Result<PgConnection, v4::Error>,
+    ) -> V4<Resource<PgConnection>> {
+        Ok(match connected {
+            Ok(connection) => Ok(self.table.push(connection)?),
+            Err(error) => Err(error),
+        })
+    }
+}
+
+fn pg_client_of<T>(
+    accessor: &Accessor<T, Capabilities>,
+    handle: &Resource<PgConnection>,
+) -> wasmtime::Result<Arc<tokio_postgres::Client>> {
+    accessor.with(|mut access| access.get().pg_client(handle))
+}
+
+fn component_of<T>(accessor: &Accessor<T, Capabilities>) -> Arc<ComponentCapabilities> {
+    accessor.with(|mut access| Arc::clone(access.get().state.component()))
+}
+
+impl v4::Host for CapabilitiesView<'_> {}
+
+impl v4::HostConnection for CapabilitiesView<'_> {
+    async fn open(&mut self, address: String) -> V4<Resource<PgConnection>> {
+        let component = Arc::clone(self.state.component());
+        let connected = connect(&component, &address, &[]).await;
+        self.push_pg(connected)
+    }
+
+    async fn query(
+        &mut self,
+        this: Resource<PgConnection>,
+        statement: String,
+        params: Vec<v4::ParameterValue>,
+    ) -> V4<v4::RowSet> {
+        let client = self.pg_client(&this)?;
+        Ok(query(&client, &statement, params)
+            .await
+            .map(|(columns, rows)| v4::RowSet { columns, rows }))
+    }
+
+    async fn execute(
+        &mut self,
+        this: Resource<PgConnection>,
+        statement: String,
+        params: Vec<v4::ParameterValue>,
+    ) -> V4<u64> {
+        let client = self.pg_client(&this)?;
+        Ok(execute(&client, &statement, params).await)
+    }
+
+    async fn drop(&mut self, this: Resource<PgConnection>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl<T> v4::HostConnectionWithStore<T> for Capabilities {
+    async fn open_async(
+        accessor: &Accessor<T, Self>,
+        address: String,
+    ) -> V4<Resource<PgConnection>> {
+        let component = component_of(accessor);
+        let connected = connect(&component, &address, &[]).await;
+        accessor.with(|mut access| access.get().push_pg(connected))
+    }
+
+    async fn query_async(
+        accessor: &Accessor<T, Self>,
+        this: Resource<PgConnection>,
+        statement: String,
+        params: Vec<v4::ParameterValue>,
+    ) -> V4<(Vec<v4::Column>, StreamReader<v4::Row>, FutureReader<Result<(), v4::Error>>)> {
+        let client = pg_client_of(accessor, &this)?;
+        let (columns, rows) = match query(&client, &statement, params).await {
+            Ok(result) => result,
+            Err(error) => return Ok(Err(error)),
+        };
+        accessor.with(|mut access| {
+            let rows = StreamReader::new(&mut access, rows)?;
+            let done = FutureReader::new(&mut access, async { Ok::<_, wasmtime::Error>(Ok(())) })?;
+            Ok(Ok((columns, rows, done)))
+        })
+    }
+
+    async fn execute_async(
+        accessor: &Accessor<T, Self>,
+        this: Resource<PgConnection>,
+        statement: String,
+        params: Vec<v4::ParameterValue>,
+    ) -> V4<u64> {
+        let client = pg_client_of(accessor, &this)?;
+        Ok(execute(&client, &statement, params).await)
+    }
+}
+
+impl v4::HostConnectionBuilder for CapabilitiesView<'_> {
+    async fn new(&mut self, address: String) -> wasmtime::Result<Resource<PgConnectionBuilder>> {
+        Ok(self.table.push(PgConnectionBuilder { address, ca_roots: Vec::new() })?)
+    }
+
+    async fn set_ca_root(
+        &mut self,
+        this: Resource<PgConnectionBuilder>,
+        certificate: String,
+    ) -> V4<()> {
+        self.table.get_mut(&this)?.ca_roots.push(certificate);
+        Ok(Ok(()))
+    }
+
+    async fn build(&mut self, this: Resource<PgConnectionBuilder>) -> V4<Resource<PgConnection>> {
+        let builder = self.table.get(&this)?;
+        let (address, roots) = (builder.address.clone(), builder.ca_roots.clone());
+        let component = Arc::clone(self.state.component());
+        let connected = connect(&component, &address, &roots).await;
+        self.push_pg(connected)
+    }
+
+    async fn drop(&mut self, this: Resource<PgConnectionBuilder>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl<T> v4::HostConnectionBuilderWithStore<T> for Capabilities {
+    async fn build_async(
+        accessor: &Accessor<T, Self>,
+        this: Resource<PgConnectionBuilder>,
+    ) -> V4<Resource<PgConnection>> {
+        let (component, address, roots) = accessor.with(|mut access| -> wasmtime::Result<_> {
+            let view = access.get();
+            let builder = view.table.get(&this)?;
+            Ok((
+                Arc::clone(view.state.component()),
+                builder.address.clone(),
+                builder.ca_roots.clone(),
+            ))
+        })?;
+        let connected = connect(&component, &address, &roots).await;
+        accessor.with(|mut access| access.get().push_pg(connected))
+    }
+}

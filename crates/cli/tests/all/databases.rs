@@ -1,0 +1,147 @@
+//! Outbound databases from spin-sdk guests against real servers started
+//! by the test harness: PostgreSQL through `spin:postgres@4.2`.
+
+use crate::services::Postgres;
+use crate::support::{Bantam, TestApp, get};
+
+const APP: &str = r#"
+spin_manifest_version = 2
+[application]
+name = "databases"
+
+[variables]
+pg_port = { default = "{PG_PORT}" }
+
+[[trigger.http]]
+route = "/p3/..."
+component = "p3"
+
+[[trigger.http]]
+route = "/ungranted/..."
+component = "ungranted"
+
+[component.p3]
+source = "{caps_p3}"
+variables = { port = "{{ pg_port }}" }
+allowed_outbound_hosts = ["postgres://127.0.0.1:{{ port }}"]
+
+[component.ungranted]
+source = "{caps_p3}"
+"#;
+
+/// `op` with `sql` and `args` through component `guest`.
+async fn pg(
+    bantam: &Bantam,
+    guest: &str,
+    url: &str,
+    op: &str,
+    sql: &str,
+    args: &str,
+) -> (u16, String) {
+    let encode = |text: &str| {
+        text.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let path = format!(
+        "/{guest}?cap=pg&url={}&op={op}&sql={}&args={}",
+        encode(url),
+        encode(sql),
+        encode(args)
+    );
+    get(&bantam.url(&path)).await
+}
+
+#[tokio::test]
+async fn postgres_round_trips_every_common_type_where_granted() {
+    let server = Postgres::start();
+    let url = server.url();
+    let app = TestApp::new(&APP.replace("{PG_PORT}", &server.port.to_string()));
+    let bantam = app.up(&[]);
+
+    let ok = |(status, body): (u16, String)| {
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let create = "CREATE TABLE things (id int4 PRIMARY KEY, small int2, big int8, ok bool, \
+                  ratio float8, name text, data bytea, day date, at timestamptz, \
+                  tag uuid, doc jsonb, price numeric, counts int4[], span interval)";
+    assert_eq!(ok(pg(&bantam, "p3", &url, "execute", create, "").await), "0");
+    let insert =
+        "INSERT INTO things VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+    let args = "i32:1,i16:-2,i64:9000000000,bool:true,f64:1.5,t:héllo,hex:00ff,date:2024-02-29,\
+                ts:1700000000,uuid:67e55044-10b1-426f-9247-bb680e5fe0c8,json:{\"a\":[1]},\
+                dec:12.50,ai32:1;null;3,iv:1500000;2;3";
+    assert_eq!(ok(pg(&bantam, "p3", &url, "execute", insert, args).await), "1");
+    let insert_nulls = "INSERT INTO things (id, name) VALUES ($1, $2)";
+    assert_eq!(ok(pg(&bantam, "p3", &url, "execute", insert_nulls, "i32:2,null").await), "1");
+
+    let body = ok(pg(&bantam, "p3", &url, "query", "SELECT * FROM things ORDER BY id", "").await);
+    let mut lines = body.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "id:Int32,small:Int16,big:Int64,ok:Boolean,ratio:Floating64,name:Str,data:Binary,day:Date,\
+         at:Timestamp,tag:Uuid,doc:Jsonb,price:Decimal,counts:ArrayInt32,span:Interval"
+    );
+    let first: Vec<&str> = lines.next().unwrap().split('|').collect();
+    assert_eq!(
+        first,
+        [
+            "Int32(1)",
+            "Int16(-2)",
+            "Int64(9000000000)",
+            "Boolean(true)",
+            "Floating64(1.5)",
+            "Str(\"héllo\")",
+            "Binary([0, 255])",
+            "Date((2024, 2, 29))",
+            "Timestamp(1700000000)",
+            "Uuid(\"67e55044-10b1-426f-9247-bb680e5fe0c8\")",
+            "Jsonb([123, 34, 97, 34, 58, 91, 49, 93, 125])",
+            "Decimal(\"12.50\")",
+            "ArrayInt32([Some(1), None, Some(3)])",
+            "Interval(Interval { micros: 1500000, days: 2, months: 3 })",
+        ]
+    );
+    let second = lines.next().unwrap();
+    assert!(second.starts_with("Int32(2)|DbNull|DbNull|"), "{second}");
+
+    // The server's own error, structured.
+    let (status, body) = pg(&bantam, "p3", &url, "query", "SELECT * FROM nowhere", "").await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        body,
+        "error: query-failed: db-error ERROR 42P01: relation \"nowhere\" does not exist"
+    );
+    let (status, body) = pg(&bantam, "p3", &url, "execute", insert_nulls, "i32:1,null").await;
+    assert_eq!(status, 500);
+    assert!(body.starts_with("error: query-failed: db-error ERROR 23505: duplicate key"), "{body}");
+    let (status, body) = pg(&bantam, "p3", &url, "execute", insert_nulls, "i32:3,uuid:nope").await;
+    assert_eq!(status, 500);
+    assert!(body.starts_with("error: bad-parameter: "), "{body}");
+
+    // Not granted: connection-failed, and the log names the entry to add.
+    let (status, body) = pg(&bantam, "ungranted", &url, "query", "SELECT 1", "").await;
+    assert_eq!(status, 500);
+    assert!(body.starts_with("error: connection-failed: "), "{body}");
+    let output = bantam.wait_for_output("connection to postgres://");
+    assert!(
+        output.contains(&format!(
+            "component `ungranted`: connection to postgres://127.0.0.1:{} denied: add \"postgres://127.0.0.1:{}\" to its allowed_outbound_hosts",
+            server.port, server.port
+        )),
+        "{output}"
+    );
+
+    // The server going away is an error for the guest, not the host.
+    drop(server);
+    let (status, body) = pg(&bantam, "p3", &url, "query", "SELECT 1", "").await;
+    assert_eq!(status, 500);
+    assert!(body.starts_with("error: connection-failed: "), "{body}");
+    assert_eq!(get(&bantam.url("/p3?cap=nothing")).await.0, 500);
+}
