@@ -25,6 +25,7 @@ mod bindings;
 pub mod key_value;
 pub mod outbound_http;
 pub mod outbound_mqtt;
+pub mod outbound_mysql;
 pub mod outbound_pg;
 pub mod outbound_redis;
 pub mod runtime_config;

@@ -1,7 +1,9 @@
 //! Outbound databases from spin-sdk guests against real servers started
-//! by the test harness: PostgreSQL through `spin:postgres@4.2`.
+//! by the test harness: PostgreSQL through `spin:postgres@4.2`, MariaDB
+//! through `spin:mysql@3` (spin-sdk 7) and `fermyon:spin/mysql@2`
+//! (spin-sdk 5.2).
 
-use crate::services::Postgres;
+use crate::services::{Mariadb, Postgres};
 use crate::support::{Bantam, TestApp, get};
 
 const APP: &str = r#"
@@ -11,10 +13,15 @@ name = "databases"
 
 [variables]
 pg_port = { default = "{PG_PORT}" }
+mysql_port = { default = "{MYSQL_PORT}" }
 
 [[trigger.http]]
 route = "/p3/..."
 component = "p3"
+
+[[trigger.http]]
+route = "/p2/..."
+component = "p2"
 
 [[trigger.http]]
 route = "/ungranted/..."
@@ -22,17 +29,46 @@ component = "ungranted"
 
 [component.p3]
 source = "{caps_p3}"
-variables = { port = "{{ pg_port }}" }
-allowed_outbound_hosts = ["postgres://127.0.0.1:{{ port }}"]
+variables = { port = "{{ pg_port }}", mysql = "{{ mysql_port }}" }
+allowed_outbound_hosts = ["postgres://127.0.0.1:{{ port }}", "mysql://127.0.0.1:{{ mysql }}"]
+
+[component.p2]
+source = "{caps_p2}"
+variables = { mysql = "{{ mysql_port }}" }
+allowed_outbound_hosts = ["mysql://127.0.0.1:{{ mysql }}"]
 
 [component.ungranted]
 source = "{caps_p3}"
 "#;
 
-/// `op` with `sql` and `args` through component `guest`.
+/// `op` with `sql` and `args` through component `guest`, on PostgreSQL.
 async fn pg(
     bantam: &Bantam,
     guest: &str,
+    url: &str,
+    op: &str,
+    sql: &str,
+    args: &str,
+) -> (u16, String) {
+    database(bantam, (guest, "pg"), url, op, sql, args).await
+}
+
+/// `op` with `sql` and `args` through component `guest`, on MySQL.
+async fn mysql(
+    bantam: &Bantam,
+    guest: &str,
+    url: &str,
+    op: &str,
+    sql: &str,
+    args: &str,
+) -> (u16, String) {
+    database(bantam, (guest, "mysql"), url, op, sql, args).await
+}
+
+/// Ask `guest` to use capability `cap`; values are percent-encoded.
+async fn database(
+    bantam: &Bantam,
+    (guest, cap): (&str, &str),
     url: &str,
     op: &str,
     sql: &str,
@@ -49,7 +85,7 @@ async fn pg(
             .collect::<String>()
     };
     let path = format!(
-        "/{guest}?cap=pg&url={}&op={op}&sql={}&args={}",
+        "/{guest}?cap={cap}&url={}&op={op}&sql={}&args={}",
         encode(url),
         encode(sql),
         encode(args)
@@ -61,7 +97,9 @@ async fn pg(
 async fn postgres_round_trips_every_common_type_where_granted() {
     let server = Postgres::start();
     let url = server.url();
-    let app = TestApp::new(&APP.replace("{PG_PORT}", &server.port.to_string()));
+    let app = TestApp::new(
+        &APP.replace("{PG_PORT}", &server.port.to_string()).replace("{MYSQL_PORT}", "1"),
+    );
     let bantam = app.up(&[]);
 
     let ok = |(status, body): (u16, String)| {
@@ -144,4 +182,71 @@ async fn postgres_round_trips_every_common_type_where_granted() {
     assert_eq!(status, 500);
     assert!(body.starts_with("error: connection-failed: "), "{body}");
     assert_eq!(get(&bantam.url("/p3?cap=nothing")).await.0, 500);
+}
+
+#[tokio::test]
+async fn mysql_through_both_interface_versions_where_granted() {
+    let server = Mariadb::start();
+    let app = TestApp::new(
+        &APP.replace("{PG_PORT}", "1").replace("{MYSQL_PORT}", &server.port.to_string()),
+    );
+    let bantam = app.up(&[]);
+    let ok = |(status, body): (u16, String)| {
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let root = server.url("");
+    assert_eq!(ok(mysql(&bantam, "p3", &root, "execute", "CREATE DATABASE app", "").await), "ok");
+    let url = server.url("app");
+    let create = "CREATE TABLE pets (id INT PRIMARY KEY, age TINYINT UNSIGNED, weight DOUBLE, \
+                  name VARCHAR(40), photo BLOB, big BIGINT, born DATE)";
+    assert_eq!(ok(mysql(&bantam, "p3", &url, "execute", create, "").await), "ok");
+    let insert = "INSERT INTO pets VALUES (?, ?, ?, ?, ?, ?, ?)";
+    let row1 = "i:1,i:3,r:4.5,t:Rex,b:00ff,i:-9000000000,t:2020-02-29";
+    assert_eq!(ok(mysql(&bantam, "p3", &url, "execute", insert, row1).await), "ok");
+    let row2 = "i:2,null,null,t:Zoë,null,null,null";
+    assert_eq!(ok(mysql(&bantam, "p2", &url, "execute", insert, row2).await), "ok");
+
+    let select = "SELECT * FROM pets WHERE id >= ? ORDER BY id";
+    let expected_columns =
+        "id:Int32,age:Uint8,weight:Floating64,name:Str,photo:Binary,big:Int64,born:Str";
+    for guest in ["p3", "p2"] {
+        let body = ok(mysql(&bantam, guest, &url, "query", select, "i:1").await);
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(lines[0], expected_columns, "{guest}");
+        assert_eq!(
+            lines[1],
+            "Int32(1)|Uint8(3)|Floating64(4.5)|Str(\"Rex\")|Binary([0, 255])|Int64(-9000000000)|Str(\"2020-02-29\")",
+            "{guest}"
+        );
+        assert_eq!(lines[2], "Int32(2)|DbNull|DbNull|Str(\"Zoë\")|DbNull|DbNull|DbNull", "{guest}");
+    }
+
+    // The server's error, as query-failed.
+    for guest in ["p3", "p2"] {
+        let (status, body) =
+            mysql(&bantam, guest, &url, "query", "SELECT * FROM nowhere", "").await;
+        assert_eq!(status, 500, "{guest}");
+        assert!(
+            body.starts_with("error: query-failed: ") && body.contains("nowhere"),
+            "{guest}: {body}"
+        );
+    }
+    // Not granted: connection-failed, and the log names the entry.
+    let (status, body) = mysql(&bantam, "ungranted", &url, "query", "SELECT 1", "").await;
+    assert_eq!(status, 500);
+    assert!(body.starts_with("error: connection-failed: "), "{body}");
+    let output = bantam.wait_for_output("connection to mysql://");
+    assert!(
+        output.contains(&format!(
+            "component `ungranted`: connection to mysql://127.0.0.1:{} denied: add \"mysql://127.0.0.1:{}\" to its allowed_outbound_hosts",
+            server.port, server.port
+        )),
+        "{output}"
+    );
+    // The server going away is the guest's error, not the host's.
+    drop(server);
+    let (status, body) = mysql(&bantam, "p2", &url, "query", "SELECT 1", "").await;
+    assert_eq!(status, 500);
+    assert!(body.starts_with("error: connection-failed: "), "{body}");
 }

@@ -221,3 +221,73 @@ impl Drop for Postgres {
         let _ = self.child.wait();
     }
 }
+
+/// A MariaDB server in a temporary directory, its grant tables off (any
+/// user connects, with any password), on a free loopback port.
+pub struct Mariadb {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mariadb {
+    /// Initialise a data directory and start a server on a free port.
+    pub fn start() -> Self {
+        let install = require("mariadb-install-db", "mariadb-server");
+        let server = require("mariadbd", "mariadb-server");
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        // MariaDB runs as root only when told to; otherwise as whoever we are.
+        let user = Command::new("id")
+            .arg("-un")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|_| "root".into());
+        let output = Command::new(install)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--user={user}"))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .output()
+            .expect("running mariadb-install-db");
+        assert!(
+            output.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let port = free_port();
+        let child = Command::new(server)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--user={user}"))
+            .arg(format!("--port={port}"))
+            .arg(format!("--socket={}", dir.path().join("mysqld.sock").display()))
+            .arg(format!("--pid-file={}", dir.path().join("mysqld.pid").display()))
+            .arg(format!("--log-error={}", dir.path().join("error.log").display()))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--skip-grant-tables",
+                "--skip-name-resolve",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=16M",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting mariadbd");
+        wait_for_port(port, "mariadbd");
+        Self { child, port, _dir: dir }
+    }
+
+    /// A URL for `database` as root.
+    pub fn url(&self, database: &str) -> String {
+        format!("mysql://root@127.0.0.1:{}/{database}", self.port)
+    }
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

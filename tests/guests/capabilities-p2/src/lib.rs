@@ -37,6 +37,7 @@ fn handle(request: IncomingRequest) -> anyhow::Result<impl IntoResponse> {
         "redis" => outbound_redis(&arg("url"), &arg("op"), &arg("key"), &arg("value")),
         "mqtt" => mqtt(&arg("url"), &arg("key"), &arg("value"), &arg("qos")),
         "http" => spin_sdk::http::run(outbound_http(&arg("url"), &arg("body"))),
+        "mysql" => mysql(&arg("url"), &arg("op"), &arg("sql"), &arg("args")),
         other => Err(format!("unknown cap `{other}`")),
     };
     let (status, body) = match answer {
@@ -262,4 +263,38 @@ async fn outbound_http(url: &str, body: &str) -> Answer {
         other => format!("other: {other}"),
     })?;
     Ok(format!("{} {}", response.status(), String::from_utf8_lossy(response.body())))
+}
+
+/// Outbound MySQL (fermyon:spin/mysql@2): same protocol as the spin-sdk 7
+/// guest.
+fn mysql(url: &str, op: &str, sql: &str, args: &str) -> Answer {
+    use spin_sdk::mysql::{Connection, MysqlError, ParameterValue as P};
+    let error = |e: MysqlError| match e {
+        MysqlError::ConnectionFailed(m) => format!("connection-failed: {m}"),
+        MysqlError::BadParameter(m) => format!("bad-parameter: {m}"),
+        MysqlError::QueryFailed(m) => format!("query-failed: {m}"),
+        MysqlError::ValueConversionFailed(m) => format!("value-conversion-failed: {m}"),
+        MysqlError::Other(m) => format!("other: {m}"),
+    };
+    let params: Vec<P> = probe_logic::sql_params(args)
+        .into_iter()
+        .map(|p| match p {
+            SqlParam::Integer(i) => P::Int64(i),
+            SqlParam::Real(r) => P::Floating64(r),
+            SqlParam::Text(t) => P::Str(t),
+            SqlParam::Blob(b) => P::Binary(b),
+            SqlParam::Null => P::DbNull,
+        })
+        .collect();
+    let db = Connection::open(url).map_err(error)?;
+    match op {
+        "execute" => db.execute(sql, &params).map(|()| "ok".into()).map_err(error),
+        "query" => {
+            let set = db.query(sql, &params).map_err(error)?;
+            let columns: Vec<(String, _)> =
+                set.columns.iter().map(|c| (c.name.clone(), c.data_type)).collect();
+            Ok(probe_logic::render_rows(&columns, &set.rows))
+        }
+        other => Err(format!("unknown op `{other}`")),
+    }
 }

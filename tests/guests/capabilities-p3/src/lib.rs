@@ -32,6 +32,7 @@ async fn handle(request: Request) -> impl IntoResponse {
         "mqtt" => mqtt(&arg("url"), &arg("key"), &arg("value"), &arg("qos")).await,
         "http" => outbound_http(&arg("url"), &arg("body")).await,
         "pg" => postgres(&arg("url"), &arg("op"), &arg("sql"), &arg("args")).await,
+        "mysql" => mysql(&arg("url"), &arg("op"), &arg("sql"), &arg("args")).await,
         other => Err(format!("unknown cap `{other}`")),
     };
     let (status, body) = match answer {
@@ -347,18 +348,57 @@ async fn postgres(url: &str, op: &str, sql: &str, args: &str) -> Answer {
         }
         "query" => {
             let result = db.query(sql, pg_params(args)).await.map_err(pg_error)?;
-            let columns: Vec<String> =
-                result.columns().iter().map(|c| format!("{}:{:?}", c.name, c.data_type)).collect();
-            let width = columns.len();
+            let columns: Vec<(String, spin_sdk::pg::DbDataType)> =
+                result.columns().iter().map(|c| (c.name.clone(), c.data_type.clone())).collect();
             let rows = result.collect().await.map_err(pg_error)?;
-            let mut lines = vec![columns.join(",")];
-            for row in rows {
-                lines.push(
-                    (0..width).map(|i| format!("{:?}", row[i])).collect::<Vec<_>>().join("|"),
-                );
-            }
-            // Without the generated Debug's type prefixes.
-            Ok(lines.join("\n").replace("DbDataType::", "").replace("DbValue::", ""))
+            let rows: Vec<Vec<_>> = rows
+                .iter()
+                .map(|row| (0..columns.len()).map(|i| row[i].clone()).collect())
+                .collect();
+            Ok(probe_logic::render_rows(&columns, &rows))
+        }
+        other => Err(format!("unknown op `{other}`")),
+    }
+}
+
+/// Outbound MySQL (spin:mysql@3): like `postgres`, with parameters
+/// `i:` (int64), `u:` (uint64), `f:` (float64), `t:` (text), `hex:`
+/// (binary) or `null`.
+async fn mysql(url: &str, op: &str, sql: &str, args: &str) -> Answer {
+    use spin_sdk::mysql::{Connection, Error, MysqlError, ParameterValue as P};
+    let error = |e: Error| match e {
+        Error::MysqlError(MysqlError::ConnectionFailed(m)) => format!("connection-failed: {m}"),
+        Error::MysqlError(MysqlError::BadParameter(m)) => format!("bad-parameter: {m}"),
+        Error::MysqlError(MysqlError::QueryFailed(m)) => format!("query-failed: {m}"),
+        Error::MysqlError(MysqlError::ValueConversionFailed(m)) => {
+            format!("value-conversion-failed: {m}")
+        }
+        Error::MysqlError(MysqlError::Other(m)) => format!("other: {m}"),
+        Error::Decode(m) => format!("decode: {m}"),
+    };
+    let params: Vec<P> = probe_logic::sql_params(args)
+        .into_iter()
+        .map(|p| match p {
+            probe_logic::SqlParam::Integer(i) => P::Int64(i),
+            probe_logic::SqlParam::Real(r) => P::Floating64(r),
+            probe_logic::SqlParam::Text(t) => P::Str(t),
+            probe_logic::SqlParam::Blob(b) => P::Binary(b),
+            probe_logic::SqlParam::Null => P::DbNull,
+        })
+        .collect();
+    let db = Connection::open(url).await.map_err(error)?;
+    match op {
+        "execute" => db.execute(sql, params).await.map(|()| "ok".into()).map_err(error),
+        "query" => {
+            let result = db.query(sql, params).await.map_err(error)?;
+            let columns: Vec<(String, spin_sdk::mysql::DbDataType)> =
+                result.columns().iter().map(|c| (c.name.clone(), c.data_type)).collect();
+            let rows = result.collect().await.map_err(error)?;
+            let rows: Vec<Vec<_>> = rows
+                .iter()
+                .map(|row| (0..columns.len()).map(|i| row[i].clone()).collect())
+                .collect();
+            Ok(probe_logic::render_rows(&columns, &rows))
         }
         other => Err(format!("unknown op `{other}`")),
     }

@@ -215,3 +215,20 @@ fn percent_decode(text: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A query's answer as the capability guests render it: `name:Type`
+/// columns on the first line, then one line per row of `|`-separated
+/// values, in the WIT's shape without the generated Debug's type prefixes.
+pub fn render_rows<C: std::fmt::Debug, V: std::fmt::Debug>(
+    columns: &[(String, C)],
+    rows: &[Vec<V>],
+) -> String {
+    let mut lines = vec![
+        columns.iter().map(|(name, ty)| format!("{name}:{ty:?}")).collect::<Vec<_>>().join(","),
+    ];
+    for row in rows {
+        lines.push(row.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join("|"));
+    }
+    let text = lines.join("\n");
+    ["DbDataType::", "DbValue::"].iter().fold(text, |text, prefix| text.replace(prefix, ""))
+}
