@@ -29,7 +29,9 @@ pub struct MysqlConnection {
     connection: Arc<tokio::sync::Mutex<mysql_async::Conn>>,
 }
 
-/// A failure, before mapping to each interface's error (same cases).
+/// A failure, before mapping to each interface's error (same cases, named
+/// as the WIT names them).
+#[allow(clippy::enum_variant_names)]
 enum Failure {
     ConnectionFailed(String),
     QueryFailed(String),
