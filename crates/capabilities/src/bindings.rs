@@ -20,6 +20,7 @@ wasmtime::component::bindgen!({
         "spin:mqtt/mqtt.connection": crate::outbound_mqtt::MqttConnection,
         "fermyon:spin/mqtt.connection": crate::outbound_mqtt::MqttConnection,
         "spin:postgres/postgres.connection": crate::outbound_pg::PgConnection,
+        "fermyon:spin/postgres.connection": crate::outbound_pg::PgConnection,
         "spin:mysql/mysql.connection": crate::outbound_mysql::MysqlConnection,
         "fermyon:spin/mysql.connection": crate::outbound_mysql::MysqlConnection,
         "spin:postgres/postgres.connection-builder": crate::outbound_pg::PgConnectionBuilder,

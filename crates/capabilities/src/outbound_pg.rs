@@ -1,5 +1,8 @@
 //! Outbound PostgreSQL: `spin:postgres/postgres@4.2.0`, as spin-sdk 7
-//! imports it (guests importing 4.0.0 or 4.1.0 link to it by semver).
+//! imports it (guests importing 4.0.0 or 4.1.0, such as spin-sdk 5's
+//! `pg4`, link to it by semver), and `fermyon:spin/postgres@2.0.0`
+//! (spin-sdk 2 to 5's `pg`), whose smaller set of types is mapped onto
+//! 4.2's: values it has no case for arrive as `unsupported`.
 //!
 //! `open(address)` takes a connection string, a URL
 //! (`postgres://user:pw@host:5432/db`) or key-value pairs
@@ -21,6 +24,8 @@ use rustls_pki_types::pem::PemObject;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
 use wasmtime::component::{Accessor, FutureReader, Resource, StreamReader};
 
+use crate::bindings::fermyon::spin::postgres as v2_pg;
+use crate::bindings::fermyon::spin::rdbms_types as v2;
 use crate::bindings::spin::postgres::postgres as v4;
 use crate::{Capabilities, CapabilitiesView, ComponentCapabilities};
 
@@ -96,7 +101,16 @@ async fn connect(
 /// A query's failure: the server's structured error when there is one.
 fn query_failed(error: tokio_postgres::Error) -> v4::Error {
     let Some(db) = error.as_db_error() else {
-        return v4::Error::QueryFailed(v4::QueryError::Text(error.to_string()));
+        // tokio-postgres keeps the useful part in the source ("cannot
+        // convert between the Rust type `i64` and the Postgres type
+        // `int4`"); the guest gets the whole chain.
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            text = format!("{text}: {cause}");
+            source = cause.source();
+        }
+        return v4::Error::QueryFailed(v4::QueryError::Text(text));
     };
     let mut extras = Vec::new();
     let mut extra = |name: &str, value: Option<&str>| {
@@ -110,7 +124,7 @@ fn query_failed(error: tokio_postgres::Error) -> v4::Error {
     extra("column", db.column());
     extra("constraint", db.constraint());
     v4::Error::QueryFailed(v4::QueryError::DbError(v4::DbError {
-        as_text: error.to_string(),
+        as_text: db.to_string(),
         severity: db.severity().to_string(),
         code: db.code().code().to_string(),
         message: db.message().to_string(),
@@ -521,5 +535,125 @@ impl<T> v4::HostConnectionBuilderWithStore<T> for Capabilities {
         })?;
         let connected = connect(&component, &address, &roots).await;
         accessor.with(|mut access| access.get().push_pg(connected))
+    }
+}
+
+/// A 2.0 parameter as 4.2 has it.
+fn v2_param(value: v2::ParameterValue) -> v4::ParameterValue {
+    use v2::ParameterValue as P2;
+    use v4::ParameterValue as P;
+    match value {
+        P2::Boolean(v) => P::Boolean(v),
+        P2::Int8(v) => P::Int8(v),
+        P2::Int16(v) => P::Int16(v),
+        P2::Int32(v) => P::Int32(v),
+        P2::Int64(v) => P::Int64(v),
+        // PostgreSQL has no unsigned integers: the next wider signed type.
+        P2::Uint8(v) => P::Int16(v.into()),
+        P2::Uint16(v) => P::Int32(v.into()),
+        P2::Uint32(v) => P::Int64(v.into()),
+        P2::Uint64(v) => P::Int64(v as i64),
+        P2::Floating32(v) => P::Floating32(v),
+        P2::Floating64(v) => P::Floating64(v),
+        P2::Str(v) => P::Str(v),
+        P2::Binary(v) => P::Binary(v),
+        P2::DbNull => P::DbNull,
+    }
+}
+
+/// A 4.2 error as 2.0 has it.
+fn v2_error(error: v4::Error) -> v2::Error {
+    match error {
+        v4::Error::ConnectionFailed(m) => v2::Error::ConnectionFailed(m),
+        v4::Error::BadParameter(m) => v2::Error::BadParameter(m),
+        v4::Error::QueryFailed(v4::QueryError::Text(m)) => v2::Error::QueryFailed(m),
+        v4::Error::QueryFailed(v4::QueryError::DbError(e)) => v2::Error::QueryFailed(e.as_text),
+        v4::Error::ValueConversionFailed(m) => v2::Error::ValueConversionFailed(m),
+        v4::Error::Other(m) => v2::Error::Other(m),
+    }
+}
+
+/// A 4.2 column type as 2.0 has it.
+fn v2_data_type(ty: v4::DbDataType) -> v2::DbDataType {
+    use v2::DbDataType as D2;
+    use v4::DbDataType as D;
+    match ty {
+        D::Boolean => D2::Boolean,
+        D::Int8 => D2::Int8,
+        D::Int16 => D2::Int16,
+        D::Int32 => D2::Int32,
+        D::Int64 => D2::Int64,
+        D::Floating32 => D2::Floating32,
+        D::Floating64 => D2::Floating64,
+        D::Str => D2::Str,
+        D::Binary => D2::Binary,
+        _ => D2::Other,
+    }
+}
+
+/// A 4.2 value as 2.0 has it.
+fn v2_value(value: v4::DbValue) -> v2::DbValue {
+    use v2::DbValue as V2;
+    use v4::DbValue as V;
+    match value {
+        V::Boolean(v) => V2::Boolean(v),
+        V::Int8(v) => V2::Int8(v),
+        V::Int16(v) => V2::Int16(v),
+        V::Int32(v) => V2::Int32(v),
+        V::Int64(v) => V2::Int64(v),
+        V::Floating32(v) => V2::Floating32(v),
+        V::Floating64(v) => V2::Floating64(v),
+        V::Str(v) => V2::Str(v),
+        V::Binary(v) => V2::Binary(v),
+        V::DbNull => V2::DbNull,
+        _ => V2::Unsupported,
+    }
+}
+
+type V2<T> = wasmtime::Result<Result<T, v2::Error>>;
+
+impl v2_pg::Host for CapabilitiesView<'_> {}
+
+impl v2_pg::HostConnection for CapabilitiesView<'_> {
+    async fn open(&mut self, address: String) -> V2<Resource<PgConnection>> {
+        let component = Arc::clone(self.state.component());
+        let connected = connect(&component, &address, &[]).await;
+        Ok(self.push_pg(connected)?.map_err(v2_error))
+    }
+
+    async fn query(
+        &mut self,
+        this: Resource<PgConnection>,
+        statement: String,
+        params: Vec<v2::ParameterValue>,
+    ) -> V2<v2::RowSet> {
+        let client = self.pg_client(&this)?;
+        let params = params.into_iter().map(v2_param).collect();
+        Ok(query(&client, &statement, params)
+            .await
+            .map(|(columns, rows)| v2::RowSet {
+                columns: columns
+                    .into_iter()
+                    .map(|c| v2::Column { name: c.name, data_type: v2_data_type(c.data_type) })
+                    .collect(),
+                rows: rows.into_iter().map(|row| row.into_iter().map(v2_value).collect()).collect(),
+            })
+            .map_err(v2_error))
+    }
+
+    async fn execute(
+        &mut self,
+        this: Resource<PgConnection>,
+        statement: String,
+        params: Vec<v2::ParameterValue>,
+    ) -> V2<u64> {
+        let client = self.pg_client(&this)?;
+        let params = params.into_iter().map(v2_param).collect();
+        Ok(execute(&client, &statement, params).await.map_err(v2_error))
+    }
+
+    async fn drop(&mut self, this: Resource<PgConnection>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
     }
 }

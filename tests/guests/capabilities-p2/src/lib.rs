@@ -38,6 +38,7 @@ fn handle(request: IncomingRequest) -> anyhow::Result<impl IntoResponse> {
         "mqtt" => mqtt(&arg("url"), &arg("key"), &arg("value"), &arg("qos")),
         "http" => spin_sdk::http::run(outbound_http(&arg("url"), &arg("body"))),
         "mysql" => mysql(&arg("url"), &arg("op"), &arg("sql"), &arg("args")),
+        "pg" => postgres(&arg("url"), &arg("op"), &arg("sql"), &arg("args")),
         other => Err(format!("unknown cap `{other}`")),
     };
     let (status, body) = match answer {
@@ -289,6 +290,40 @@ fn mysql(url: &str, op: &str, sql: &str, args: &str) -> Answer {
     let db = Connection::open(url).map_err(error)?;
     match op {
         "execute" => db.execute(sql, &params).map(|()| "ok".into()).map_err(error),
+        "query" => {
+            let set = db.query(sql, &params).map_err(error)?;
+            let columns: Vec<(String, _)> =
+                set.columns.iter().map(|c| (c.name.clone(), c.data_type)).collect();
+            Ok(probe_logic::render_rows(&columns, &set.rows))
+        }
+        other => Err(format!("unknown op `{other}`")),
+    }
+}
+
+/// Outbound PostgreSQL (fermyon:spin/postgres@2): same protocol as
+/// `mysql`; `execute` answers the row count.
+fn postgres(url: &str, op: &str, sql: &str, args: &str) -> Answer {
+    use spin_sdk::pg::{Connection, ParameterValue as P, PgError};
+    let error = |e: PgError| match e {
+        PgError::ConnectionFailed(m) => format!("connection-failed: {m}"),
+        PgError::BadParameter(m) => format!("bad-parameter: {m}"),
+        PgError::QueryFailed(m) => format!("query-failed: {m}"),
+        PgError::ValueConversionFailed(m) => format!("value-conversion-failed: {m}"),
+        PgError::Other(m) => format!("other: {m}"),
+    };
+    let params: Vec<P> = probe_logic::sql_params(args)
+        .into_iter()
+        .map(|p| match p {
+            SqlParam::Integer(i) => P::Int64(i),
+            SqlParam::Real(r) => P::Floating64(r),
+            SqlParam::Text(t) => P::Str(t),
+            SqlParam::Blob(b) => P::Binary(b),
+            SqlParam::Null => P::DbNull,
+        })
+        .collect();
+    let db = Connection::open(url).map_err(error)?;
+    match op {
+        "execute" => db.execute(sql, &params).map(|n| n.to_string()).map_err(error),
         "query" => {
             let set = db.query(sql, &params).map_err(error)?;
             let columns: Vec<(String, _)> =
