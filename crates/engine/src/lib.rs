@@ -29,8 +29,13 @@ pub use stdio::LogConfig;
 
 /// How often the epoch ticks. Guests yield to the scheduler on every tick,
 /// so a guest stuck in a loop cannot hold a worker thread for longer than
-/// this; deadlines (the limits work) are counted in ticks too.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// this. 1 ms: with 10 ms, a neighbour of two busy loops on two cores
+/// waited several ticks per request.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// After this many ticks of computing, a guest is a long runner and gives
+/// way to others (see `Engine::new_store`): 20 ms.
+const LONG_RUNNER_TICKS: u32 = 20;
 
 /// Settings for the [`Engine`], chosen once per process.
 #[derive(Debug, Clone)]
@@ -243,19 +248,31 @@ impl Engine {
         // past the request timeout (plus a tick, so the trigger answers the
         // client first), stop it: a guest in a loop is interrupted even if
         // it never calls the host.
-        match self.request_timeout {
-            Some(timeout) => {
-                let deadline = Instant::now() + timeout + EPOCH_TICK;
-                store.epoch_deadline_callback(move |_| {
-                    if Instant::now() >= deadline {
-                        Ok(wasmtime::UpdateDeadline::Interrupt)
-                    } else {
-                        Ok(wasmtime::UpdateDeadline::Yield(1))
-                    }
-                });
+        //
+        // The yield is tokio's own `yield_now`, which puts the task at the
+        // back of the run queue. A plain self-wake (wasmtime's `Yield`)
+        // lands in the worker's LIFO slot and is polled again at once, so
+        // guests in busy loops on every worker kept a neighbour waiting
+        // hundreds of milliseconds (measured by `adversarial.rs`).
+        //
+        // A guest that has computed for more than `LONG_RUNNER_TICKS` ticks
+        // also sleeps a tick each time: a runaway loop then takes at most
+        // half a core, and short requests beside it keep their latency.
+        let deadline = self.request_timeout.map(|timeout| Instant::now() + timeout + EPOCH_TICK);
+        let mut ticks: u32 = 0;
+        store.epoch_deadline_callback(move |_| {
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
             }
-            None => store.epoch_deadline_async_yield_and_update(1),
-        }
+            ticks = ticks.saturating_add(1);
+            let pause: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> =
+                if ticks > LONG_RUNNER_TICKS {
+                    Box::pin(tokio::time::sleep(EPOCH_TICK))
+                } else {
+                    Box::pin(tokio::task::yield_now())
+                };
+            Ok(wasmtime::UpdateDeadline::YieldCustom(1, pause))
+        });
         Ok(store)
     }
 

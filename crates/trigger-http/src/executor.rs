@@ -162,6 +162,7 @@ impl HttpComponent {
             tracing::warn!("component `{}` is at its instance limit: request turned away", self.id);
             return Err(HandleError::Busy);
         };
+        let started = Instant::now();
         let handled = self.handler.handle((), request);
         let result = match self.timeout {
             // The instance itself is interrupted by its epoch deadline just
@@ -184,6 +185,16 @@ impl HttpComponent {
             response.map(|body| PermitBody { body, _permit: permit }.boxed_unsync())
         });
         result.map_err(|error| {
+            // On a busy machine the instance's epoch deadline can interrupt
+            // it before the timer above fires: that is still a timeout.
+            if self.timeout.is_some_and(|timeout| started.elapsed() >= timeout) {
+                tracing::error!(
+                    "component `{}` did not answer within {:?}: the request timed out",
+                    self.id,
+                    self.timeout.unwrap_or_default()
+                );
+                return HandleError::TimedOut;
+            }
             // A dead worker's cause is logged once, by `SingleUse::drop`.
             if error.downcast_ref::<TrapOrPanicError>().is_none() {
                 tracing::error!(

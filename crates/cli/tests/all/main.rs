@@ -4,6 +4,7 @@
 mod services;
 mod support;
 
+mod adversarial;
 mod capabilities;
 mod databases;
 mod faults;

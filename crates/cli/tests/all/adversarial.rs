@@ -1,0 +1,160 @@
+//! Hostile guests beside a healthy neighbour: each attack gets its clean
+//! answer, and the neighbour's latency is measured against its baseline in
+//! the same run. Each test prints one `figures:` line for SECURITY.md.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::{Bantam, TestApp, get};
+
+/// A hostile component and a healthy one, both the spin-sdk 7 probe.
+const APP: &str = r#"
+spin_manifest_version = 2
+[application]
+name = "neighbours"
+
+[[trigger.http]]
+route = "/hostile/..."
+component = "hostile"
+
+[[trigger.http]]
+route = "/healthy/..."
+component = "healthy"
+
+[component.hostile]
+source = "{p3}"
+
+[component.healthy]
+source = "{p3}"
+"#;
+
+/// Median latency of `samples` sequential requests to the neighbour, after
+/// a few to warm up.
+async fn neighbour_median(bantam: &Bantam, samples: usize) -> Duration {
+    let url = bantam.url("/healthy?status=200");
+    for _ in 0..5 {
+        assert_eq!(get(&url).await.0, 200);
+    }
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let started = Instant::now();
+        assert_eq!(get(&url).await.0, 200, "the neighbour must keep answering");
+        times.push(started.elapsed());
+    }
+    times.sort();
+    times[samples / 2]
+}
+
+/// GET for an attacker: a response cut off mid-body is an answer too
+/// (status 0, the error as the body).
+async fn hostile_get(url: &str) -> (u16, String) {
+    let response = match reqwest::get(url).await {
+        Ok(response) => response,
+        Err(error) => return (0, error.to_string()),
+    };
+    let status = response.status().as_u16();
+    match response.text().await {
+        Ok(body) => (status, body),
+        Err(error) => (0, error.to_string()),
+    }
+}
+
+/// Send `attack` to the hostile component from `concurrent` clients, each
+/// repeating it, while the neighbour is measured; print the figures and
+/// return the neighbour's median under attack and every hostile answer.
+async fn measure(
+    name: &str,
+    bantam: &Bantam,
+    attack: &str,
+    concurrent: usize,
+) -> (Duration, Vec<(u16, String)>) {
+    let baseline = neighbour_median(bantam, 40).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let attackers: Vec<_> = (0..concurrent)
+        .map(|_| {
+            let url = bantam.url(&format!("/hostile?{attack}"));
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    answers.push(hostile_get(&url).await);
+                }
+                answers
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let during = neighbour_median(bantam, 40).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut answers = Vec::new();
+    for attacker in attackers {
+        answers.extend(attacker.await.unwrap());
+    }
+    let ratio = during.as_secs_f64() / baseline.as_secs_f64();
+    eprintln!(
+        "figures: attack={name} baseline_us={} during_us={} ratio={ratio:.2} hostile_requests={}",
+        baseline.as_micros(),
+        during.as_micros(),
+        answers.len()
+    );
+    (during, answers)
+}
+
+/// The machine's cores: enough attackers to occupy every one.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The neighbour must stay responsive: far below the attacks' own cost
+/// (a starved neighbour would wait for the 4 s timeout or a whole body).
+const RESPONSIVE: Duration = Duration::from_millis(100);
+
+#[tokio::test]
+async fn busy_loops_on_every_core_leave_the_neighbour_answering() {
+    let app = TestApp::new(APP);
+    let bantam = app.up(&["--request-timeout", "4s"]);
+    let (during, answers) = measure("busy loop", &bantam, "loop", cores()).await;
+    for answer in answers {
+        assert_eq!(answer, (504, "request timed out\n".to_string()));
+    }
+    assert!(during < RESPONSIVE, "neighbour median {during:?} during the loops");
+}
+
+#[tokio::test]
+async fn memory_bombs_stack_overflows_and_traps_fail_alone() {
+    let app = TestApp::new(APP);
+    let bantam = app.up(&["--max-memory", "32MiB", "--max-stack-size", "256KiB"]);
+    for (name, attack) in [
+        ("memory bomb", "big=100000000"),
+        ("stack overflow", "recurse=1000000"),
+        ("trap storm", "panic=boom"),
+    ] {
+        let (during, answers) = measure(name, &bantam, attack, cores()).await;
+        assert!(!answers.is_empty());
+        for answer in answers {
+            assert_eq!(answer, (500, String::new()), "{name}");
+        }
+        assert!(during < RESPONSIVE, "{name}: neighbour median {during:?}");
+    }
+    let output = bantam.output();
+    assert!(output.contains("component `hostile` failed"), "{output}");
+    assert!(!output.contains("component `healthy` failed"), "{output}");
+}
+
+#[tokio::test]
+async fn huge_responses_are_cut_off_without_starving_the_neighbour() {
+    let app = TestApp::new(APP);
+    let bantam = app.up(&["--max-response-body-size", "1MiB"]);
+    let (during, answers) = measure("huge response", &bantam, "big=50000000", cores()).await;
+    assert!(!answers.is_empty());
+    for (status, body) in answers {
+        assert!(
+            status == 0 && body.contains("error decoding response body"),
+            "{status}: {body:.100}"
+        );
+    }
+    let output = bantam.output();
+    assert!(output.contains("component `hostile` streamed more than 1048576 bytes"), "{output}");
+    assert!(during < RESPONSIVE, "neighbour median {during:?}");
+}
