@@ -93,7 +93,19 @@ fn data_type(column: &mysql_async::Column) -> DataType {
     // Character set 63 is `binary`: BLOB and VARBINARY share their column
     // types with TEXT and VARCHAR.
     let binary = column.character_set() == 63;
+    let text_or_blob = matches!(
+        column.column_type(),
+        ColumnType::MYSQL_TYPE_VARCHAR
+            | ColumnType::MYSQL_TYPE_VAR_STRING
+            | ColumnType::MYSQL_TYPE_STRING
+            | ColumnType::MYSQL_TYPE_TINY_BLOB
+            | ColumnType::MYSQL_TYPE_MEDIUM_BLOB
+            | ColumnType::MYSQL_TYPE_LONG_BLOB
+            | ColumnType::MYSQL_TYPE_BLOB
+    );
     match (column.column_type(), unsigned) {
+        _ if text_or_blob && binary => DataType::Binary,
+        _ if text_or_blob => DataType::Str,
         (ColumnType::MYSQL_TYPE_TINY, false) => DataType::Int8,
         (ColumnType::MYSQL_TYPE_TINY, true) => DataType::Uint8,
         (ColumnType::MYSQL_TYPE_SHORT | ColumnType::MYSQL_TYPE_YEAR, false) => DataType::Int16,
@@ -105,24 +117,7 @@ fn data_type(column: &mysql_async::Column) -> DataType {
         (ColumnType::MYSQL_TYPE_FLOAT, _) => DataType::Floating32,
         (ColumnType::MYSQL_TYPE_DOUBLE, _) => DataType::Floating64,
         (
-            ColumnType::MYSQL_TYPE_VARCHAR
-            | ColumnType::MYSQL_TYPE_VAR_STRING
-            | ColumnType::MYSQL_TYPE_STRING
-            | ColumnType::MYSQL_TYPE_TINY_BLOB
-            | ColumnType::MYSQL_TYPE_MEDIUM_BLOB
-            | ColumnType::MYSQL_TYPE_LONG_BLOB
-            | ColumnType::MYSQL_TYPE_BLOB,
-            _,
-        ) if binary => DataType::Binary,
-        (
-            ColumnType::MYSQL_TYPE_VARCHAR
-            | ColumnType::MYSQL_TYPE_VAR_STRING
-            | ColumnType::MYSQL_TYPE_STRING
-            | ColumnType::MYSQL_TYPE_TINY_BLOB
-            | ColumnType::MYSQL_TYPE_MEDIUM_BLOB
-            | ColumnType::MYSQL_TYPE_LONG_BLOB
-            | ColumnType::MYSQL_TYPE_BLOB
-            | ColumnType::MYSQL_TYPE_JSON
+            ColumnType::MYSQL_TYPE_JSON
             | ColumnType::MYSQL_TYPE_DECIMAL
             | ColumnType::MYSQL_TYPE_NEWDECIMAL
             | ColumnType::MYSQL_TYPE_ENUM

@@ -93,6 +93,21 @@ async fn database(
     get(&bantam.url(&path)).await
 }
 
+/// An ungranted component's answer: connection-failed, as on Spin, and a
+/// log line naming the entry to add.
+fn assert_refused((status, body): (u16, String), bantam: &Bantam, scheme: &str, port: u16) {
+    assert_eq!(status, 500);
+    assert!(body.starts_with("error: connection-failed: "), "{body}");
+    let output = bantam.wait_for_output(&format!("connection to {scheme}://"));
+    let entry = format!("{scheme}://127.0.0.1:{port}");
+    assert!(
+        output.contains(&format!(
+            "component `ungranted`: connection to {entry} denied: add \"{entry}\" to its allowed_outbound_hosts"
+        )),
+        "{output}"
+    );
+}
+
 #[tokio::test]
 async fn postgres_round_trips_every_common_type_where_granted() {
     let server = Postgres::start();
@@ -195,17 +210,11 @@ async fn postgres_round_trips_every_common_type_where_granted() {
     assert_eq!(status, 500);
     assert!(body.starts_with("error: bad-parameter: "), "{body}");
 
-    // Not granted: connection-failed, and the log names the entry to add.
-    let (status, body) = pg(&bantam, "ungranted", &url, "query", "SELECT 1", "").await;
-    assert_eq!(status, 500);
-    assert!(body.starts_with("error: connection-failed: "), "{body}");
-    let output = bantam.wait_for_output("connection to postgres://");
-    assert!(
-        output.contains(&format!(
-            "component `ungranted`: connection to postgres://127.0.0.1:{} denied: add \"postgres://127.0.0.1:{}\" to its allowed_outbound_hosts",
-            server.port, server.port
-        )),
-        "{output}"
+    assert_refused(
+        pg(&bantam, "ungranted", &url, "query", "SELECT 1", "").await,
+        &bantam,
+        "postgres",
+        server.port,
     );
 
     // The server going away is an error for the guest, not the host.
@@ -264,17 +273,11 @@ async fn mysql_through_both_interface_versions_where_granted() {
             "{guest}: {body}"
         );
     }
-    // Not granted: connection-failed, and the log names the entry.
-    let (status, body) = mysql(&bantam, "ungranted", &url, "query", "SELECT 1", "").await;
-    assert_eq!(status, 500);
-    assert!(body.starts_with("error: connection-failed: "), "{body}");
-    let output = bantam.wait_for_output("connection to mysql://");
-    assert!(
-        output.contains(&format!(
-            "component `ungranted`: connection to mysql://127.0.0.1:{} denied: add \"mysql://127.0.0.1:{}\" to its allowed_outbound_hosts",
-            server.port, server.port
-        )),
-        "{output}"
+    assert_refused(
+        mysql(&bantam, "ungranted", &url, "query", "SELECT 1", "").await,
+        &bantam,
+        "mysql",
+        server.port,
     );
     // The server going away is the guest's error, not the host's.
     drop(server);

@@ -266,18 +266,22 @@ async fn outbound_http(url: &str, body: &str) -> Answer {
     Ok(format!("{} {}", response.status(), String::from_utf8_lossy(response.body())))
 }
 
-/// Outbound MySQL (fermyon:spin/mysql@2): same protocol as the spin-sdk 7
-/// guest.
-fn mysql(url: &str, op: &str, sql: &str, args: &str) -> Answer {
-    use spin_sdk::mysql::{Connection, MysqlError, ParameterValue as P};
-    let error = |e: MysqlError| match e {
-        MysqlError::ConnectionFailed(m) => format!("connection-failed: {m}"),
-        MysqlError::BadParameter(m) => format!("bad-parameter: {m}"),
-        MysqlError::QueryFailed(m) => format!("query-failed: {m}"),
-        MysqlError::ValueConversionFailed(m) => format!("value-conversion-failed: {m}"),
-        MysqlError::Other(m) => format!("other: {m}"),
-    };
-    let params: Vec<P> = probe_logic::sql_params(args)
+/// Spin 2's MySQL and PostgreSQL interfaces share their error and value
+/// types (`rdbms-types`).
+fn rdbms_error(e: spin_sdk::mysql::MysqlError) -> String {
+    use spin_sdk::mysql::MysqlError as E;
+    match e {
+        E::ConnectionFailed(m) => format!("connection-failed: {m}"),
+        E::BadParameter(m) => format!("bad-parameter: {m}"),
+        E::QueryFailed(m) => format!("query-failed: {m}"),
+        E::ValueConversionFailed(m) => format!("value-conversion-failed: {m}"),
+        E::Other(m) => format!("other: {m}"),
+    }
+}
+
+fn rdbms_params(args: &str) -> Vec<spin_sdk::mysql::ParameterValue> {
+    use spin_sdk::mysql::ParameterValue as P;
+    probe_logic::sql_params(args)
         .into_iter()
         .map(|p| match p {
             SqlParam::Integer(i) => P::Int64(i),
@@ -286,16 +290,23 @@ fn mysql(url: &str, op: &str, sql: &str, args: &str) -> Answer {
             SqlParam::Blob(b) => P::Binary(b),
             SqlParam::Null => P::DbNull,
         })
-        .collect();
-    let db = Connection::open(url).map_err(error)?;
+        .collect()
+}
+
+fn render_row_set(set: spin_sdk::mysql::RowSet) -> String {
+    let columns: Vec<(String, _)> =
+        set.columns.iter().map(|c| (c.name.clone(), c.data_type)).collect();
+    probe_logic::render_rows(&columns, &set.rows)
+}
+
+/// Outbound MySQL (fermyon:spin/mysql@2): same protocol as the spin-sdk 7
+/// guest.
+fn mysql(url: &str, op: &str, sql: &str, args: &str) -> Answer {
+    let db = spin_sdk::mysql::Connection::open(url).map_err(rdbms_error)?;
+    let params = rdbms_params(args);
     match op {
-        "execute" => db.execute(sql, &params).map(|()| "ok".into()).map_err(error),
-        "query" => {
-            let set = db.query(sql, &params).map_err(error)?;
-            let columns: Vec<(String, _)> =
-                set.columns.iter().map(|c| (c.name.clone(), c.data_type)).collect();
-            Ok(probe_logic::render_rows(&columns, &set.rows))
-        }
+        "execute" => db.execute(sql, &params).map(|()| "ok".into()).map_err(rdbms_error),
+        "query" => db.query(sql, &params).map(render_row_set).map_err(rdbms_error),
         other => Err(format!("unknown op `{other}`")),
     }
 }
@@ -303,33 +314,11 @@ fn mysql(url: &str, op: &str, sql: &str, args: &str) -> Answer {
 /// Outbound PostgreSQL (fermyon:spin/postgres@2): same protocol as
 /// `mysql`; `execute` answers the row count.
 fn postgres(url: &str, op: &str, sql: &str, args: &str) -> Answer {
-    use spin_sdk::pg::{Connection, ParameterValue as P, PgError};
-    let error = |e: PgError| match e {
-        PgError::ConnectionFailed(m) => format!("connection-failed: {m}"),
-        PgError::BadParameter(m) => format!("bad-parameter: {m}"),
-        PgError::QueryFailed(m) => format!("query-failed: {m}"),
-        PgError::ValueConversionFailed(m) => format!("value-conversion-failed: {m}"),
-        PgError::Other(m) => format!("other: {m}"),
-    };
-    let params: Vec<P> = probe_logic::sql_params(args)
-        .into_iter()
-        .map(|p| match p {
-            SqlParam::Integer(i) => P::Int64(i),
-            SqlParam::Real(r) => P::Floating64(r),
-            SqlParam::Text(t) => P::Str(t),
-            SqlParam::Blob(b) => P::Binary(b),
-            SqlParam::Null => P::DbNull,
-        })
-        .collect();
-    let db = Connection::open(url).map_err(error)?;
+    let db = spin_sdk::pg::Connection::open(url).map_err(rdbms_error)?;
+    let params = rdbms_params(args);
     match op {
-        "execute" => db.execute(sql, &params).map(|n| n.to_string()).map_err(error),
-        "query" => {
-            let set = db.query(sql, &params).map_err(error)?;
-            let columns: Vec<(String, _)> =
-                set.columns.iter().map(|c| (c.name.clone(), c.data_type)).collect();
-            Ok(probe_logic::render_rows(&columns, &set.rows))
-        }
+        "execute" => db.execute(sql, &params).map(|n| n.to_string()).map_err(rdbms_error),
+        "query" => db.query(sql, &params).map(render_row_set).map_err(rdbms_error),
         other => Err(format!("unknown op `{other}`")),
     }
 }
