@@ -22,6 +22,11 @@ use bantam_capabilities::{CapabilitiesView, CapabilityState, ComponentCapabiliti
 use crate::LogConfig;
 use crate::stdio::{GuestOutput, GuestOutputStream};
 
+/// The most host resources (streams, fields, open stores, connections,
+/// ...) one instance may hold at once; past it, creating one fails with
+/// the interface's error (`store-table-full`, a trap for WASI's own).
+pub const MAX_RESOURCES: usize = 16_384;
+
 /// What every instance of one component gets.
 #[derive(Debug)]
 pub struct Sandbox {
@@ -69,7 +74,14 @@ impl Sandbox {
         Ok(HostState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            table: {
+                // wasmtime's default allows a million entries: enough for a
+                // guest that never drops its handles to hold gigabytes of
+                // host memory across the pool. Real guests use hundreds.
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_RESOURCES);
+                table
+            },
             limits: StoreLimitsBuilder::new().memory_size(max_memory).build(),
             outbound_http: OutboundHttp::new(Arc::clone(&self.capabilities)),
             capabilities: CapabilityState::new(Arc::clone(&self.capabilities)),

@@ -158,3 +158,35 @@ async fn huge_responses_are_cut_off_without_starving_the_neighbour() {
     assert!(output.contains("component `hostile` streamed more than 1048576 bytes"), "{output}");
     assert!(during < RESPONSIVE, "neighbour median {during:?}");
 }
+
+#[tokio::test]
+async fn a_guest_hoarding_host_resources_hits_its_table_limit() {
+    let app = TestApp::new(
+        r#"
+spin_manifest_version = 2
+[application]
+name = "hoarder"
+[[trigger.http]]
+route = "/..."
+component = "hoarder"
+[component.hoarder]
+source = "{caps_p3}"
+key_value_stores = ["default"]
+"#,
+    );
+    let bantam = app.up(&[]);
+    let (status, body) = get(&bantam.url("/?cap=kv&store=default&op=open-many&value=100")).await;
+    assert_eq!((status, body.as_str()), (200, "100 opened"));
+    let (status, body) = get(&bantam.url("/?cap=kv&store=default&op=open-many&value=100000")).await;
+    assert_eq!(status, 500);
+    // The table also holds the request's own resources, so a little fewer
+    // than the limit are stores.
+    let opened: usize = body
+        .strip_prefix("error: store-table-full after ")
+        .and_then(|rest| rest.strip_suffix(" opened"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!((16_000..16_384).contains(&opened), "{opened}");
+    let (status, _) = get(&bantam.url("/?cap=kv&store=default&op=open-many&value=1")).await;
+    assert_eq!(status, 200, "the next instance starts with an empty table");
+}

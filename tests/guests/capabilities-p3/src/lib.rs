@@ -55,6 +55,19 @@ fn kv_error(error: key_value::Error) -> String {
 }
 
 async fn kv(store: &str, op: &str, key: &str, value: &str) -> Answer {
+    if op == "open-many" {
+        // Hold `value` open stores at once (a guest that never drops its
+        // handles): how many opened, or the error that stopped it.
+        let mut open = Vec::new();
+        for _ in 0..value.parse::<usize>().unwrap_or(0) {
+            open.push(
+                key_value::Store::open(store)
+                    .await
+                    .map_err(|e| format!("{} after {} opened", kv_error(e), open.len()))?,
+            );
+        }
+        return Ok(format!("{} opened", open.len()));
+    }
     let store = key_value::Store::open(store).await.map_err(kv_error)?;
     match op {
         "open" => Ok("opened".into()),
