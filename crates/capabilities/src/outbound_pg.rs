@@ -26,7 +26,8 @@ use wasmtime::component::{Accessor, FutureReader, Resource, StreamReader};
 
 use crate::bindings::fermyon::spin::postgres as v2_pg;
 use crate::bindings::fermyon::spin::rdbms_types as v2;
-use crate::bindings::spin::postgres::postgres as v4;
+use crate::bindings::spin::postgres3_0_0::postgres as v3;
+use crate::bindings::spin::postgres4_2_0::postgres as v4;
 use crate::{Capabilities, CapabilitiesView, ComponentCapabilities};
 
 /// How long connecting (TLS included) may take.
@@ -650,6 +651,130 @@ impl v2_pg::HostConnection for CapabilitiesView<'_> {
         let client = self.pg_client(&this)?;
         let params = params.into_iter().map(v2_param).collect();
         Ok(execute(&client, &statement, params).await.map_err(v2_error))
+    }
+
+    async fn drop(&mut self, this: Resource<PgConnection>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+/// A 3.0 parameter as 4.2 has it (3.0's cases are a subset).
+fn v3_param(value: v3::ParameterValue) -> v4::ParameterValue {
+    use v3::ParameterValue as P3;
+    use v4::ParameterValue as P;
+    match value {
+        P3::Boolean(v) => P::Boolean(v),
+        P3::Int8(v) => P::Int8(v),
+        P3::Int16(v) => P::Int16(v),
+        P3::Int32(v) => P::Int32(v),
+        P3::Int64(v) => P::Int64(v),
+        P3::Floating32(v) => P::Floating32(v),
+        P3::Floating64(v) => P::Floating64(v),
+        P3::Str(v) => P::Str(v),
+        P3::Binary(v) => P::Binary(v),
+        P3::Date(v) => P::Date(v),
+        P3::Time(v) => P::Time(v),
+        P3::Datetime(v) => P::Datetime(v),
+        P3::Timestamp(v) => P::Timestamp(v),
+        P3::DbNull => P::DbNull,
+    }
+}
+
+/// A 4.2 error as 3.0 has it.
+fn v3_error(error: v4::Error) -> v3::Error {
+    match v2_error(error) {
+        v2::Error::ConnectionFailed(m) => v3::Error::ConnectionFailed(m),
+        v2::Error::BadParameter(m) => v3::Error::BadParameter(m),
+        v2::Error::QueryFailed(m) => v3::Error::QueryFailed(m),
+        v2::Error::ValueConversionFailed(m) => v3::Error::ValueConversionFailed(m),
+        v2::Error::Other(m) => v3::Error::Other(m),
+    }
+}
+
+/// A 4.2 column as 3.0 has it.
+fn v3_column(column: v4::Column) -> v3::Column {
+    use v3::DbDataType as D3;
+    use v4::DbDataType as D;
+    let data_type = match column.data_type {
+        D::Boolean => D3::Boolean,
+        D::Int8 => D3::Int8,
+        D::Int16 => D3::Int16,
+        D::Int32 => D3::Int32,
+        D::Int64 => D3::Int64,
+        D::Floating32 => D3::Floating32,
+        D::Floating64 => D3::Floating64,
+        D::Str => D3::Str,
+        D::Binary => D3::Binary,
+        D::Date => D3::Date,
+        D::Time => D3::Time,
+        D::Datetime => D3::Datetime,
+        D::Timestamp => D3::Timestamp,
+        _ => D3::Other,
+    };
+    v3::Column { name: column.name, data_type }
+}
+
+/// A 4.2 value as 3.0 has it.
+fn v3_value(value: v4::DbValue) -> v3::DbValue {
+    use v3::DbValue as V3;
+    use v4::DbValue as V;
+    match value {
+        V::Boolean(v) => V3::Boolean(v),
+        V::Int8(v) => V3::Int8(v),
+        V::Int16(v) => V3::Int16(v),
+        V::Int32(v) => V3::Int32(v),
+        V::Int64(v) => V3::Int64(v),
+        V::Floating32(v) => V3::Floating32(v),
+        V::Floating64(v) => V3::Floating64(v),
+        V::Str(v) => V3::Str(v),
+        V::Binary(v) => V3::Binary(v),
+        V::Date(v) => V3::Date(v),
+        V::Time(v) => V3::Time(v),
+        V::Datetime(v) => V3::Datetime(v),
+        V::Timestamp(v) => V3::Timestamp(v),
+        V::DbNull => V3::DbNull,
+        _ => V3::Unsupported,
+    }
+}
+
+type V3<T> = wasmtime::Result<Result<T, v3::Error>>;
+
+impl v3::Host for CapabilitiesView<'_> {}
+
+impl v3::HostConnection for CapabilitiesView<'_> {
+    async fn open(&mut self, address: String) -> V3<Resource<PgConnection>> {
+        let component = Arc::clone(self.state.component());
+        let connected = connect(&component, &address, &[]).await;
+        Ok(self.push_pg(connected)?.map_err(v3_error))
+    }
+
+    async fn query(
+        &mut self,
+        this: Resource<PgConnection>,
+        statement: String,
+        params: Vec<v3::ParameterValue>,
+    ) -> V3<v3::RowSet> {
+        let client = self.pg_client(&this)?;
+        let params = params.into_iter().map(v3_param).collect();
+        Ok(query(&client, &statement, params)
+            .await
+            .map(|(columns, rows)| v3::RowSet {
+                columns: columns.into_iter().map(v3_column).collect(),
+                rows: rows.into_iter().map(|row| row.into_iter().map(v3_value).collect()).collect(),
+            })
+            .map_err(v3_error))
+    }
+
+    async fn execute(
+        &mut self,
+        this: Resource<PgConnection>,
+        statement: String,
+        params: Vec<v3::ParameterValue>,
+    ) -> V3<u64> {
+        let client = self.pg_client(&this)?;
+        let params = params.into_iter().map(v3_param).collect();
+        Ok(execute(&client, &statement, params).await.map_err(v3_error))
     }
 
     async fn drop(&mut self, this: Resource<PgConnection>) -> wasmtime::Result<()> {

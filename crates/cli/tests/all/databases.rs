@@ -84,6 +84,11 @@ async fn database(
             })
             .collect::<String>()
     };
+    // `pg3-<op>`: the same through spin:postgres@3.0.0.
+    let (cap, op) = match op.strip_prefix("pg3-") {
+        Some(op) => ("pg3", op),
+        None => (cap, op),
+    };
     let path = format!(
         "/{guest}?cap={cap}&url={}&op={op}&sql={}&args={}",
         encode(url),
@@ -194,6 +199,15 @@ async fn postgres_round_trips_every_common_type_where_granted() {
     assert!(
         body.starts_with("error: query-failed: ") && body.contains("\"nowhere\" does not exist"),
         "{body}"
+    );
+
+    // spin:postgres@3.0.0 (spin-sdk 5.2's `pg3`): dates and timestamps
+    // too, and a parameter of 3.0's date type.
+    let select = "SELECT id, day, at, tag FROM things WHERE day = $1 ORDER BY id";
+    let body = ok(pg(&bantam, "p2", &url, "pg3-query", select, "t:d:2024-2-29").await);
+    assert_eq!(
+        body,
+        "id:Int32,day:Date,at:Timestamp,tag:Other\nInt32(1)|Date((2024, 2, 29))|Timestamp(1700000000)|Unsupported"
     );
 
     // The server's own error, structured.

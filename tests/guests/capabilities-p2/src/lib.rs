@@ -39,6 +39,7 @@ fn handle(request: IncomingRequest) -> anyhow::Result<impl IntoResponse> {
         "http" => spin_sdk::http::run(outbound_http(&arg("url"), &arg("body"))),
         "mysql" => mysql(&arg("url"), &arg("op"), &arg("sql"), &arg("args")),
         "pg" => postgres(&arg("url"), &arg("op"), &arg("sql"), &arg("args")),
+        "pg3" => postgres3(&arg("url"), &arg("op"), &arg("sql"), &arg("args")),
         other => Err(format!("unknown cap `{other}`")),
     };
     let (status, body) = match answer {
@@ -319,6 +320,47 @@ fn postgres(url: &str, op: &str, sql: &str, args: &str) -> Answer {
     match op {
         "execute" => db.execute(sql, &params).map(|n| n.to_string()).map_err(rdbms_error),
         "query" => db.query(sql, &params).map(render_row_set).map_err(rdbms_error),
+        other => Err(format!("unknown op `{other}`")),
+    }
+}
+
+/// Outbound PostgreSQL (spin:postgres@3.0.0, spin-sdk 5.2's `pg3`): same
+/// protocol as `postgres`.
+fn postgres3(url: &str, op: &str, sql: &str, args: &str) -> Answer {
+    use spin_sdk::pg3::{Connection, ParameterValue as P, PgError as Error};
+    let error = |e: Error| match e {
+        Error::ConnectionFailed(m) => format!("connection-failed: {m}"),
+        Error::BadParameter(m) => format!("bad-parameter: {m}"),
+        Error::QueryFailed(m) => format!("query-failed: {m}"),
+        Error::ValueConversionFailed(m) => format!("value-conversion-failed: {m}"),
+        Error::Other(m) => format!("other: {m}"),
+    };
+    let params: Vec<P> = probe_logic::sql_params(args)
+        .into_iter()
+        .map(|p| match p {
+            SqlParam::Integer(i) => P::Int64(i),
+            SqlParam::Real(r) => P::Floating64(r),
+            // `d:Y-M-D` is a date here.
+            SqlParam::Text(t) => match t.strip_prefix("d:") {
+                Some(date) => {
+                    let part: Vec<i64> = date.split('-').map(|x| x.parse().unwrap_or(0)).collect();
+                    P::Date((part[0] as i32, part[1] as u8, part[2] as u8))
+                }
+                None => P::Str(t),
+            },
+            SqlParam::Blob(b) => P::Binary(b),
+            SqlParam::Null => P::DbNull,
+        })
+        .collect();
+    let db = Connection::open(url).map_err(error)?;
+    match op {
+        "execute" => db.execute(sql, &params).map(|n| n.to_string()).map_err(error),
+        "query" => {
+            let set = db.query(sql, &params).map_err(error)?;
+            let columns: Vec<(String, _)> =
+                set.columns.iter().map(|c| (c.name.clone(), c.data_type)).collect();
+            Ok(probe_logic::render_rows(&columns, &set.rows))
+        }
         other => Err(format!("unknown op `{other}`")),
     }
 }
