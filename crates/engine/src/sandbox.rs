@@ -64,8 +64,8 @@ impl Sandbox {
             .allow_tcp(false)
             .allow_udp(false)
             .envs(&self.environment)
-            .stdout(GuestOutputStream(self.stdout.clone()))
-            .stderr(GuestOutputStream(self.stderr.clone()));
+            .stdout(GuestOutputStream::new(self.stdout.clone()))
+            .stderr(GuestOutputStream::new(self.stderr.clone()));
         if let Some(root) = &self.files_root {
             // Read-only, and rooted at the private copy: `..` and absolute
             // paths cannot leave it (cap-std resolves every path beneath it).

@@ -12,6 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -100,10 +101,26 @@ fn open_log(dir: &Path, name: &str, truncate: bool) -> Option<File> {
     }
 }
 
-/// The WASI view of a [`GuestOutput`]: each instance gets its own
-/// [`LineWriter`] so partial lines of concurrent requests do not interleave.
+/// The most bytes one instance may write to one stream (stdout or
+/// stderr); the rest is dropped after one line saying so. A guest printing
+/// in a loop must not fill the disk or hold the terminal.
+pub(crate) const MAX_OUTPUT_PER_INSTANCE: usize = 1 << 20;
+
+/// The WASI view of a [`GuestOutput`] for one instance: each stream it
+/// opens gets its own [`LineWriter`] (so partial lines of concurrent
+/// requests do not interleave), all drawing on the instance's budget.
 #[derive(Clone)]
-pub(crate) struct GuestOutputStream(pub(crate) Arc<GuestOutput>);
+pub(crate) struct GuestOutputStream {
+    output: Arc<GuestOutput>,
+    budget: Arc<AtomicUsize>,
+}
+
+impl GuestOutputStream {
+    /// A fresh instance's view of `output`, with a full budget.
+    pub(crate) fn new(output: Arc<GuestOutput>) -> Self {
+        Self { output, budget: Arc::new(AtomicUsize::new(MAX_OUTPUT_PER_INSTANCE)) }
+    }
+}
 
 impl IsTerminal for GuestOutputStream {
     fn is_terminal(&self) -> bool {
@@ -113,17 +130,18 @@ impl IsTerminal for GuestOutputStream {
 
 impl StdoutStream for GuestOutputStream {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(LineWriter::new(self.0.clone()))
+        Box::new(LineWriter::new(self))
     }
 
     fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(LineWriter::new(self.0.clone()))
+        Box::new(LineWriter::new(self))
     }
 }
 
 /// Buffers an instance's output up to the end of a line.
 struct LineWriter {
     output: Arc<GuestOutput>,
+    budget: Arc<AtomicUsize>,
     pending: Vec<u8>,
 }
 
@@ -132,12 +150,37 @@ struct LineWriter {
 const MAX_PENDING: usize = 64 << 10;
 
 impl LineWriter {
-    fn new(output: Arc<GuestOutput>) -> Self {
-        Self { output, pending: Vec::new() }
+    fn new(stream: &GuestOutputStream) -> Self {
+        Self {
+            output: Arc::clone(&stream.output),
+            budget: Arc::clone(&stream.budget),
+            pending: Vec::new(),
+        }
     }
 
     fn push(&mut self, bytes: &[u8]) {
-        self.pending.extend_from_slice(bytes);
+        // Take what the budget allows; the write that runs it out says so,
+        // once, and later ones are dropped.
+        let allowed = self
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                Some(left.saturating_sub(bytes.len()))
+            })
+            .unwrap_or(0);
+        if allowed == 0 {
+            return;
+        }
+        if bytes.len() > allowed {
+            self.pending.extend_from_slice(&bytes[..allowed]);
+            self.pending.extend_from_slice(
+                format!(
+                    "\n... output truncated: more than {MAX_OUTPUT_PER_INSTANCE} bytes from one request\n"
+                )
+                .as_bytes(),
+            );
+        } else {
+            self.pending.extend_from_slice(bytes);
+        }
         let complete = match self.pending.iter().rposition(|b| *b == b'\n') {
             Some(end) => end + 1,
             None if self.pending.len() > MAX_PENDING => self.pending.len(),

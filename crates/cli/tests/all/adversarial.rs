@@ -190,3 +190,20 @@ key_value_stores = ["default"]
     let (status, _) = get(&bantam.url("/?cap=kv&store=default&op=open-many&value=1")).await;
     assert_eq!(status, 200, "the next instance starts with an empty table");
 }
+
+#[tokio::test]
+async fn output_floods_are_truncated_per_request() {
+    let app = TestApp::new(APP);
+    let bantam = app.up(&["-q"]);
+    // 2 MB of output from one request: 1 MiB of it is kept.
+    let (status, body) = get(&bantam.url("/hostile?flood=20000")).await;
+    assert_eq!((status, body.as_str()), (200, "printed 20000 lines"));
+    let log = std::fs::read_to_string(app.path().join(".spin/logs/hostile_stdout.txt")).unwrap();
+    assert!(log.len() < (1 << 20) + 200, "{} bytes logged", log.len());
+    assert!(log.ends_with("... output truncated: more than 1048576 bytes from one request\n"));
+    assert!(log.starts_with("00000000 xxx"), "{:.40}", log);
+
+    let (during, answers) = measure("output flood", &bantam, "flood=20000", cores()).await;
+    assert!(answers.iter().all(|answer| answer.0 == 200), "{answers:?}");
+    assert!(during < RESPONSIVE, "neighbour median {during:?}");
+}

@@ -11,6 +11,7 @@
 //! - `sleep-ms=N`: sleeps N ms, body `slept N`
 //! - `loop`: computes forever without calling the host
 //! - `recurse=N`: recurses N calls deep on the WebAssembly stack
+//! - `flood=N`: prints N lines of 100 bytes to stdout
 //! - `echo`: the request body back
 //! - `big=N`: N bytes of `x`
 
@@ -105,6 +106,13 @@ pub fn handle(
             loop {
                 n = std::hint::black_box(n.wrapping_add(1));
             }
+        }
+        "flood" => {
+            let lines: usize = value.parse().unwrap_or(0);
+            for i in 0..lines {
+                println!("{i:08} {}", "x".repeat(90));
+            }
+            respond(200, format!("printed {lines} lines"))
         }
         "recurse" => {
             let depth: u64 = value.parse().unwrap_or(0);
