@@ -5,6 +5,7 @@
 //! terminal. Each subcommand lives in its own module under `commands`.
 
 mod commands;
+mod templates;
 
 use clap::{Parser, Subcommand};
 
@@ -24,7 +25,21 @@ enum Command {
     Up(Box<commands::up::UpArgs>),
     /// Build an application's components with their build commands.
     #[command(alias = "b")]
-    Build(commands::build::BuildArgs),
+    Build(Box<commands::build::BuildArgs>),
+    /// Create a new application from a template.
+    #[command(alias = "n")]
+    New(commands::new::NewArgs),
+    /// Add a component from a template to an existing application.
+    #[command(alias = "a")]
+    Add(commands::new::AddArgs),
+    /// Work with the built-in templates.
+    #[command(alias = "template", subcommand)]
+    Templates(commands::new::TemplatesCommand),
+    /// Print a shell completion script: `bantam completions bash > ~/.local/share/bash-completion/completions/bantam`.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,7 +47,15 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => commands::up::run(*args),
-        Command::Build(args) => commands::build::run(args),
+        Command::Build(args) => commands::build::run(*args),
+        Command::New(args) => commands::new::new(args),
+        Command::Add(args) => commands::new::add(args),
+        Command::Templates(command) => commands::new::templates(command),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "bantam", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

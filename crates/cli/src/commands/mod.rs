@@ -1,4 +1,5 @@
 //! One module per `bantam` subcommand.
 
 pub mod build;
+pub mod new;
 pub mod up;
