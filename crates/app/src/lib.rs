@@ -29,6 +29,8 @@ pub struct App {
     pub version: Option<String>,
     /// The application description, if given.
     pub description: Option<String>,
+    /// The application authors.
+    pub authors: Vec<String>,
     /// The manifest this app was loaded from (or the component file, for
     /// an app of one bare component).
     pub manifest_path: PathBuf,
@@ -219,6 +221,7 @@ pub fn from_manifest(manifest: bantam_manifest::AppManifest) -> Result<App, Load
         name: manifest.application.name.clone(),
         version: manifest.application.version.clone(),
         description: manifest.application.description.clone(),
+        authors: manifest.application.authors.clone(),
         manifest_path: manifest.manifest_path.clone(),
         state_dir: dir.join(".spin"),
         dir,
@@ -256,6 +259,7 @@ pub fn from_wasm_file(path: &Path) -> Result<App, LoadError> {
         name: id.clone(),
         version: None,
         description: None,
+        authors: Vec::new(),
         manifest_path: path.to_path_buf(),
         state_dir: dir.join(".spin"),
         dir,

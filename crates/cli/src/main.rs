@@ -5,6 +5,7 @@
 //! terminal. Each subcommand lives in its own module under `commands`.
 
 mod commands;
+mod progress;
 mod templates;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,9 @@ enum Command {
     /// Work with the built-in templates.
     #[command(alias = "template", subcommand)]
     Templates(commands::new::TemplatesCommand),
+    /// Push and pull apps to and from OCI registries.
+    #[command(alias = "oci", subcommand)]
+    Registry(commands::registry::RegistryCommand),
     /// Print a shell completion script: `bantam completions bash > ~/.local/share/bash-completion/completions/bantam`.
     Completions {
         /// The shell to complete for.
@@ -51,6 +55,7 @@ fn main() -> std::process::ExitCode {
         Command::New(args) => commands::new::new(args),
         Command::Add(args) => commands::new::add(args),
         Command::Templates(command) => commands::new::templates(command),
+        Command::Registry(command) => commands::registry::run(command),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "bantam", &mut std::io::stdout());

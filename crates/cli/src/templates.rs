@@ -24,6 +24,7 @@ use serde::Deserialize;
 static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 
 /// A built-in template.
+#[derive(Debug)]
 pub struct Template {
     /// Its id, as given to `-t`.
     pub id: &'static str,

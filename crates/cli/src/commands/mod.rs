@@ -2,4 +2,5 @@
 
 pub mod build;
 pub mod new;
+pub mod registry;
 pub mod up;

@@ -24,11 +24,18 @@ use clap::builder::TypedValueParser;
 /// Flags of `bantam up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// The application to run: a spin.toml, a directory holding one, or a
-    /// bare `.wasm` component (served on every route). Without it,
-    /// spin.toml is looked for here and in parent directories.
+    /// The application to run: a spin.toml, a directory holding one, a
+    /// bare `.wasm` component (served on every route), or a registry
+    /// reference (`ghcr.io/me/app:v1`). Without it, spin.toml is looked
+    /// for here and in parent directories.
     #[arg(short = 'f', long = "from", alias = "file", value_name = "APP")]
     pub from: Option<PathBuf>,
+    /// Run this registry reference (when `--from` could be read as a path).
+    #[arg(long, value_name = "REFERENCE", conflicts_with = "from")]
+    pub from_registry: Option<String>,
+    /// Talk plain HTTP to the registry of `--from` (a local registry).
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
     /// The address to listen on. Port 0 picks a free port.
     #[arg(
         long,
@@ -198,12 +205,35 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 /// Run `bantam up`.
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let mut app = match args.from.as_deref() {
+    let reference = args.from_registry.clone().or_else(|| {
+        let from = args.from.as_ref()?.to_str()?;
+        (!cwd.join(from).exists() && bantam_registry::looks_like_reference(from))
+            .then(|| from.to_owned())
+    });
+    // A pulled app is laid out in a directory of its own for this run;
+    // like Spin, it keeps no state (default stores, logs) after it.
+    let mut pulled_dir = None;
+    let mut app = match (&reference, args.from.as_deref()) {
+        (Some(reference), _) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let options =
+                super::registry::RegistryOptions { insecure: args.insecure, cache_dir: None };
+            let pulled = super::registry::pull(&runtime, reference, &options)?;
+            eprintln!("Pulled {reference} with digest {}", pulled.digest);
+            let dir = tempfile::Builder::new()
+                .prefix("bantam-app-")
+                .tempdir()
+                .context("cannot create a directory for the pulled app")?;
+            let manifest_path = pulled.write_app_dir(dir.path())?;
+            let app = bantam_app::load(&manifest_path)?;
+            pulled_dir = Some(dir);
+            app
+        }
         // A bare component serves every route, as `spin up -f app.wasm`.
-        Some(path) if path.extension().is_some_and(|ext| ext == "wasm") => {
+        (None, Some(path)) if path.extension().is_some_and(|ext| ext == "wasm") => {
             bantam_app::from_wasm_file(&cwd.join(path))?
         }
-        from => {
+        (None, from) => {
             let manifest_path = bantam_app::find_manifest(from, &cwd)?;
             if args.build {
                 super::build::build(&manifest_path, &[])?;
@@ -238,7 +268,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         ..EngineConfig::default()
     })?);
 
-    let logs = log_config(&args, &app.state_dir);
+    let logs = log_config(&args, &app.state_dir, pulled_dir.is_some());
     if let Some(dir) = &logs.log_dir {
         let shown = dir.strip_prefix(&app.dir).unwrap_or(dir);
         println!("Logging component stdio to \"{}/\"", shown.display());
@@ -257,7 +287,12 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     for component in &app.components {
         if app.http_routes.iter().any(|r| r.component == component.id) {
             let granted = capabilities.for_component(component)?;
+            // Compiling a large component (a JS or Python runtime) takes
+            // seconds the first time; the compile cache makes it instant.
+            let spinner =
+                crate::progress::spinner(format!("Preparing component `{}`", component.id));
             prepared.push(engine.prepare(component, &logs, granted)?);
+            spinner.finish_and_clear();
         }
     }
     let trigger = Arc::new(
@@ -354,10 +389,13 @@ fn capabilities(
     Ok(capabilities)
 }
 
-fn log_config(args: &UpArgs, state_dir: &Path) -> LogConfig {
+/// Where component output goes. A pulled app writes log files only when
+/// `--log-dir` asks, as in Spin: it has no app directory of its own.
+fn log_config(args: &UpArgs, state_dir: &Path, pulled: bool) -> LogConfig {
     let log_dir = match &args.log_dir {
         Some(dir) if dir.as_os_str().is_empty() => None,
         Some(dir) => Some(dir.clone()),
+        None if pulled => None,
         None => Some(state_dir.join("logs")),
     };
     LogConfig { log_dir, terminal: !args.quiet, truncate: args.truncate_logs }

@@ -291,3 +291,51 @@ impl Drop for Mariadb {
         let _ = self.child.wait();
     }
 }
+
+/// A Docker distribution registry (Debian's `docker-registry`) storing
+/// into a temporary directory, plain HTTP on loopback.
+pub struct Registry {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Start the registry on a free port.
+    pub fn start() -> Self {
+        let binary = require("docker-registry", "docker-registry");
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting docker-registry");
+        wait_for_port(port, "docker-registry");
+        Self { child, port, _dir: dir }
+    }
+
+    /// `127.0.0.1:<port>/<repository>`.
+    pub fn reference(&self, repository: &str) -> String {
+        format!("127.0.0.1:{}/{repository}", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

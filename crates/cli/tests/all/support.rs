@@ -132,7 +132,7 @@ impl TestApp {
     }
 }
 
-/// A running `bantam up` process; killed on drop.
+/// A running `bantam up` process; stopped on drop.
 pub struct Bantam {
     child: Child,
     pub base: String,
@@ -150,17 +150,31 @@ impl Bantam {
     /// directory); `Err` holds the output when it exits before serving.
     fn start(app: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
         let dir = if app.is_dir() { app } else { app.parent().unwrap() };
+        let mut args = vec!["up".as_ref(), "-f".as_ref(), app.as_os_str()];
+        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(a)));
+        Self::launch(dir, &args, env)
+    }
+
+    /// `bantam <args> --listen 127.0.0.1:0` in `dir` (a command that ends
+    /// up serving, such as `build --up`), waiting until it serves.
+    pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        Self::launch(dir, &args, env)
+    }
+
+    fn launch(dir: &Path, args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Result<Self, String> {
         let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bantam-compile-cache");
         let mut child = Command::new(env!("CARGO_BIN_EXE_bantam"))
-            .arg("up")
-            .arg("-f")
-            .arg(app)
+            .args(args)
             .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
             .env("BANTAM_CACHE_DIR", &cache)
             .current_dir(dir)
             .env("RUST_LOG", "warn,bantam=debug")
             .env("HOST_SECRET", "do-not-leak")
+            // A build run by the command uses the app's own target dir.
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -257,8 +271,13 @@ impl Bantam {
 }
 
 impl Drop for Bantam {
+    /// SIGTERM first, so bantam removes its temporary files; SIGKILL if it
+    /// has not exited within two seconds.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        if self.wait(Duration::from_secs(2)).is_none() {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }
