@@ -27,6 +27,9 @@ enum Command {
     /// Build an application's components with their build commands.
     #[command(alias = "b")]
     Build(Box<commands::build::BuildArgs>),
+    /// Serve an application and rebuild and reload it as its files change.
+    #[command(alias = "w")]
+    Watch(Box<commands::watch::WatchArgs>),
     /// Create a new application from a template.
     #[command(alias = "n")]
     New(commands::new::NewArgs),
@@ -52,6 +55,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Up(args) => commands::up::run(*args),
         Command::Build(args) => commands::build::run(*args),
+        Command::Watch(args) => commands::watch::run(*args),
         Command::New(args) => commands::new::new(args),
         Command::Add(args) => commands::new::add(args),
         Command::Templates(command) => commands::new::templates(command),

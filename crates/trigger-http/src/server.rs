@@ -6,6 +6,12 @@
 //! (keep-alive connections are told to close), and whatever is still
 //! running after the grace period is abandoned.
 //!
+//! The trigger being served is a [`LiveTrigger`]: storing a new one swaps
+//! the app (a rebuild under `bantam watch`, a redeploy) with no dropped
+//! request. Each request takes the trigger current when it arrives and
+//! keeps it to the end, so in-flight requests finish on the old app, and
+//! the old app's instances and stores go when its last request does.
+//!
 //! Slow or greedy clients are bounded: request headers must arrive within
 //! [`HEADER_READ_TIMEOUT`], and there may be at most [`MAX_HEADERS`] of
 //! them (HTTP/1) or [`MAX_HEADER_LIST_SIZE`] bytes of them (HTTP/2).
@@ -37,10 +43,13 @@ pub enum Shutdown {
     TimedOut,
 }
 
-/// Serve `trigger` on `listener` until `shutdown` resolves, then drain
-/// in-flight requests for at most `grace`.
+/// The trigger a server is serving, swappable while it serves.
+pub type LiveTrigger = arc_swap::ArcSwap<HttpTrigger>;
+
+/// Serve the current trigger of `live` on `listener` until `shutdown`
+/// resolves, then drain in-flight requests for at most `grace`.
 pub async fn serve(
-    trigger: Arc<HttpTrigger>,
+    live: Arc<LiveTrigger>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -69,9 +78,9 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let trigger = trigger.clone();
+        let live = live.clone();
         let service = hyper::service::service_fn(move |request| {
-            let trigger = trigger.clone();
+            let trigger = live.load_full();
             async move { Ok::<_, Infallible>(trigger.handle(request, client).await) }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();

@@ -22,7 +22,7 @@ use clap::Args;
 use clap::builder::TypedValueParser;
 
 /// Flags of `bantam up`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct UpArgs {
     /// The application to run: a spin.toml, a directory holding one, a
     /// bare `.wasm` component (served on every route), or a registry
@@ -105,7 +105,7 @@ pub struct UpArgs {
 }
 
 /// The limit flags of `bantam up` (defaults in brackets).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Limits")]
 pub struct LimitArgs {
     /// How long one request may take before it is answered 504 and its
@@ -205,13 +205,33 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 /// Run `bantam up`.
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let loaded = load_app(&args, &cwd)?;
+    let host = Host::new(&args, &cwd)?;
+    let trigger = host.prepare(&args, &loaded, true)?;
+    let listener = host.bind(&args)?;
+    print_routes(&loaded.app, &trigger, listener.local_addr()?);
+    let live = Arc::new(server::LiveTrigger::from(trigger));
+    host.runtime.block_on(host.serve(&args, live, listener, shutdown_signal()))
+}
+
+/// An app loaded for serving.
+pub struct LoadedApp {
+    /// The app.
+    pub app: bantam_app::App,
+    /// For an app pulled from a registry, the directory it is laid out in
+    /// for this run: like Spin, such an app keeps no state (default
+    /// stores, logs) after the run.
+    pulled_dir: Option<tempfile::TempDir>,
+}
+
+/// Load the app `args` name: a manifest (built first with `--build`), a
+/// bare component, or a registry reference (pulled).
+pub fn load_app(args: &UpArgs, cwd: &Path) -> anyhow::Result<LoadedApp> {
     let reference = args.from_registry.clone().or_else(|| {
         let from = args.from.as_ref()?.to_str()?;
         (!cwd.join(from).exists() && bantam_registry::looks_like_reference(from))
             .then(|| from.to_owned())
     });
-    // A pulled app is laid out in a directory of its own for this run;
-    // like Spin, it keeps no state (default stores, logs) after it.
     let mut pulled_dir = None;
     let mut app = match (&reference, args.from.as_deref()) {
         (Some(reference), _) => {
@@ -234,7 +254,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             bantam_app::from_wasm_file(&cwd.join(path))?
         }
         (None, from) => {
-            let manifest_path = bantam_app::find_manifest(from, &cwd)?;
+            let manifest_path = bantam_app::find_manifest(from, cwd)?;
             if args.build {
                 super::build::build(&manifest_path, &[])?;
             }
@@ -247,80 +267,134 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     for component in &mut app.components {
         component.environment.extend(args.env.iter().cloned());
     }
+    Ok(LoadedApp { app, pulled_dir })
+}
 
-    let runtime_config = match &args.runtime_config_file {
-        Some(path) => Some(RuntimeConfig::load(&cwd.join(path))?),
-        None => None,
-    };
-    let limits = args.limits.resolve(runtime_config.as_ref())?;
+/// What serving keeps across app reloads: the engine (its compile cache
+/// and instance pool), the async runtime and the limits.
+pub struct Host {
+    engine: Arc<Engine>,
+    /// The runtime serving requests.
+    pub runtime: tokio::runtime::Runtime,
+    limits: EffectiveLimits,
+    cwd: PathBuf,
+}
 
-    let engine = Arc::new(Engine::new(&EngineConfig {
-        pooling: !args.disable_pooling,
-        cache_dir: match (&args.cache_dir, args.disable_cache) {
-            (_, true) => None,
-            (Some(dir), false) => Some(dir.clone()),
-            (None, false) => EngineConfig::default_cache_dir(),
-        },
-        request_timeout: limits.request_timeout,
-        max_instance_memory: limits.max_memory,
-        max_stack_size: limits.max_stack_size,
-        max_instances_per_component: limits.max_instances_per_component,
-        ..EngineConfig::default()
-    })?);
-
-    let logs = log_config(&args, &app.state_dir, pulled_dir.is_some());
-    if let Some(dir) = &logs.log_dir {
-        let shown = dir.strip_prefix(&app.dir).unwrap_or(dir);
-        println!("Logging component stdio to \"{}/\"", shown.display());
+impl Host {
+    /// Start the engine and runtime with the limits of `args` (and of the
+    /// runtime config file it names).
+    pub fn new(args: &UpArgs, cwd: &Path) -> anyhow::Result<Self> {
+        let runtime_config = load_runtime_config(args, cwd)?;
+        let limits = args.limits.resolve(runtime_config.as_ref())?;
+        let engine = Arc::new(Engine::new(&EngineConfig {
+            pooling: !args.disable_pooling,
+            cache_dir: match (&args.cache_dir, args.disable_cache) {
+                (_, true) => None,
+                (Some(dir), false) => Some(dir.clone()),
+                (None, false) => EngineConfig::default_cache_dir(),
+            },
+            request_timeout: limits.request_timeout,
+            max_instance_memory: limits.max_memory,
+            max_stack_size: limits.max_stack_size,
+            max_instances_per_component: limits.max_instances_per_component,
+            ..EngineConfig::default()
+        })?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("bantam-worker")
+            .build()
+            .context("cannot start the async runtime")?;
+        Ok(Self { engine, runtime, limits, cwd: cwd.to_path_buf() })
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("bantam-worker")
-        .build()
-        .context("cannot start the async runtime")?;
-    let capabilities = capabilities(&args, runtime_config, &limits, &app, &cwd, &runtime)?;
+    /// Open the app's capabilities, compile and link its components: a
+    /// trigger ready to serve. `announce` prints where logs and stores
+    /// live (once, not on every reload).
+    pub fn prepare(
+        &self,
+        args: &UpArgs,
+        loaded: &LoadedApp,
+        announce: bool,
+    ) -> anyhow::Result<Arc<HttpTrigger>> {
+        let app = &loaded.app;
+        let logs = log_config(args, &app.state_dir, loaded.pulled_dir.is_some());
+        if let Some(dir) = logs.log_dir.as_ref().filter(|_| announce) {
+            let shown = dir.strip_prefix(&app.dir).unwrap_or(dir);
+            println!("Logging component stdio to \"{}/\"", shown.display());
+        }
+        let runtime_config = load_runtime_config(args, &self.cwd)?;
+        let capabilities = capabilities(
+            args,
+            runtime_config,
+            &self.limits,
+            app,
+            &self.cwd,
+            &self.runtime,
+            announce,
+        )?;
 
-    // Only components a trigger can reach are compiled and linked: an
-    // unused component costs nothing and cannot stop the app.
-    let mut prepared = Vec::with_capacity(app.components.len());
-    for component in &app.components {
-        if app.http_routes.iter().any(|r| r.component == component.id) {
-            let granted = capabilities.for_component(component)?;
-            // Compiling a large component (a JS or Python runtime) takes
-            // seconds the first time; the compile cache makes it instant.
-            let spinner =
-                crate::progress::spinner(format!("Preparing component `{}`", component.id));
-            prepared.push(engine.prepare(component, &logs, granted)?);
-            spinner.finish_and_clear();
+        // Only components a trigger can reach are compiled and linked: an
+        // unused component costs nothing and cannot stop the app.
+        let mut prepared = Vec::with_capacity(app.components.len());
+        for component in &app.components {
+            if app.http_routes.iter().any(|r| r.component == component.id) {
+                let granted = capabilities.for_component(component)?;
+                // Compiling a large component (a JS or Python runtime) takes
+                // seconds the first time; the compile cache makes it instant.
+                let spinner =
+                    crate::progress::spinner(format!("Preparing component `{}`", component.id));
+                prepared.push(self.engine.prepare(component, &logs, granted)?);
+                spinner.finish_and_clear();
+            }
+        }
+        let trigger = Arc::new(
+            HttpTrigger::new(self.engine.clone(), app, prepared)?
+                .with_max_request_body(self.limits.max_request_body_size)
+                .with_max_response_body(self.limits.max_response_body_size),
+        );
+        capabilities.serve_local_requests(trigger.local_handler());
+        Ok(trigger)
+    }
+
+    /// Bind the listener of `args`.
+    pub fn bind(&self, args: &UpArgs) -> anyhow::Result<tokio::net::TcpListener> {
+        self.runtime.block_on(async {
+            tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))
+        })
+    }
+
+    /// Serve `live` on `listener` until `stop` resolves, then drain.
+    pub fn serve(
+        &self,
+        args: &UpArgs,
+        live: Arc<server::LiveTrigger>,
+        listener: tokio::net::TcpListener,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send + 'static {
+        let engine = self.engine.clone();
+        let grace = args.shutdown_timeout;
+        async move {
+            let shutdown = async {
+                stop.await;
+                eprintln!("Shutting down: finishing in-flight requests");
+            };
+            let outcome = server::serve(live, listener, shutdown, grace).await;
+            engine.shutdown();
+            if outcome == Shutdown::TimedOut {
+                bail!("in-flight requests did not finish within {grace:?}; they were stopped");
+            }
+            Ok(())
         }
     }
-    let trigger = Arc::new(
-        HttpTrigger::new(engine.clone(), &app, prepared)?
-            .with_max_request_body(limits.max_request_body_size)
-            .with_max_response_body(limits.max_response_body_size),
-    );
-    capabilities.serve_local_requests(trigger.local_handler());
-    let outcome = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let address = listener.local_addr()?;
-        print_routes(&app, &trigger, address);
-        let shutdown = async {
-            shutdown_signal().await;
-            eprintln!("Shutting down: finishing in-flight requests");
-        };
-        anyhow::Ok(server::serve(trigger, listener, shutdown, args.shutdown_timeout).await)
-    })?;
-    engine.shutdown();
-    if outcome == Shutdown::TimedOut {
-        bail!(
-            "in-flight requests did not finish within {:?}; they were stopped",
-            args.shutdown_timeout
-        );
-    }
-    Ok(())
+}
+
+fn load_runtime_config(args: &UpArgs, cwd: &Path) -> anyhow::Result<Option<RuntimeConfig>> {
+    Ok(match &args.runtime_config_file {
+        Some(path) => Some(RuntimeConfig::load(&cwd.join(path))?),
+        None => None,
+    })
 }
 
 /// Open the app's stores and databases, resolve its variables, and apply
@@ -332,8 +406,10 @@ fn capabilities(
     app: &bantam_app::App,
     cwd: &Path,
     runtime: &tokio::runtime::Runtime,
+    announce: bool,
 ) -> anyhow::Result<AppCapabilities> {
-    if let (Some(config), Some(path)) = (&runtime_config, &args.runtime_config_file) {
+    if let (Some(config), Some(path), true) = (&runtime_config, &args.runtime_config_file, announce)
+    {
         let summary = config.summary();
         if !summary.is_empty() {
             println!(
@@ -355,8 +431,10 @@ fn capabilities(
             max_outbound_connections: limits.max_outbound_connections,
         },
     )?;
-    for line in capabilities.storage_summary(&app.dir) {
-        println!("{line}");
+    if announce {
+        for line in capabilities.storage_summary(&app.dir) {
+            println!("{line}");
+        }
     }
 
     if !args.sqlite.is_empty() {
@@ -402,7 +480,7 @@ fn log_config(args: &UpArgs, state_dir: &Path, pulled: bool) -> LogConfig {
 }
 
 /// The start-up listing, in `spin up`'s format.
-fn print_routes(app: &bantam_app::App, trigger: &HttpTrigger, address: SocketAddr) {
+pub fn print_routes(app: &bantam_app::App, trigger: &HttpTrigger, address: SocketAddr) {
     let base = format!("http://{address}");
     let mut out = format!("\nServing {base}\nAvailable Routes:\n");
     for (pattern, component_id) in trigger.routes() {
@@ -423,7 +501,7 @@ fn print_routes(app: &bantam_app::App, trigger: &HttpTrigger, address: SocketAdd
 }
 
 /// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

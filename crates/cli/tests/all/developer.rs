@@ -175,3 +175,91 @@ fn completions_are_printed_for_each_shell() {
         assert!(script.contains("templates") && script.contains("registry"), "{shell}:\n{script}");
     }
 }
+
+/// `bantam watch` on an app whose "build" copies one of two guests into
+/// place: which one is named in `which.txt`, a watched file.
+#[tokio::test]
+async fn watch_swaps_builds_without_dropping_requests() {
+    let p3 = crate::support::guest("http_p3_probe");
+    let p2 = crate::support::guest("http_p2_probe");
+    let work = tempfile::tempdir().unwrap();
+    let manifest = |version: &str| {
+        format!(
+            "spin_manifest_version = 2\n[application]\nname = \"watched\"\n\
+             [[trigger.http]]\nroute = \"/...\"\ncomponent = \"probe\"\n\
+             [component.probe]\nsource = \"app.wasm\"\n\
+             environment = {{ VERSION = \"{version}\" }}\n\
+             [component.probe.build]\ncommand = \"cp \\\"$(cat which.txt)\\\" app.wasm\"\n\
+             watch = [\"which.txt\"]\n"
+        )
+    };
+    std::fs::write(work.path().join("spin.toml"), manifest("one")).unwrap();
+    std::fs::write(work.path().join("which.txt"), &p3).unwrap();
+    let server = Bantam::spawn(work.path(), &["watch", "-d", "50"], &[])
+        .unwrap_or_else(|out| panic!("{out}"));
+    let sdk = |body: String| -> String {
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        json["sdk"].as_str().unwrap().to_owned()
+    };
+    let (status, body) = get(&server.url("/")).await;
+    assert_eq!((status, sdk(body)), (200, "spin-sdk-7".to_string()));
+
+    // Steady traffic and one slow request across the swap: none may fail,
+    // and the slow one finishes on the version it started on.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (stop, url) = (stop.clone(), server.url("/?status=200"));
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client.get(&url).send().await {
+                    Ok(response) if response.status() == 200 => ok += 1,
+                    Ok(response) => failed.push(response.status().to_string()),
+                    Err(error) => failed.push(error.to_string()),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let slow = tokio::spawn(get_owned(server.url("/?sleep-ms=1500")));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    std::fs::write(work.path().join("which.txt"), &p2).unwrap();
+    let output = server.wait_for_output("Reloaded");
+    assert!(output.contains("Reloaded: new requests go to the new version"), "{output}");
+    let (status, body) = get(&server.url("/")).await;
+    assert_eq!(status, 200);
+    assert_ne!(sdk(body), "spin-sdk-7", "the rebuilt guest serves");
+    assert_eq!(slow.await.unwrap(), (200, "slept 1500".to_string()));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = traffic.await.unwrap();
+    assert!(failed.is_empty() && ok > 10, "{ok} ok, failed: {failed:?}");
+
+    // A manifest edit reloads without a build.
+    std::fs::write(work.path().join("spin.toml"), manifest("two")).unwrap();
+    wait_until(|| server.output().matches("Reloaded").count() >= 2, &server);
+    assert_eq!(get(&server.url("/?env=VERSION")).await, (200, "two".to_string()));
+
+    // A failed build keeps the last good version serving, and says so.
+    std::fs::write(work.path().join("which.txt"), "/no/such/guest.wasm").unwrap();
+    let output = server.wait_for_output("still serving");
+    assert!(output.contains("the build of component `probe` failed"), "{output}");
+    assert_eq!(get(&server.url("/?env=VERSION")).await, (200, "two".to_string()));
+
+    server.terminate();
+    let mut server = server;
+    assert_eq!(server.wait(std::time::Duration::from_secs(10)), Some(0), "{}", server.output());
+}
+
+async fn get_owned(url: String) -> (u16, String) {
+    get(&url).await
+}
+
+fn wait_until(done: impl Fn() -> bool, server: &Bantam) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out:\n{}", server.output());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
