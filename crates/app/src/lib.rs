@@ -73,6 +73,8 @@ pub struct Component {
     pub key_value_stores: Vec<String>,
     /// SQLite database labels granted to the component.
     pub sqlite_databases: Vec<String>,
+    /// AI models the component may use (`ai_models`).
+    pub ai_models: Vec<String>,
     /// Component variables (`{{ template }}` values unresolved).
     pub variables: Vec<(String, String)>,
     /// How to build the component, if the manifest says.
@@ -202,6 +204,7 @@ pub fn from_manifest(manifest: bantam_manifest::AppManifest) -> Result<App, Load
             allowed_outbound_hosts: component.allowed_outbound_hosts.clone(),
             key_value_stores: component.key_value_stores.clone(),
             sqlite_databases: component.sqlite_databases.clone(),
+            ai_models: component.ai_models.clone(),
             variables: component.variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             build: component.build.clone(),
         });
@@ -273,6 +276,7 @@ pub fn from_wasm_file(path: &Path) -> Result<App, LoadError> {
             allowed_outbound_hosts: Vec::new(),
             key_value_stores: Vec::new(),
             sqlite_databases: Vec::new(),
+            ai_models: Vec::new(),
             variables: Vec::new(),
             build: None,
         }],

@@ -23,6 +23,7 @@
 
 mod bindings;
 pub mod key_value;
+pub mod llm;
 pub mod outbound_http;
 pub mod outbound_mqtt;
 pub mod outbound_mysql;
@@ -239,6 +240,7 @@ impl AppCapabilities {
             http,
             local: Arc::clone(&self.local),
             max_outbound_connections: self.max_outbound_connections,
+            ai_models: component.ai_models.clone(),
         }))
     }
 }
@@ -262,6 +264,8 @@ pub struct ComponentCapabilities {
     local: Arc<OnceLock<outbound_http::LocalHandler>>,
     /// Outbound HTTP requests one instance may have in flight at once.
     max_outbound_connections: usize,
+    /// The AI models it may use.
+    ai_models: Vec<String>,
 }
 
 impl std::fmt::Debug for ComponentCapabilities {
@@ -287,6 +291,7 @@ impl ComponentCapabilities {
             http: outbound_http::HttpClient::new(id, &AllowedHosts::default()),
             local: Arc::default(),
             max_outbound_connections: outbound_http::DEFAULT_MAX_OUTBOUND_CONNECTIONS,
+            ai_models: Vec::new(),
         })
     }
 }

@@ -225,9 +225,21 @@ impl Engine {
             elapsed = ?started.elapsed(),
             "component ready"
         );
-        let instance_pre = self.linker.instantiate_pre(&compiled).map_err(|error| {
-            EngineError::Link { component: component.id.clone(), message: describe(&error) }
-        })?;
+        let instance_pre = match self.linker.instantiate_pre(&compiled) {
+            Ok(pre) => pre,
+            // Guests built against a release candidate of an interface whose
+            // final version Bantam serves (componentize-py's spin-sdk 5
+            // imports `wasi:http@0.3.0-rc-2026-03-15` beside `@0.3.0`, and
+            // calls only the latter) link with those imports stubbed.
+            Err(error) => match self.with_prerelease_stubs(&compiled) {
+                Some(linker) => linker.instantiate_pre(&compiled),
+                None => Err(error),
+            }
+            .map_err(|error| EngineError::Link {
+                component: component.id.clone(),
+                message: describe(&error),
+            })?,
+        };
         Ok(ComponentPre {
             id: component.id.clone(),
             component: compiled,
@@ -235,6 +247,56 @@ impl Engine {
             sandbox: Arc::new(Sandbox::new(component, logs, capabilities)),
             from_cache,
         })
+    }
+
+    /// A linker for `component` in which its imports of release-candidate
+    /// interfaces (`...@0.3.0-rc-...`) that Bantam serves in their final
+    /// version are stubbed: calling one traps, saying which. `None` when
+    /// it imports no such interface.
+    fn with_prerelease_stubs(&self, component: &Component) -> Option<Linker<HostState>> {
+        use wasmtime::component::types::ComponentItem;
+        let ty = component.component_type();
+        let stubbed: Vec<(String, wasmtime::component::types::ComponentInstance)> = ty
+            .imports(&self.engine)
+            .filter_map(|(name, import)| match import.ty {
+                ComponentItem::ComponentInstance(instance) if is_release_candidate(name) => {
+                    Some((name.to_owned(), instance))
+                }
+                _ => None,
+            })
+            .collect();
+        if stubbed.is_empty() {
+            return None;
+        }
+        let mut linker = self.linker.clone();
+        for (name, instance) in stubbed {
+            tracing::debug!(import = %name, "stubbing a release-candidate import");
+            let mut root = linker.root();
+            let Ok(mut stub) = root.instance(&name) else { continue };
+            for (export, item) in instance.exports(&self.engine) {
+                let what = format!("{name}#{export}");
+                let defined = match item.ty {
+                    ComponentItem::ComponentFunc(func) if func.async_() => stub
+                        .func_new_concurrent(export, move |_, _, _, _| {
+                            let what = what.clone();
+                            Box::pin(async move { Err(unsupported_prerelease(&what)) })
+                        }),
+                    ComponentItem::ComponentFunc(_) => {
+                        stub.func_new(export, move |_, _, _, _| Err(unsupported_prerelease(&what)))
+                    }
+                    ComponentItem::Resource(_) => stub.resource(
+                        export,
+                        wasmtime::component::ResourceType::host::<PrereleaseStub>(),
+                        |_, _| Ok(()),
+                    ),
+                    _ => Ok(()),
+                };
+                if defined.is_err() {
+                    return None;
+                }
+            }
+        }
+        Some(linker)
     }
 
     /// A fresh store for one instance of `pre`: its own memory, its own
@@ -376,4 +438,18 @@ impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The host type of stubbed release-candidate resources.
+struct PrereleaseStub;
+
+/// Whether an import names a release candidate (`@x.y.z-rc...`).
+fn is_release_candidate(name: &str) -> bool {
+    name.rsplit_once('@').is_some_and(|(_, version)| version.contains("-rc"))
+}
+
+fn unsupported_prerelease(what: &str) -> wasmtime::Error {
+    wasmtime::format_err!(
+        "`{what}` is a release candidate of an interface Bantam serves only in its final version"
+    )
 }
