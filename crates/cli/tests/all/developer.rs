@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use crate::services::Registry;
 use crate::support::{Bantam, get};
 
 /// Run `bantam <args>` in `dir`.
@@ -67,6 +68,9 @@ async fn new_add_build_and_serve_a_rust_app() {
     assert_eq!((status, body.as_str()), (200, "Hello World!\n"));
     let (status, _) = get(&server.url("/elsewhere")).await;
     assert_eq!(status, 404);
+
+    // Pushed, then run from the registry in another directory.
+    ship_and_run_elsewhere(&app, "shop", &[], "/hello/x", "Hello World!\n").await;
 
     // The same name again clashes with the component just added, and the
     // manifest is left as it was.
@@ -262,4 +266,80 @@ fn wait_until(done: impl Fn() -> bool, server: &Bantam) {
         assert!(std::time::Instant::now() < deadline, "timed out:\n{}", server.output());
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// Push the built app in `app` to a fresh registry, run it with
+/// `up --from` in an empty directory, and check `path` answers `expected`.
+async fn ship_and_run_elsewhere(
+    app: &Path,
+    repository: &str,
+    env: &[(&str, &str)],
+    path: &str,
+    expected: &str,
+) {
+    let registry = Registry::start();
+    let reference = registry.reference(&format!("{repository}:v1"));
+    let cache = tempfile::tempdir().unwrap();
+    let mut env = env.to_vec();
+    env.push(("BANTAM_REGISTRY_CACHE_DIR", cache.path().to_str().unwrap()));
+    let pushed = bantam_env(app, &["registry", "push", "-k", &reference], &env);
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let server = Bantam::spawn(elsewhere.path(), &["up", "-k", "--from", &reference], &env)
+        .unwrap_or_else(|out| panic!("{out}"));
+    let (status, body) = get(&server.url(path)).await;
+    assert_eq!((status, body.as_str()), (200, expected), "{}", server.output());
+}
+
+/// Find `program` on the PATH or fail saying how to install it: these
+/// tests prove the official toolchains' output runs, so they must not
+/// pass without them.
+fn require(program: &str, install: &str) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
+    assert!(found, "`{program}` is needed for this test: {install} (CI's .ci/run does)");
+}
+
+#[tokio::test]
+async fn a_javascript_app_from_the_template_serves_and_ships() {
+    require("npm", "install Node.js 20 or later (`apt-get install nodejs npm`)");
+    let work = tempfile::tempdir().unwrap();
+    bantam_ok(work.path(), &["new", "-t", "http-js", "js-app", "--accept-defaults"]);
+    let app = work.path().join("js-app");
+    // npm install and componentize-js, as the template's build says.
+    bantam_ok(&app, &["build"]);
+    let server = Bantam::spawn(&app, &["up"], &[]).unwrap_or_else(|out| panic!("{out}"));
+    assert_eq!(get(&server.url("/")).await, (200, "Hello from JavaScript (visit 1)\n".into()));
+    assert_eq!(get(&server.url("/")).await, (200, "Hello from JavaScript (visit 2)\n".into()));
+    drop(server);
+    ship_and_run_elsewhere(&app, "js-app", &[], "/", "Hello from JavaScript (visit 1)\n").await;
+}
+
+#[tokio::test]
+async fn a_python_app_from_the_template_serves_and_ships() {
+    require("python3", "install Python 3.10 or later (`apt-get install python3 python3-venv`)");
+    let work = tempfile::tempdir().unwrap();
+    bantam_ok(work.path(), &["new", "-t", "http-py", "py-app", "--accept-defaults"]);
+    let app = work.path().join("py-app");
+    // The README's steps: a virtual environment with the requirements.
+    let venv = app.join(".venv");
+    let status = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().unwrap();
+    assert!(status.success(), "python3 -m venv failed");
+    let pip = Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "-r", "requirements.txt"])
+        .current_dir(&app)
+        .output()
+        .unwrap();
+    assert!(pip.status.success(), "pip install failed:\n{}", text(&pip));
+    let path =
+        format!("{}:{}", venv.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+    let env = [("PATH", path.as_str())];
+
+    let built = bantam_env(&app, &["build"], &env);
+    assert!(built.status.success(), "{}", text(&built));
+    let server = Bantam::spawn(&app, &["up"], &env).unwrap_or_else(|out| panic!("{out}"));
+    assert_eq!(get(&server.url("/")).await, (200, "Hello from Python (visit 1)\n".into()));
+    assert_eq!(get(&server.url("/")).await, (200, "Hello from Python (visit 2)\n".into()));
+    drop(server);
+    ship_and_run_elsewhere(&app, "py-app", &env, "/", "Hello from Python (visit 1)\n").await;
 }

@@ -274,7 +274,10 @@ impl Drop for Bantam {
     /// SIGTERM first, so bantam removes its temporary files; SIGKILL if it
     /// has not exited within two seconds.
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
         if self.wait(Duration::from_secs(2)).is_none() {
             let _ = self.child.kill();
         }
