@@ -5,8 +5,8 @@
 //! terminal. Each subcommand lives in its own module under `commands`.
 
 mod commands;
-mod progress;
 mod templates;
+mod terminal;
 
 use clap::{Parser, Subcommand};
 
@@ -42,7 +42,11 @@ enum Command {
     /// Push and pull apps to and from OCI registries.
     #[command(alias = "oci", subcommand)]
     Registry(commands::registry::RegistryCommand),
-    /// Print a shell completion script: `bantam completions bash > ~/.local/share/bash-completion/completions/bantam`.
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  \
+        bantam completions bash > ~/.local/share/bash-completion/completions/bantam\n  \
+        bantam completions zsh > ~/.zfunc/_bantam\n  \
+        bantam completions fish > ~/.config/fish/completions/bantam.fish")]
     Completions {
         /// The shell to complete for.
         shell: clap_complete::Shell,
@@ -69,7 +73,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("Error: {error:#}");
+            eprintln!("{} {error:#}", crate::terminal::error_prefix());
             std::process::ExitCode::FAILURE
         }
     }
@@ -79,8 +83,7 @@ fn main() -> std::process::ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,bantam=info"));
-    let color = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none();
+    let color = terminal::color();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(color)

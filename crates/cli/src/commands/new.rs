@@ -189,7 +189,7 @@ pub fn add(args: AddArgs) -> anyhow::Result<()> {
         )
     })?;
     for warning in &parsed.warnings {
-        eprintln!("Warning: {warning}");
+        eprintln!("{} {warning}", crate::terminal::warning_prefix());
     }
 
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -193,7 +193,7 @@ struct TransferBar {
 
 impl TransferBar {
     fn new(verb: &'static str) -> Self {
-        let bar = indicatif::ProgressBar::with_draw_target(None, crate::progress::draw_target());
+        let bar = indicatif::ProgressBar::with_draw_target(None, crate::terminal::draw_target());
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",

@@ -23,6 +23,12 @@ use clap::builder::TypedValueParser;
 
 /// Flags of `bantam up`.
 #[derive(Debug, Clone, Args)]
+#[command(after_help = "Examples:\n  \
+    bantam up                                   ./spin.toml on 127.0.0.1:3000\n  \
+    bantam up -f apps/shop --listen 0.0.0.0:8080\n  \
+    bantam up --from ghcr.io/me/shop:v1         pull and serve\n  \
+    bantam up --variable api_key=@key.txt --max-memory 64MiB\n\n\
+    Exit codes: 0 after a clean shutdown, 1 on an error, 2 on a bad command line.")]
 pub struct UpArgs {
     /// The application to run: a spin.toml, a directory holding one, a
     /// bare `.wasm` component (served on every route), or a registry
@@ -262,7 +268,7 @@ pub fn load_app(args: &UpArgs, cwd: &Path) -> anyhow::Result<LoadedApp> {
         }
     };
     for warning in &app.warnings {
-        eprintln!("Warning: {warning}");
+        eprintln!("{} {warning}", crate::terminal::warning_prefix());
     }
     for component in &mut app.components {
         component.environment.extend(args.env.iter().cloned());
@@ -342,7 +348,7 @@ impl Host {
                 // Compiling a large component (a JS or Python runtime) takes
                 // seconds the first time; the compile cache makes it instant.
                 let spinner =
-                    crate::progress::spinner(format!("Preparing component `{}`", component.id));
+                    crate::terminal::spinner(format!("Preparing component `{}`", component.id));
                 prepared.push(self.engine.prepare(component, &logs, granted)?);
                 spinner.finish_and_clear();
             }

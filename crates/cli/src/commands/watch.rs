@@ -227,12 +227,12 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
                     }
                     match Rules::new(&manifest_path, &args, &cwd) {
                         Ok(new_rules) => rules = new_rules,
-                        Err(error) => eprintln!("Warning: {error:#}"),
+                        Err(error) => eprintln!("{} {error:#}", crate::terminal::warning_prefix()),
                     }
                     watch_dirs(&mut watcher, &rules, &mut watched)?;
                 }
                 Err(error) => {
-                    eprintln!("Error: {error:#}");
+                    eprintln!("{} {error:#}", crate::terminal::error_prefix());
                     if serving.is_some() {
                         eprintln!("The last good version is still serving; waiting for changes.");
                     } else {
