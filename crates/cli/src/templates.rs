@@ -163,7 +163,7 @@ pub fn resolve_values(
     for parameter in &template.parameters {
         let value = match given.remove(&parameter.name) {
             Some(value) => value,
-            None if interactive => prompt(parameter)?,
+            None if interactive => ask(&parameter.prompt, &parameter.default)?,
             None => parameter.default.clone(),
         };
         if let Some(pattern) = &parameter.pattern {
@@ -185,15 +185,20 @@ pub fn resolve_values(
     Ok(values)
 }
 
-fn prompt(parameter: &Parameter) -> anyhow::Result<String> {
+/// Ask `question` on the terminal; the answer, or `default` when empty.
+pub fn ask(question: &str, default: &str) -> anyhow::Result<String> {
     use std::io::Write;
     let mut stderr = std::io::stderr();
-    write!(stderr, "{} [{}]: ", parameter.prompt, parameter.default)?;
+    if default.is_empty() {
+        write!(stderr, "{question}: ")?;
+    } else {
+        write!(stderr, "{question} [{default}]: ")?;
+    }
     stderr.flush()?;
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).context("cannot read the answer")?;
     let answer = line.trim();
-    Ok(if answer.is_empty() { parameter.default.clone() } else { answer.to_owned() })
+    Ok(if answer.is_empty() { default.to_owned() } else { answer.to_owned() })
 }
 
 /// Render `{{ name }}` and `{{ name | filter }}` in `text`.

@@ -448,7 +448,7 @@ pub async fn pull(
     let manifest_json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
     for (name, bytes) in [("manifest.json", &manifest_json), ("config.json", &lock_bytes)] {
         let path = dir.join(name);
-        std::fs::write(&path, bytes).map_err(|e| RegistryError::Write { path: path, error: e })?;
+        std::fs::write(&path, bytes).map_err(|e| RegistryError::Write { path, error: e })?;
     }
     Ok(PulledApp { lock, digest, cache: cache.clone() })
 }

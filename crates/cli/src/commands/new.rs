@@ -220,12 +220,7 @@ fn prepare(args: &TemplateArgs) -> anyhow::Result<(Template, String, Values)> {
     let name = match &args.name {
         Some(name) => name.clone(),
         None if !args.accept_defaults && std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
-            use std::io::Write;
-            eprint!("Name: ");
-            std::io::stderr().flush()?;
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line)?;
-            line.trim().to_owned()
+            templates::ask("Name", "")?
         }
         None => bail!(
             "give the name of the new app or component, as in `bantam new -t {} hello`",

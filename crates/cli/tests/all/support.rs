@@ -151,7 +151,7 @@ impl Bantam {
     fn start(app: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
         let dir = if app.is_dir() { app } else { app.parent().unwrap() };
         let mut args = vec!["up".as_ref(), "-f".as_ref(), app.as_os_str()];
-        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(a)));
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
         Self::launch(dir, &args, env)
     }
 
