@@ -174,10 +174,19 @@ fn registry_error(
     reference: &Reference,
 ) -> impl Fn(oci_client::errors::OciDistributionError) -> RegistryError {
     let reference = reference.whole();
-    move |e| RegistryError::Registry {
-        action,
-        reference: reference.clone(),
-        message: error_chain(&e),
+    move |e| {
+        let mut message = error_chain(&e);
+        if message.contains("manifest unknown") {
+            message.push_str(" (there is no such repository or tag)");
+        } else if message.contains("UNAUTHORIZED") || message.contains("code: 401") {
+            let registry = reference.split('/').next().unwrap_or_default();
+            message = format!(
+                "the registry wants credentials: run `bantam registry login {registry}` ({message})"
+            );
+        } else if message.contains("InvalidContentType") || message.contains("corrupt message") {
+            message.push_str(" (does the registry speak plain HTTP? pass -k/--insecure)");
+        }
+        RegistryError::Registry { action, reference: reference.clone(), message }
     }
 }
 

@@ -139,6 +139,7 @@ async fn registry_errors_are_clear() {
     assert_eq!(pulled.status.code(), Some(1));
     let out = text(&pulled);
     assert!(out.contains("pulling") && out.contains("nothing:here"), "{out}");
+    assert!(out.contains("there is no such repository or tag"), "{out}");
     let up = text(&bantam_env(
         work.path(),
         &["up", "-k", "--from", &missing, "--listen", "127.0.0.1:0"],
@@ -159,4 +160,55 @@ async fn registry_errors_are_clear() {
     let closed = format!("127.0.0.1:{}/app:v1", crate::services::free_port());
     let refused = text(&bantam_env(work.path(), &["registry", "pull", "-k", &closed], &env));
     assert!(refused.contains(&closed) && refused.contains("Error"), "{refused}");
+}
+
+#[tokio::test]
+async fn a_registry_that_wants_credentials_gets_them_from_login() {
+    let registry = Registry::start_with_login("me", "secret");
+    let app = TestApp::single("private", "source = \"{p3}\"");
+    let config = tempfile::tempdir().unwrap();
+    let auth = config.path().join("registry-auth.json");
+    let cache = tempfile::tempdir().unwrap();
+    let env = [
+        ("BANTAM_REGISTRY_AUTH", auth.to_str().unwrap()),
+        ("BANTAM_REGISTRY_CACHE_DIR", cache.path().to_str().unwrap()),
+    ];
+    let server = format!("127.0.0.1:{}", registry.port);
+    let reference = registry.reference("private:v1");
+
+    let refused = text(&bantam_env(app.path(), &["registry", "push", "-k", &reference], &env));
+    assert!(refused.contains(&format!("run `bantam registry login {server}`")), "{refused}");
+
+    let login = |password: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bantam"))
+            .args(["registry", "login", "-k", &server, "-u", "me", "--password-stdin"])
+            .envs(env)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let wrong = login("guess");
+    assert!(!wrong.status.success());
+    assert!(text(&wrong).contains("refused these credentials"), "{}", text(&wrong));
+    assert!(!auth.exists(), "refused credentials are not stored");
+    let right = login("secret");
+    assert!(right.status.success(), "{}", text(&right));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&auth).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "credentials are private to their owner");
+    }
+
+    let pushed = bantam_env(app.path(), &["registry", "push", "-k", &reference], &env);
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let server = Bantam::spawn(elsewhere.path(), &["up", "-k", "--from", &reference], &env)
+        .unwrap_or_else(|out| panic!("{out}"));
+    assert_eq!(get(&server.url("/?status=201")).await, (201, "status 201".to_string()));
 }

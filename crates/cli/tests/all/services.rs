@@ -301,21 +301,37 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Start the registry on a free port.
+    /// Start the registry on a free port, open to anyone.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Start the registry on a free port, requiring `user` and `password`
+    /// (HTTP basic authentication against an htpasswd file).
+    pub fn start_with_login(user: &str, password: &str) -> Self {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(login: Option<(&str, &str)>) -> Self {
         let binary = require("docker-registry", "docker-registry");
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = login {
+            let htpasswd = dir.path().join("htpasswd");
+            let hash = bcrypt::hash(password, 5).unwrap();
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, text).unwrap();
         let child = Command::new(binary)
             .arg("serve")
             .arg(&config)
