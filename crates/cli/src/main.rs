@@ -13,7 +13,15 @@ use clap::{Parser, Subcommand};
 /// Bantam runs Spin applications: serverless WebAssembly components, a fresh
 /// sandboxed instance for every request.
 #[derive(Debug, Parser)]
-#[command(name = "bantam", version, about, long_about = None)]
+#[command(
+    name = "bantam",
+    version,
+    about,
+    long_about = None,
+    after_help = "Start here:\n  \
+        bantam new -t http-rust hello && cd hello && bantam build --up\n\n\
+        Exit codes: 0 on success, 1 on an error (the message says which), 2 on a bad command line."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -65,6 +65,9 @@ pub struct AddArgs {
 #[derive(Debug, Subcommand)]
 pub enum TemplatesCommand {
     /// List the built-in templates.
+    #[command(after_help = "Examples:\n  \
+        bantam templates list\n  \
+        bantam new -t http-py hello      start an app from one of them")]
     List,
 }
 
