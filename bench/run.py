@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""Bantam's benchmark: every figure side by side, in one run, on this machine.
+
+    python3 bench/run.py            # the full run (several minutes); prints Markdown
+    python3 bench/run.py --smoke    # seconds per step: proves the bench still works (CI)
+
+It measures, with a load generator in a separate process on loopback:
+  * hello-world throughput and latency through `bantam up` (a wasi:http 0.3
+    spin-sdk 7 guest, a 0.2 spin-sdk 5.2 guest and a plain 0.2 guest), next
+    to a native hyper server (the ceiling) and `wasmtime serve` of the same
+    wasmtime version on the same component;
+  * p99 latency at half of the peak rate (oha's fixed-rate mode);
+  * per-request instantiation inside the engine, and memory per instance;
+  * start-up to the first 200, with a cold and a warm compile cache, and the
+    first request to a large (componentize-py) component;
+  * key-value set/get through a guest against the embedded store, next to
+    native rusqlite doing the same statements;
+  * throughput with 1 and 2 worker threads, and peak memory as concurrency
+    grows.
+
+Tools: wrk (Debian's package) is required. oha and wasmtime-cli are
+installed once with `cargo install` into the cache (BANTAM_BENCH_CACHE,
+default ~/.cache/bantam-bench) and reused; --smoke skips what is missing.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WASMTIME_VERSION = "48.0.8"
+OHA_VERSION = "1.16.0"
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk-report.lua"
+
+
+def log(message):
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def run(cmd, **kwargs):
+    log("$ " + " ".join(str(c) for c in cmd))
+    return subprocess.run(cmd, check=True, **kwargs)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_200(url, timeout=120.0, interval=0.001):
+    """Seconds until `url` first answers 200."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return time.perf_counter() - started
+        except Exception:
+            time.sleep(interval)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout}s")
+
+
+class Server:
+    """A server process on a free port, stopped on exit."""
+
+    def __init__(self, name, cmd, path, env=None, cwd=None):
+        self.name, self.port = name, free_port()
+        self.cmd = [c.replace("{port}", str(self.port)) for c in cmd]
+        self.url = f"http://127.0.0.1:{self.port}{path}"
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+
+    def __enter__(self):
+        log(f"start {self.name}: {' '.join(self.cmd)}")
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
+            self.cmd, env=self.env, cwd=self.cwd,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            self.startup = wait_for_200(self.url)
+        except Exception:
+            self.process.kill()
+            raise RuntimeError(f"{self.name} did not start: {self.process.stderr.read()[-2000:]}")
+        return self
+
+    def peak_rss_mib(self):
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return None
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def wrk(url, connections, seconds, threads=2):
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+         "-s", str(WRK_SCRIPT), url],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    line = next(l for l in out.splitlines() if l.startswith("JSON "))
+    return json.loads(line[5:])
+
+
+def throughput(url, args, connections=None):
+    """Median of `args.repeat` wrk runs after a warm-up: rps, spread and the
+    latency percentiles of the median run."""
+    connections = connections or args.connections
+    wrk(url, connections, args.warmup)
+    runs = sorted((wrk(url, connections, args.duration) for _ in range(args.repeat)),
+                  key=lambda r: r["rps"])
+    median = runs[len(runs) // 2]
+    median["rps_min"], median["rps_max"] = runs[0]["rps"], runs[-1]["rps"]
+    return median
+
+
+def oha_p99_at_rate(oha, url, rate, seconds):
+    out = subprocess.run(
+        [oha, "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-q", str(int(rate)),
+         "-c", "64", url],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    report = json.loads(out)
+    return report["latencyPercentiles"]["p99"] * 1000, report["summary"]["requestsPerSec"]
+
+
+def cargo_install(crate, version, binary, cache):
+    path = cache / "bin" / binary
+    if not path.exists():
+        run(["cargo", "install", crate, "--version", version, "--locked", "--root", str(cache)])
+    return path
+
+
+def fmt_rps(r):
+    return f"{r['rps']:,.0f} ({r['rps_min']:,.0f}–{r['rps_max']:,.0f})"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="one short run of each step")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    parser.add_argument("--repeat", type=int, default=3, help="measured runs per figure")
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    args.warmup = 2
+    if args.smoke:
+        args.duration, args.repeat, args.warmup = 1, 1, 1
+
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: sudo apt-get install -y wrk")
+    cache = Path(os.environ.get("BANTAM_BENCH_CACHE", Path.home() / ".cache" / "bantam-bench"))
+    profile = "debug" if args.smoke else "release"
+    build = ["cargo", "build", "-p", "bantam-cli", "-p", "bantam-bench"]
+    run(build + ([] if args.smoke else ["--release"]), cwd=ROOT)
+    run(["cargo", "build", "--release", "--target", "wasm32-wasip2", "--manifest-path",
+         str(ROOT / "tests/guests/Cargo.toml")], cwd=ROOT)
+    target = ROOT / "target" / profile
+    bantam, native, instantiate = target / "bantam", target / "native-hello", target / "instantiate"
+    guests = ROOT / "tests/guests/target/wasm32-wasip2/release"
+    p3, p2, plain, caps = (guests / f"{n}.wasm" for n in
+                           ("http_p3_probe", "http_p2_probe", "wasi_http_plain", "capabilities_p3"))
+
+    wasmtime = oha = None
+    if args.smoke:
+        wasmtime = shutil.which("wasmtime") or (cache / "bin/wasmtime" if (cache / "bin/wasmtime").exists() else None)
+        oha = shutil.which("oha") or (cache / "bin/oha" if (cache / "bin/oha").exists() else None)
+    else:
+        wasmtime = cargo_install("wasmtime-cli", WASMTIME_VERSION, "wasmtime", cache)
+        oha = cargo_install("oha", OHA_VERSION, "oha", cache)
+
+    work = Path(tempfile.mkdtemp(prefix="bantam-bench-"))
+    compile_cache = work / "compile-cache"
+
+    def bantam_up(app, path, *extra, env=None, name=None):
+        return Server(name or f"bantam {Path(app).name}",
+                      [str(bantam), "up", "-f", str(app), "--listen", "127.0.0.1:{port}", "-q",
+                       "-L", "", "--cache-dir", str(compile_cache), *extra], path, env=env)
+
+    report = []
+    out = report.append
+    out(f"## Results ({'smoke' if args.smoke else 'full'} run)\n")
+    out(f"Machine: {os.cpu_count()} cores; {args.repeat} runs of {args.duration}s after "
+        f"{args.warmup}s of warm-up, wrk -t2 -c{args.connections}; spread is min–max.\n")
+
+    # 1. Hello world.
+    out("### Hello world\n")
+    out("| Server | Guest | Requests/s | p50 ms | p99 ms | p99.9 ms | vs native | vs wasmtime serve |")
+    out("|---|---|---|---|---|---|---|---|")
+    rows = []
+    with Server("native hyper", [str(native), "127.0.0.1:{port}"], "/") as s:
+        rows.append(("native hyper", "-", throughput(s.url, args)))
+    native_rps = rows[0][2]["rps"]
+    wasmtime_rps = None
+    guests_under_test = ((plain, "plain wasi:http 0.2", "/"),
+                         (p3, "spin-sdk 7 (wasi:http 0.3)", "/?status=200"),
+                         (p2, "spin-sdk 5.2 (wasi:http 0.2)", "/?status=200"))
+    wasmtime_rps = {}
+    if wasmtime:
+        for guest, label, path in guests_under_test:
+            try:
+                with Server("wasmtime serve", [str(wasmtime), "serve", "--addr",
+                                               "127.0.0.1:{port}", str(guest)], path) as s:
+                    r = throughput(s.url, args)
+            except RuntimeError as error:
+                log(f"wasmtime serve cannot run {guest.name}: {error}")
+                continue
+            rows.append((f"wasmtime serve {WASMTIME_VERSION}", label, r))
+            wasmtime_rps[label] = r["rps"]
+    for guest, label, path in guests_under_test:
+        with bantam_up(guest, path) as s:
+            rows.append(("bantam up", label, throughput(s.url, args)))
+    for server, guest, r in rows:
+        baseline = wasmtime_rps.get(guest)
+        vs_wasmtime = f"{r['rps'] / baseline:.2f}x" if baseline else "not run"
+        out(f"| {server} | {guest} | {fmt_rps(r)} | {r['p50']:.2f} | {r['p99']:.2f} | "
+            f"{r['p999']:.2f} | {r['rps'] / native_rps:.2f}x | {vs_wasmtime} |")
+    out("")
+
+    # 2. p99 at half of peak.
+    if oha:
+        out("### Latency at half of peak throughput\n")
+        out("| Server | Rate (req/s) | Achieved | p99 ms |")
+        out("|---|---|---|---|")
+        for name, peak, make in (
+            ("native hyper", native_rps, lambda: Server("native", [str(native), "127.0.0.1:{port}"], "/")),
+            ("bantam up, spin-sdk 7", rows[-2][2]["rps"], lambda: bantam_up(p3, "/?status=200")),
+        ):
+            with make() as s:
+                p99, achieved = oha_p99_at_rate(oha, s.url, peak / 2, max(args.duration, 2))
+                out(f"| {name} | {peak / 2:,.0f} | {achieved:,.0f} | {p99:.2f} |")
+        out("")
+    else:
+        out("(oha not installed: the fixed-rate latency step was skipped.)\n")
+
+    # 3. Instantiation.
+    out("### Per-request instantiation (in the engine, pooling allocator)\n")
+    out("| Guest | new store µs (median) | store + instantiate µs (median) | p99 µs | resident KiB per live instance |")
+    out("|---|---|---|---|---|")
+    for guest in (plain, p3, p2):
+        n = "2000" if args.smoke else "20000"
+        j = json.loads(subprocess.run([str(instantiate), str(guest), n], check=True,
+                                      capture_output=True, text=True).stdout)
+        out(f"| {j['component']} | {j['new_store_median_us']:.1f} | {j['instantiate_median_us']:.1f} | "
+            f"{j['instantiate_p99_us']:.1f} | {j['resident_kib_per_instance']:.0f} |")
+    out("")
+
+    # 4. Start-up.
+    out("### Start-up to the first 200\n")
+    out("| App | Compile cache | Seconds |")
+    out("|---|---|---|")
+    shutil.rmtree(compile_cache, ignore_errors=True)
+    for cache_state in ("cold", "warm"):
+        with bantam_up(p3, "/?status=200") as s:
+            out(f"| spin-sdk 7 probe ({p3.stat().st_size // 1024} KiB) | {cache_state} | {s.startup:.3f} |")
+    py_app = python_app(work, cache) if not args.smoke else None
+    if py_app:
+        wasm = py_app / "app.wasm"
+        for cache_state in ("cold", "warm"):
+            with bantam_up(py_app, "/") as s:
+                out(f"| componentize-py app ({wasm.stat().st_size // (1 << 20)} MiB) | {cache_state} | {s.startup:.3f} |")
+    else:
+        out("| componentize-py app | | skipped (smoke run) |")
+    out("")
+
+    # 5. Key-value.
+    out("### Key-value (embedded SQLite store)\n")
+    out("| Operation | Native rusqlite + hyper (req/s) | Bantam guest (req/s) | Ratio |")
+    out("|---|---|---|---|")
+    app = work / "kv"
+    app.mkdir()
+    (app / "spin.toml").write_text(
+        'spin_manifest_version = 2\n[application]\nname = "kv"\n[[trigger.http]]\nroute = "/..."\n'
+        f'component = "kv"\n[component.kv]\nsource = "{caps}"\nkey_value_stores = ["default"]\n')
+    for op in ("set", "get"):
+        with Server("native kv", [str(native), "127.0.0.1:{port}", str(work / "native-kv.db")],
+                    f"/kv?op={op}") as s:
+            n = throughput(s.url, args)
+        with bantam_up(app, f"/?cap=kv&store=default&op={op}&key=k&value=v") as s:
+            b = throughput(s.url, args)
+        out(f"| {op} | {fmt_rps(n)} | {fmt_rps(b)} | {b['rps'] / n['rps']:.2f}x |")
+    out("")
+
+    # 6. Scaling.
+    out("### Scaling (spin-sdk 7 guest)\n")
+    out("| Worker threads | Connections | Requests/s | p99 ms | Peak RSS MiB |")
+    out("|---|---|---|---|---|")
+    for workers, connections in ((1, 64), (2, 64), (2, 256), (2, 1024)):
+        with bantam_up(p3, "/?status=200", env={"TOKIO_WORKER_THREADS": str(workers)}) as s:
+            r = throughput(s.url, args, connections=connections)
+            out(f"| {workers} | {connections} | {fmt_rps(r)} | {r['p99']:.2f} | {s.peak_rss_mib():.0f} |")
+    out("")
+
+    shutil.rmtree(work, ignore_errors=True)
+    print("\n".join(report))
+
+
+def python_app(work, cache):
+    """A componentize-py app from the http-py template, built once in the cache."""
+    app = cache / "py-app"
+    if not (app / "app.wasm").exists():
+        shutil.rmtree(app, ignore_errors=True)
+        bantam = ROOT / "target/release/bantam"
+        run([str(bantam), "new", "-t", "http-py", "py-app", "-a", "-o", str(app)], cwd=cache)
+        run([sys.executable, "-m", "venv", str(app / ".venv")])
+        run([str(app / ".venv/bin/pip"), "install", "-q", "-r", "requirements.txt"], cwd=app)
+        env = {**os.environ, "PATH": f"{app / '.venv/bin'}:{os.environ['PATH']}"}
+        run([str(bantam), "build"], cwd=app, env=env)
+    return app
+
+
+if __name__ == "__main__":
+    main()
