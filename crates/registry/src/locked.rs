@@ -174,12 +174,7 @@ pub struct Blob {
 /// `sha256:<hex>` of `data`.
 pub fn digest(data: &[u8]) -> String {
     use sha2::Digest as _;
-    let hash = sha2::Sha256::digest(data);
-    let mut hex = String::with_capacity(64);
-    for byte in hash {
-        hex.push_str(&format!("{byte:02x}"));
-    }
-    format!("sha256:{hex}")
+    format!("sha256:{:x}", sha2::Sha256::digest(data))
 }
 
 /// The reference to `data`: its digest, and the bytes inline when small.

@@ -17,7 +17,7 @@ pub struct TemplateArgs {
     /// The name of the new app or component; asked for when missing.
     pub name: Option<String>,
     /// Set a template parameter without being asked (repeatable).
-    #[arg(short = 'v', long = "value", value_name = "NAME=VALUE", value_parser = parse_value)]
+    #[arg(short = 'v', long = "value", value_name = "NAME=VALUE", value_parser = super::parse_key_value)]
     pub values: Vec<(String, String)>,
     /// A TOML file of parameter values (`name = "value"` lines).
     #[arg(long = "values-file", value_name = "FILE")]
@@ -69,13 +69,6 @@ pub enum TemplatesCommand {
         bantam templates list\n  \
         bantam new -t http-py hello      start an app from one of them")]
     List,
-}
-
-fn parse_value(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
-        _ => Err(format!("`{text}` is not NAME=VALUE")),
-    }
 }
 
 /// Run `bantam templates list`.

@@ -67,7 +67,7 @@ pub struct PushArgs {
     #[arg(long)]
     pub build: bool,
     /// Add an OCI annotation (repeatable); it overrides an inferred one.
-    #[arg(long = "annotation", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    #[arg(long = "annotation", value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
     pub annotations: Vec<(String, String)>,
     #[command(flatten)]
     pub options: RegistryOptions,
@@ -99,13 +99,6 @@ pub struct LoginArgs {
     /// Talk plain HTTP to the registry.
     #[arg(short = 'k', long)]
     pub insecure: bool,
-}
-
-fn parse_pair(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(format!("`{text}` is not KEY=VALUE")),
-    }
 }
 
 /// Run `bantam registry ...`.

@@ -72,7 +72,7 @@ pub struct UpArgs {
     #[arg(short = 'q', long)]
     pub quiet: bool,
     /// Pass an environment variable (KEY=VALUE) to all components.
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
     pub env: Vec<(String, String)>,
     /// Do not use the compile cache.
     #[arg(long)]
@@ -99,7 +99,7 @@ pub struct UpArgs {
     pub sqlite: Vec<String>,
     /// Set a key in the default key-value store before serving (KEY=VALUE).
     /// Repeatable.
-    #[arg(long = "key-value", value_name = "KEY=VALUE", value_parser = parse_env)]
+    #[arg(long = "key-value", value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
     pub key_values: Vec<(String, String)>,
     /// How long in-flight requests may run after a shutdown signal.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
@@ -198,13 +198,6 @@ impl LimitArgs {
                 .max_outbound_connections
                 .unwrap_or(DEFAULT_MAX_OUTBOUND_CONNECTIONS),
         })
-    }
-}
-
-fn parse_env(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-        _ => Err(format!("expected KEY=VALUE, got `{text}`")),
     }
 }
 

@@ -12,7 +12,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Find `binary` on the PATH or fail saying how to install it.
-fn require(binary: &str, package: &str) -> std::path::PathBuf {
+pub fn require(binary: &str, package: &str) -> std::path::PathBuf {
     // Daemons live in sbin, which a non-root PATH may leave out.
     let path = std::env::var_os("PATH").unwrap_or_default();
     // Debian keeps PostgreSQL's server programs in a versioned directory.
