@@ -57,10 +57,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for_200(url, timeout=120.0, interval=0.001):
-    """Seconds until `url` first answers 200."""
+def wait_for_200(url, process=None, timeout=120.0, interval=0.001):
+    """Seconds until `url` first answers 200; fails at once if `process`
+    exits first."""
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode} before answering")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -88,7 +91,7 @@ class Server:
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         try:
-            self.startup = wait_for_200(self.url)
+            self.startup = wait_for_200(self.url, self.process)
         except Exception:
             self.process.kill()
             raise RuntimeError(f"{self.name} did not start: {self.process.stderr.read()[-2000:]}")
@@ -215,7 +218,9 @@ def main():
     if wasmtime:
         for guest, label, path in guests_under_test:
             try:
-                with Server("wasmtime serve", [str(wasmtime), "serve", "--addr",
+                # -Scli: the guests import wasi:cli (environment, stdio),
+                # which `wasmtime serve` links only when asked.
+                with Server("wasmtime serve", [str(wasmtime), "serve", "-Scli", "--addr",
                                                "127.0.0.1:{port}", str(guest)], path) as s:
                     r = throughput(s.url, args)
             except RuntimeError as error:
