@@ -37,6 +37,11 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// way to others (see `Engine::new_store`): 20 ms.
 const LONG_RUNNER_TICKS: u32 = 20;
 
+/// How much of a pooled linear memory stays resident between instances
+/// when the kernel can tell which pages were dirtied (see
+/// `wasmtime_config`).
+const KEEP_RESIDENT: usize = 4 << 20;
+
 /// Settings for the [`Engine`], chosen once per process.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -322,6 +327,11 @@ impl Engine {
         // half a core, and short requests beside it keep their latency.
         let deadline = self.request_timeout.map(|timeout| Instant::now() + timeout + EPOCH_TICK);
         let mut ticks: u32 = 0;
+        // The first check is due one tick from now. wasmtime's initial
+        // deadline is the current epoch, so without this every instance
+        // went through the callback (and back through the scheduler) at its
+        // very first check: a task switch per request for nothing.
+        store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
@@ -383,10 +393,21 @@ fn wasmtime_config(config: &EngineConfig, pooling: bool) -> Config {
             .total_tables(instances.saturating_mul(2))
             .total_stacks(instances)
             .max_memory_size(config.max_instance_memory)
-            // Keep the first pages of each slot resident: resetting them with
-            // memset is cheaper than a page fault on the next instance.
-            .linear_memory_keep_resident(64 << 10)
             .table_keep_resident(16 << 10);
+        // Keep the pages an instance dirtied resident for the next one in
+        // its slot: resetting them with memset is cheaper than the
+        // `madvise`, the TLB shootdown on the other cores and the page
+        // faults the next instance would take. With the kernel's
+        // PAGEMAP_SCAN (Linux 6.7+) only the dirtied pages are reset, so the
+        // first 4 MiB (a Rust guest's 1 MiB stack and its heap) stay
+        // resident at the cost of what was touched (measured against 1 and
+        // 16 MiB in BENCHMARKS.md); without it every kept byte is memset on
+        // every reuse, so keep only the first pages.
+        if PoolingAllocationConfig::is_pagemap_scan_available() {
+            pool.pagemap_scan(wasmtime::Enabled::Yes).linear_memory_keep_resident(KEEP_RESIDENT);
+        } else {
+            pool.linear_memory_keep_resident(64 << 10);
+        }
         wasmtime.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     wasmtime
