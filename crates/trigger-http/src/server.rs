@@ -1,10 +1,18 @@
 //! Accepting connections and shutting down gracefully.
 //!
-//! HTTP/1.1 and HTTP/2 (prior knowledge) on one listener, each connection
-//! on its own task so requests are served on all cores. On shutdown the
-//! listener closes at once, connections finish their in-flight requests
-//! (keep-alive connections are told to close), and whatever is still
-//! running after the grace period is abandoned.
+//! HTTP/1.1 and HTTP/2 (prior knowledge) on one listener, served by one
+//! thread per core, each with its own single-threaded async runtime that
+//! accepts from the shared listener. A connection, the guest instances
+//! serving its requests and their response bodies all stay on the thread
+//! that accepted it: no task is stolen by another worker, so an instance's
+//! memory-management system calls and wake-ups stay on one core (measured
+//! in `BENCHMARKS.md`: about a third less CPU per request than tokio's
+//! work-stealing runtime). An idle thread is the one waiting in `accept`,
+//! so new connections go where there is room.
+//!
+//! On shutdown the listener closes at once, connections finish their
+//! in-flight requests (keep-alive connections are told to close), and
+//! whatever is still running after the grace period is abandoned.
 //!
 //! The trigger being served is a [`LiveTrigger`]: storing a new one swaps
 //! the app (a rebuild under `bantam watch`, a redeploy) with no dropped
@@ -46,9 +54,59 @@ pub enum Shutdown {
 /// The trigger a server is serving, swappable while it serves.
 pub type LiveTrigger = arc_swap::ArcSwap<HttpTrigger>;
 
-/// Serve the current trigger of `live` on `listener` until `shutdown`
-/// resolves, then drain in-flight requests for at most `grace`.
+/// Serve the current trigger of `live` on `listener` with `threads`
+/// serving threads until `shutdown` resolves, then drain in-flight
+/// requests for at most `grace`.
 pub async fn serve(
+    live: Arc<LiveTrigger>,
+    listener: TcpListener,
+    threads: usize,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> std::io::Result<Shutdown> {
+    let listener = listener.into_std()?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::with_capacity(threads.max(1));
+    for index in 0..threads.max(1) {
+        let listener = listener.try_clone()?;
+        let live = live.clone();
+        let mut stopped = stopped.clone();
+        let worker = std::thread::Builder::new().name(format!("bantam-serve-{index}")).spawn(
+            move || -> std::io::Result<Shutdown> {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    let stop = async move {
+                        // An error means the sender is gone: stop too.
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    Ok(accept_loop(live, listener, stop, grace).await)
+                })
+            },
+        )?;
+        workers.push(worker);
+    }
+    drop(listener);
+    shutdown.await;
+    let _ = stop.send(true);
+    // Joining blocks: leave the caller's runtime free meanwhile.
+    let outcomes = tokio::task::spawn_blocking(move || {
+        workers
+            .into_iter()
+            .map(|worker| worker.join().unwrap_or(Ok(Shutdown::TimedOut)))
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    Ok(match outcomes.iter().all(|outcome| *outcome == Shutdown::Drained) {
+        true => Shutdown::Drained,
+        false => Shutdown::TimedOut,
+    })
+}
+
+/// One serving thread: accept connections and serve them on this thread
+/// until `shutdown`, then drain for at most `grace`.
+async fn accept_loop(
     live: Arc<LiveTrigger>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,

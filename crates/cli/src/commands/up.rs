@@ -104,6 +104,10 @@ pub struct UpArgs {
     /// How long in-flight requests may run after a shutdown signal.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_timeout: Duration,
+    /// Threads serving requests: each accepts connections and runs their
+    /// instances on its own runtime [one per CPU].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
     /// Limits on each request and instance; each may also be set in the
     /// runtime config's `[limits]` table (a flag wins).
     #[command(flatten)]
@@ -374,13 +378,20 @@ impl Host {
     ) -> impl Future<Output = anyhow::Result<()>> + Send + 'static {
         let engine = self.engine.clone();
         let grace = args.shutdown_timeout;
+        let threads = match args.threads {
+            Some(threads) => usize::from(threads),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
         async move {
             let shutdown = async {
                 stop.await;
                 eprintln!("Shutting down: finishing in-flight requests");
             };
-            let outcome = server::serve(live, listener, shutdown, grace).await;
+            let outcome = server::serve(live, listener, threads, shutdown, grace)
+                .await
+                .context("cannot start the serving threads");
             engine.shutdown();
+            let outcome = outcome?;
             if outcome == Shutdown::TimedOut {
                 bail!("in-flight requests did not finish within {grace:?}; they were stopped");
             }
