@@ -10,6 +10,12 @@ mod terminal;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc's per-thread free lists suit the request path, which allocates
+/// and frees many small objects (store, resource table, headers, body
+/// chunks) on every request: measured in `BENCHMARKS.md`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Bantam runs Spin applications: serverless WebAssembly components, a fresh
 /// sandboxed instance for every request.
 #[derive(Debug, Parser)]
