@@ -80,7 +80,11 @@ class Server:
         self.name, self.port = name, free_port()
         self.cmd = [c.replace("{port}", str(self.port)) for c in cmd]
         self.url = f"http://127.0.0.1:{self.port}{path}"
-        self.env = {**os.environ, **(env or {})}
+        # RUST_BACKTRACE would make every error value capture a backtrace,
+        # in the servers under test as in any Rust program: users serve
+        # without it.
+        self.env = {k: v for k, v in os.environ.items() if k != "RUST_BACKTRACE"}
+        self.env.update(env or {})
         self.cwd = cwd
 
     def __enter__(self):
@@ -122,15 +126,27 @@ def wrk(url, connections, seconds, threads=2):
     return json.loads(line[5:])
 
 
-def throughput(url, args, connections=None):
-    """Median of `args.repeat` wrk runs after a warm-up: rps, spread and the
-    latency percentiles of the median run."""
+def cpu_seconds(pid):
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(server, args, connections=None):
+    """Median of `args.repeat` wrk runs after a warm-up: rps, spread, the
+    latency percentiles of the median run, and the server's CPU time per
+    request over all measured runs (the cost the load generator's share of
+    the two cores does not blur)."""
     connections = connections or args.connections
-    wrk(url, connections, args.warmup)
-    runs = sorted((wrk(url, connections, args.duration) for _ in range(args.repeat)),
-                  key=lambda r: r["rps"])
+    wrk(server.url, connections, args.warmup)
+    cpu_before = cpu_seconds(server.process.pid)
+    runs = [wrk(server.url, connections, args.duration) for _ in range(args.repeat)]
+    cpu = cpu_seconds(server.process.pid) - cpu_before
+    requests = sum(r["requests"] for r in runs)
+    runs.sort(key=lambda r: r["rps"])
     median = runs[len(runs) // 2]
     median["rps_min"], median["rps_max"] = runs[0]["rps"], runs[-1]["rps"]
+    median["cpu_us"] = cpu / requests * 1e6 if requests else float("nan")
     return median
 
 
@@ -204,11 +220,11 @@ def main():
 
     # 1. Hello world.
     out("### Hello world\n")
-    out("| Server | Guest | Requests/s | p50 ms | p99 ms | p99.9 ms | vs native | vs wasmtime serve |")
-    out("|---|---|---|---|---|---|---|---|")
+    out("| Server | Guest | Requests/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | vs native | vs wasmtime serve |")
+    out("|---|---|---|---|---|---|---|---|---|")
     rows = []
     with Server("native hyper", [str(native), "127.0.0.1:{port}"], "/") as s:
-        rows.append(("native hyper", "-", throughput(s.url, args)))
+        rows.append(("native hyper", "-", throughput(s, args)))
     native_rps = rows[0][2]["rps"]
     wasmtime_rps = None
     guests_under_test = ((plain, "plain wasi:http 0.2", "/"),
@@ -217,25 +233,37 @@ def main():
     wasmtime_rps = {}
     if wasmtime:
         for guest, label, path in guests_under_test:
-            try:
-                # -Scli: the guests import wasi:cli (environment, stdio),
-                # which `wasmtime serve` links only when asked.
-                with Server("wasmtime serve", [str(wasmtime), "serve", "-Scli", "--addr",
-                                               "127.0.0.1:{port}", str(guest)], path) as s:
-                    r = throughput(s.url, args)
-            except RuntimeError as error:
-                log(f"wasmtime serve cannot run {guest.name}: {error}")
-                continue
-            rows.append((f"wasmtime serve {WASMTIME_VERSION}", label, r))
-            wasmtime_rps[label] = r["rps"]
+            # Like for like: a fresh instance per request, as Bantam makes.
+            # `wasmtime serve` reuses a wasi:http 0.3 instance for up to 128
+            # requests by default; that row is shown too, as a reference.
+            modes = [("", ["--max-instance-reuse-count", "1"])]
+            if "0.3" in label:
+                modes.append((" (default: instance reuse)", []))
+            for suffix, flags in modes:
+                try:
+                    # -Scli: the guests import wasi:cli (environment, stdio),
+                    # which `wasmtime serve` links only when asked.
+                    with Server("wasmtime serve", [str(wasmtime), "serve", "-Scli", *flags,
+                                                   "--addr", "127.0.0.1:{port}", str(guest)],
+                                path) as s:
+                        r = throughput(s, args)
+                except RuntimeError as error:
+                    log(f"wasmtime serve cannot run {guest.name}: {error}")
+                    continue
+                rows.append((f"wasmtime serve {WASMTIME_VERSION}{suffix}", label, r))
+                if not suffix:
+                    wasmtime_rps[label] = r["rps"]
+    bantam_rps = {}
     for guest, label, path in guests_under_test:
         with bantam_up(guest, path) as s:
-            rows.append(("bantam up", label, throughput(s.url, args)))
+            rows.append(("bantam up", label, throughput(s, args)))
+            bantam_rps[guest] = rows[-1][2]["rps"]
+    bantam_p3_rps = bantam_rps[p3]
     for server, guest, r in rows:
-        baseline = wasmtime_rps.get(guest)
-        vs_wasmtime = f"{r['rps'] / baseline:.2f}x" if baseline else "not run"
+        baseline = wasmtime_rps.get(guest) if server == "bantam up" else None
+        vs_wasmtime = f"{r['rps'] / baseline:.2f}x" if baseline else "-"
         out(f"| {server} | {guest} | {fmt_rps(r)} | {r['p50']:.2f} | {r['p99']:.2f} | "
-            f"{r['p999']:.2f} | {r['rps'] / native_rps:.2f}x | {vs_wasmtime} |")
+            f"{r['p999']:.2f} | {r['cpu_us']:.0f} | {r['rps'] / native_rps:.2f}x | {vs_wasmtime} |")
     out("")
 
     # 2. p99 at half of peak.
@@ -245,7 +273,7 @@ def main():
         out("|---|---|---|---|")
         for name, peak, make in (
             ("native hyper", native_rps, lambda: Server("native", [str(native), "127.0.0.1:{port}"], "/")),
-            ("bantam up, spin-sdk 7", rows[-2][2]["rps"], lambda: bantam_up(p3, "/?status=200")),
+            ("bantam up, spin-sdk 7", bantam_p3_rps, lambda: bantam_up(p3, "/?status=200")),
         ):
             with make() as s:
                 p99, achieved = oha_p99_at_rate(oha, s.url, peak / 2, max(args.duration, 2))
@@ -296,19 +324,19 @@ def main():
     for op in ("set", "get"):
         with Server("native kv", [str(native), "127.0.0.1:{port}", str(work / "native-kv.db")],
                     f"/kv?op={op}") as s:
-            n = throughput(s.url, args)
+            n = throughput(s, args)
         with bantam_up(app, f"/?cap=kv&store=default&op={op}&key=k&value=v") as s:
-            b = throughput(s.url, args)
+            b = throughput(s, args)
         out(f"| {op} | {fmt_rps(n)} | {fmt_rps(b)} | {b['rps'] / n['rps']:.2f}x |")
     out("")
 
     # 6. Scaling.
     out("### Scaling (spin-sdk 7 guest)\n")
-    out("| Worker threads | Connections | Requests/s | p99 ms | Peak RSS MiB |")
+    out("| Serving threads (--threads) | Connections | Requests/s | p99 ms | Peak RSS MiB |")
     out("|---|---|---|---|---|")
     for workers, connections in ((1, 64), (2, 64), (2, 256), (2, 1024)):
-        with bantam_up(p3, "/?status=200", env={"TOKIO_WORKER_THREADS": str(workers)}) as s:
-            r = throughput(s.url, args, connections=connections)
+        with bantam_up(p3, "/?status=200", "--threads", str(workers)) as s:
+            r = throughput(s, args, connections=connections)
             out(f"| {workers} | {connections} | {fmt_rps(r)} | {r['p99']:.2f} | {s.peak_rss_mib():.0f} |")
     out("")
 

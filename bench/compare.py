@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Interleaved A/B of Bantam builds or flags on one guest: what a change buys.
+
+    python3 bench/compare.py VARIANT VARIANT...  [--guest p3|p2|plain] [--rounds 2]
+
+A VARIANT is `[NAME=VALUE ...] <bantam binary> [bantam up flags...]`, for
+example `target/release/bantam` against `/tmp/bantam-before --threads 1`.
+Each variant serves the guest in turn, round after round (so a change in
+the machine's load hits every variant alike); each turn is a warm-up and
+`--repeat` wrk runs. It prints, per variant and round, the requests/s of
+each run and the server's CPU time per request, which the load
+generator's share of the cores does not blur. BENCHMARKS.md records what
+each optimisation bought with this procedure.
+
+Build the "before" binary from the commit before a change (a git worktree
+and `cargo build --release -p bantam-cli`) and copy it aside.
+"""
+
+import argparse
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # noqa: E402  (the benchmark's own server and wrk helpers)
+
+GUESTS = {
+    "p3": ("http_p3_probe", "/?status=200"),
+    "p2": ("http_p2_probe", "/?status=200"),
+    "plain": ("wasi_http_plain", "/"),
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variants", nargs="+", metavar="VARIANT")
+    parser.add_argument("--guest", choices=sorted(GUESTS), default="p3")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    args.warmup = 2
+
+    run.run(["cargo", "build", "--release", "--target", "wasm32-wasip2", "--manifest-path",
+             str(run.ROOT / "tests/guests/Cargo.toml")], cwd=run.ROOT)
+    name, path = GUESTS[args.guest]
+    guest = run.ROOT / "tests/guests/target/wasm32-wasip2/release" / f"{name}.wasm"
+    cache = Path(tempfile.mkdtemp(prefix="bantam-compare-"))
+
+    for round_ in range(1, args.rounds + 1):
+        for variant in args.variants:
+            words = shlex.split(variant)
+            env = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
+            command = [w for w in words if w not in {f"{k}={v}" for k, v in env.items()}]
+            binary, flags = command[0], command[1:]
+            server = run.Server(variant, [binary, "up", "-f", str(guest), "--listen",
+                                          "127.0.0.1:{port}", "-q", "-L", "", "--cache-dir",
+                                          str(cache), *flags], path, env=env)
+            with server as s:
+                wrk_runs = []
+                run.wrk(s.url, args.connections, args.warmup)
+                cpu_before = run.cpu_seconds(s.process.pid)
+                for _ in range(args.repeat):
+                    wrk_runs.append(run.wrk(s.url, args.connections, args.duration))
+                cpu = run.cpu_seconds(s.process.pid) - cpu_before
+            requests = sum(r["requests"] for r in wrk_runs)
+            rps = " ".join(f"{r['rps']:,.0f}" for r in wrk_runs)
+            print(f"round {round_} | {variant} | req/s {rps} | "
+                  f"server CPU {cpu / requests * 1e6:.0f} µs/req", flush=True)
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
