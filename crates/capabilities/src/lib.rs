@@ -362,6 +362,33 @@ pub(crate) fn check_outbound(
     Ok(target)
 }
 
+/// [`check_outbound`], then resolve a host name and check every address
+/// it resolves to with [`check_address`]: a name that leads to loopback or
+/// the metadata service is refused like the address itself, unless an
+/// entry names it. For clients that connect by name (Redis, MQTT,
+/// PostgreSQL, MySQL), so any one special address refuses the name; HTTP
+/// filters the addresses in its own resolver and connects to one it
+/// checked.
+pub(crate) async fn check_outbound_resolved(
+    component: &ComponentCapabilities,
+    url: &str,
+) -> Result<OutboundTarget, String> {
+    let target = check_outbound(component, url)?;
+    if target.ip().is_some() {
+        return Ok(target);
+    }
+    let host = target.host.as_str();
+    let resolved = tokio::net::lookup_host((host, target.port)).await.map_err(|error| {
+        let message = format!("component `{}`: cannot resolve {host}: {error}", component.id);
+        tracing::warn!("{message}");
+        message
+    })?;
+    for address in resolved {
+        check_address(&component.id, &component.allowed_hosts, host, address.ip())?;
+    }
+    Ok(target)
+}
+
 /// Refuse a special address (loopback, link-local such as the cloud
 /// metadata service 169.254.169.254, unspecified) unless an entry names
 /// it or the host exactly: a wildcard grant never reaches the host's own

@@ -37,7 +37,7 @@ enum Failure {
     Other(String),
 }
 
-fn open(
+async fn open(
     component: &ComponentCapabilities,
     address: &str,
     username: String,
@@ -45,7 +45,7 @@ fn open(
     keep_alive_secs: u64,
 ) -> Result<MqttConnection, Failure> {
     let mut options = MqttOptions::parse_url(address).map_err(|_| Failure::InvalidAddress)?;
-    if crate::check_outbound(component, address).is_err() {
+    if crate::check_outbound_resolved(component, address).await.is_err() {
         return Err(Failure::InvalidAddress);
     }
     if !username.is_empty() {
@@ -149,17 +149,11 @@ impl<T> v3::HostConnectionWithStore<T> for Capabilities {
         password: String,
         keep_alive_interval_in_secs: u64,
     ) -> wasmtime::Result<Result<Resource<MqttConnection>, v3::Error>> {
-        Ok(accessor.with(|mut access| {
-            let mut view = access.get();
-            let opened = open(
-                view.state.component(),
-                &address,
-                username,
-                password,
-                keep_alive_interval_in_secs,
-            );
-            view.push_mqtt(opened).map_err(Into::into)
-        }))
+        let component =
+            accessor.with(|mut access| std::sync::Arc::clone(access.get().state.component()));
+        let opened =
+            open(&component, &address, username, password, keep_alive_interval_in_secs).await;
+        Ok(accessor.with(|mut access| access.get().push_mqtt(opened).map_err(Into::into)))
     }
 
     async fn publish(
@@ -184,8 +178,9 @@ impl v2::HostConnection for CapabilitiesView<'_> {
         password: String,
         keep_alive_interval_in_secs: u64,
     ) -> wasmtime::Result<Result<Resource<MqttConnection>, v2::Error>> {
+        let component = std::sync::Arc::clone(self.state.component());
         let opened =
-            open(self.state.component(), &address, username, password, keep_alive_interval_in_secs);
+            open(&component, &address, username, password, keep_alive_interval_in_secs).await;
         Ok(self.push_mqtt(opened).map_err(Into::into))
     }
 

@@ -77,7 +77,7 @@ async fn connect(
     component: &ComponentCapabilities,
     address: &str,
 ) -> Result<MysqlConnection, Failure> {
-    crate::check_outbound(component, address).map_err(Failure::ConnectionFailed)?;
+    crate::check_outbound_resolved(component, address).await.map_err(Failure::ConnectionFailed)?;
     let options = mysql_async::Opts::from_url(address)
         .map_err(|e| Failure::ConnectionFailed(format!("invalid address: {e}")))?;
     let connection = tokio::time::timeout(CONNECT_TIMEOUT, mysql_async::Conn::new(options))

@@ -63,7 +63,8 @@ async fn connect(
         };
         let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
         let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
-        crate::check_outbound(component, &format!("postgres://{host}:{port}"))
+        crate::check_outbound_resolved(component, &format!("postgres://{host}:{port}"))
+            .await
             .map_err(v4::Error::ConnectionFailed)?;
     }
     let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };

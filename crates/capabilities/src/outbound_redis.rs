@@ -88,7 +88,7 @@ async fn connect(
     address: &str,
 ) -> Result<RedisConnection, Failure> {
     let client = redis::Client::open(address).map_err(|_| Failure::InvalidAddress)?;
-    if crate::check_outbound(component, address).is_err() {
+    if crate::check_outbound_resolved(component, address).await.is_err() {
         return Err(Failure::InvalidAddress);
     }
     let config = redis::AsyncConnectionConfig::new()

@@ -430,6 +430,54 @@ async fn outbound_redis_where_allowed_outbound_hosts_grant_it() {
     assert_eq!(ok(&bantam, &redis_op("p2", "op=set&key=after&value=1")).await, "ok");
 }
 
+/// A wildcard grant reaches no loopback address through a name either:
+/// `localhost` resolves to loopback, so Redis, MQTT, PostgreSQL and MySQL
+/// refuse it after resolving, unless an entry names it.
+#[tokio::test]
+async fn wildcard_grants_reach_no_loopback_address_through_a_name() {
+    let redis = Redis::start();
+    let port = redis.port;
+    let wildcards = "allowed_outbound_hosts = [\"redis://*:*\", \"mqtt://*:*\", \"postgres://*:*\", \"mysql://*:*\"]";
+    let named = format!("allowed_outbound_hosts = [\"redis://localhost:{port}\"]");
+    let app = app(wildcards, &named);
+    let bantam = up(&app, &[]);
+    let refusals = |bantam: &crate::support::Bantam, at_least: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let output = bantam.output();
+            // The address check's own message (the grant check's names
+            // the URL instead).
+            let seen = output.matches("component `p3`: connection to localhost (").count();
+            if seen >= at_least || std::time::Instant::now() > deadline {
+                return (seen, output);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+
+    // The Redis server is there: only the check stands between them.
+    let set = |guest: &str| {
+        format!("/{guest}?cap=redis&url=redis://localhost:{port}&op=set&key=k&value=v")
+    };
+    assert_eq!(call(&bantam, &set("p3")).await, (500, "error: invalid-address".into()));
+    let (seen, output) = refusals(&bantam, 1);
+    assert_eq!(seen, 1, "{output}");
+    // An entry naming the host reaches it.
+    assert_eq!(ok(&bantam, &set("p2")).await, "ok");
+
+    let paths = [
+        format!("/p3?cap=mqtt&url=mqtt://localhost:{port}?client_id=x&key=t&value=v&qos=1"),
+        format!("/p3?cap=pg&url=postgres://u@localhost:{port}/db&op=query&sql=select%201"),
+        format!("/p3?cap=mysql&url=mysql://u@localhost:{port}/db&op=query&sql=select%201"),
+    ];
+    for (i, path) in paths.iter().enumerate() {
+        let (status, body) = call(&bantam, path).await;
+        assert_eq!(status, 500, "{path}: {body}");
+        let (seen, output) = refusals(&bantam, i + 2);
+        assert_eq!(seen, i + 2, "{path} was not refused by the address check:\n{output}");
+    }
+}
+
 #[tokio::test]
 async fn outbound_mqtt_publishes_at_every_qos_where_allowed() {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
