@@ -16,7 +16,12 @@ fn main() -> anyhow::Result<()> {
     let engine = Engine::new(&EngineConfig { cache_dir: None, ..EngineConfig::default() })?;
     let app = bantam_app::from_wasm_file(&path)?;
     let component = &app.components[0];
-    let logs = LogConfig { log_dir: None, terminal: false, truncate: false };
+    let logs = LogConfig {
+        log_dir: None,
+        terminal: false,
+        truncate: false,
+        max_file_size: bantam_engine::DEFAULT_MAX_LOG_FILE_SIZE,
+    };
     let pre = engine.prepare(
         component,
         &logs,

@@ -6,13 +6,18 @@
 //! manifest). On the terminal each line is prefixed with `[id]` so the
 //! output of several components stays readable. Lines from one instance are
 //! kept whole; an unterminated last line is written when the instance ends.
+//!
+//! A log file that reaches its size limit is rotated: it becomes
+//! `<name>.1` (replacing the one before) and a new file starts, so a guest
+//! printing under a request storm holds at most twice the limit of disk
+//! per stream, however long it runs.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -28,7 +33,12 @@ pub struct LogConfig {
     pub terminal: bool,
     /// Truncate the log files at start-up instead of appending.
     pub truncate: bool,
+    /// The size at which a log file is rotated to `<name>.1`.
+    pub max_file_size: u64,
 }
+
+/// The default size at which a log file is rotated: 100 MiB.
+pub const DEFAULT_MAX_LOG_FILE_SIZE: u64 = 100 << 20;
 
 /// Which of the process's own streams a guest stream is echoed to.
 #[derive(Debug, Clone, Copy)]
@@ -43,7 +53,46 @@ enum Terminal {
 pub(crate) struct GuestOutput {
     prefix: String,
     terminal: Option<Terminal>,
-    file: Option<File>,
+    file: Option<Mutex<LogFile>>,
+}
+
+/// A per-component log file and how much it holds.
+#[derive(Debug)]
+struct LogFile {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_size: u64,
+}
+
+impl LogFile {
+    fn open(path: PathBuf, truncate: bool, max_size: u64) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(!truncate)
+            .write(true)
+            .truncate(truncate)
+            .open(&path)?;
+        let size = file.metadata()?.len();
+        Ok(Self { path, file, size, max_size })
+    }
+
+    /// Append `bytes`, first rotating the file if they would take it past
+    /// its limit.
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.size > 0 && self.size + bytes.len() as u64 > self.max_size {
+            let mut rotated = self.path.clone().into_os_string();
+            rotated.push(".1");
+            std::fs::rename(&self.path, &rotated)?;
+            *self = Self::open(self.path.clone(), true, self.max_size)?;
+        }
+        self.file.write_all(bytes)?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
 }
 
 impl GuestOutput {
@@ -51,7 +100,7 @@ impl GuestOutput {
     pub(crate) fn for_component(id: &str, config: &LogConfig) -> (Arc<Self>, Arc<Self>) {
         let open = |suffix: &str| {
             let dir = config.log_dir.as_deref()?;
-            open_log(dir, &format!("{id}_{suffix}.txt"), config.truncate)
+            open_log(dir, &format!("{id}_{suffix}.txt"), config)
         };
         let prefix = format!("[{id}] ");
         let sink = |suffix, terminal| {
@@ -65,9 +114,12 @@ impl GuestOutput {
     }
 
     fn write_lines(&self, lines: &[u8]) {
-        if let Some(mut file) = self.file.as_ref() {
+        if let Some(file) = self.file.as_ref() {
             // Logging must never fail a request; a full disk loses log lines.
-            let _ = file.write_all(lines);
+            let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Err(error) = file.append(lines) {
+                tracing::debug!("cannot write {}: {error}", file.path.display());
+            }
         }
         let Some(terminal) = self.terminal else {
             return;
@@ -87,13 +139,10 @@ impl GuestOutput {
     }
 }
 
-fn open_log(dir: &Path, name: &str, truncate: bool) -> Option<File> {
+fn open_log(dir: &Path, name: &str, config: &LogConfig) -> Option<Mutex<LogFile>> {
     let path = dir.join(name);
-    let result = std::fs::create_dir_all(dir).and_then(|()| {
-        OpenOptions::new().create(true).append(!truncate).write(true).truncate(truncate).open(&path)
-    });
-    match result {
-        Ok(file) => Some(file),
+    match LogFile::open(path.clone(), config.truncate, config.max_file_size) {
+        Ok(file) => Some(Mutex::new(file)),
         Err(error) => {
             tracing::warn!("cannot open log file {}: {error}", path.display());
             None

@@ -68,6 +68,11 @@ pub struct UpArgs {
     /// Truncate the log files at start-up instead of appending.
     #[arg(long)]
     pub truncate_logs: bool,
+    /// The size at which a component's log file is rotated to
+    /// `<name>.1`, so guest output holds at most twice it on disk per
+    /// stream.
+    #[arg(long, default_value = "100MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_log_file_size: u64,
     /// Do not show component output on the terminal.
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -486,7 +491,12 @@ fn log_config(args: &UpArgs, state_dir: &Path, pulled: bool) -> LogConfig {
         None if pulled => None,
         None => Some(state_dir.join("logs")),
     };
-    LogConfig { log_dir, terminal: !args.quiet, truncate: args.truncate_logs }
+    LogConfig {
+        log_dir,
+        terminal: !args.quiet,
+        truncate: args.truncate_logs,
+        max_file_size: args.max_log_file_size,
+    }
 }
 
 /// The start-up listing, in `spin up`'s format.

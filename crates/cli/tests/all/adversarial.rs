@@ -207,3 +207,25 @@ async fn output_floods_are_truncated_per_request() {
     assert!(answers.iter().all(|answer| answer.0 == 200), "{answers:?}");
     assert!(during < RESPONSIVE, "neighbour median {during:?}");
 }
+
+/// Over many requests the log file is rotated at `--max-log-file-size`:
+/// the disk holds at most twice the limit per stream, the newest output
+/// in the current file.
+#[tokio::test]
+async fn log_files_are_rotated_at_their_size_limit() {
+    let app = TestApp::new(APP);
+    let bantam = app.up(&["-q", "--max-log-file-size", "2MiB"]);
+    // Each request logs 1 MiB (its cap), six of them 6 MiB.
+    for _ in 0..6 {
+        let (status, body) = get(&bantam.url("/hostile?flood=20000")).await;
+        assert_eq!((status, body.as_str()), (200, "printed 20000 lines"));
+    }
+    let logs = app.path().join(".spin/logs");
+    let size = |name: &str| std::fs::metadata(logs.join(name)).map(|m| m.len()).unwrap_or(0);
+    let (current, rotated) = (size("hostile_stdout.txt"), size("hostile_stdout.txt.1"));
+    assert!(current > 0 && current <= 2 << 20, "current log: {current} bytes");
+    assert!(rotated > (1 << 20) && rotated <= 2 << 20, "rotated log: {rotated} bytes");
+    assert!(!logs.join("hostile_stdout.txt.2").exists());
+    let (status, _) = get(&bantam.url("/healthy")).await;
+    assert_eq!(status, 200, "the server keeps serving");
+}
