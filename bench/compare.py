@@ -52,24 +52,20 @@ def main():
 
     for round_ in range(1, args.rounds + 1):
         for variant in args.variants:
-            words = shlex.split(variant)
-            env = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
-            command = [w for w in words if w not in {f"{k}={v}" for k, v in env.items()}]
-            binary, flags = command[0], command[1:]
+            # Leading NAME=VALUE words are the environment, as in a shell.
+            words, env = shlex.split(variant), {}
+            while words and "=" in words[0] and not words[0].startswith("-"):
+                name, value = words.pop(0).split("=", 1)
+                env[name] = value
+            binary, flags = words[0], words[1:]
             server = run.Server(variant, [binary, "up", "-f", str(guest), "--listen",
                                           "127.0.0.1:{port}", "-q", "-L", "", "--cache-dir",
                                           str(cache), *flags], path, env=env)
             with server as s:
-                wrk_runs = []
-                run.wrk(s.url, args.connections, args.warmup)
-                cpu_before = run.cpu_seconds(s.process.pid)
-                for _ in range(args.repeat):
-                    wrk_runs.append(run.wrk(s.url, args.connections, args.duration))
-                cpu = run.cpu_seconds(s.process.pid) - cpu_before
-            requests = sum(r["requests"] for r in wrk_runs)
-            rps = " ".join(f"{r['rps']:,.0f}" for r in wrk_runs)
+                r = run.throughput(s, args)
+            rps = " ".join(f"{each:,.0f}" for each in r["each_rps"])
             print(f"round {round_} | {variant} | req/s {rps} | "
-                  f"server CPU {cpu / requests * 1e6:.0f} µs/req", flush=True)
+                  f"server CPU {r['cpu_us']:.0f} µs/req", flush=True)
     shutil.rmtree(cache, ignore_errors=True)
 
 

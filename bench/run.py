@@ -143,10 +143,12 @@ def throughput(server, args, connections=None):
     runs = [wrk(server.url, connections, args.duration) for _ in range(args.repeat)]
     cpu = cpu_seconds(server.process.pid) - cpu_before
     requests = sum(r["requests"] for r in runs)
+    each_rps = [r["rps"] for r in runs]
     runs.sort(key=lambda r: r["rps"])
     median = runs[len(runs) // 2]
     median["rps_min"], median["rps_max"] = runs[0]["rps"], runs[-1]["rps"]
     median["cpu_us"] = cpu / requests * 1e6 if requests else float("nan")
+    median["each_rps"] = each_rps
     return median
 
 
@@ -226,7 +228,6 @@ def main():
     with Server("native hyper", [str(native), "127.0.0.1:{port}"], "/") as s:
         rows.append(("native hyper", "-", throughput(s, args)))
     native_rps = rows[0][2]["rps"]
-    wasmtime_rps = None
     guests_under_test = ((plain, "plain wasi:http 0.2", "/"),
                          (p3, "spin-sdk 7 (wasi:http 0.3)", "/?status=200"),
                          (p2, "spin-sdk 5.2 (wasi:http 0.2)", "/?status=200"))
@@ -253,12 +254,11 @@ def main():
                 rows.append((f"wasmtime serve {WASMTIME_VERSION}{suffix}", label, r))
                 if not suffix:
                     wasmtime_rps[label] = r["rps"]
-    bantam_rps = {}
     for guest, label, path in guests_under_test:
         with bantam_up(guest, path) as s:
             rows.append(("bantam up", label, throughput(s, args)))
-            bantam_rps[guest] = rows[-1][2]["rps"]
-    bantam_p3_rps = bantam_rps[p3]
+        if guest == p3:
+            bantam_p3_rps = rows[-1][2]["rps"]
     for server, guest, r in rows:
         baseline = wasmtime_rps.get(guest) if server == "bantam up" else None
         vs_wasmtime = f"{r['rps'] / baseline:.2f}x" if baseline else "-"

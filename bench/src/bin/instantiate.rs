@@ -16,12 +16,9 @@ fn main() -> anyhow::Result<()> {
     let engine = Engine::new(&EngineConfig { cache_dir: None, ..EngineConfig::default() })?;
     let app = bantam_app::from_wasm_file(&path)?;
     let component = &app.components[0];
-    let logs = LogConfig {
-        log_dir: None,
-        terminal: false,
-        truncate: false,
-        max_file_size: bantam_engine::DEFAULT_MAX_LOG_FILE_SIZE,
-    };
+    // No log files, so no size at which to rotate them.
+    let logs =
+        LogConfig { log_dir: None, terminal: false, truncate: false, max_file_size: u64::MAX };
     let pre = engine.prepare(
         component,
         &logs,

@@ -25,7 +25,7 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Stor
 
 pub use cache::CompileCache;
 pub use sandbox::{HostState, Sandbox};
-pub use stdio::{DEFAULT_MAX_LOG_FILE_SIZE, LogConfig};
+pub use stdio::LogConfig;
 
 /// How often the epoch ticks. Guests yield to the scheduler on every tick,
 /// so a guest stuck in a loop cannot hold a worker thread for longer than

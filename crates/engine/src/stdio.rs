@@ -37,9 +37,6 @@ pub struct LogConfig {
     pub max_file_size: u64,
 }
 
-/// The default size at which a log file is rotated: 100 MiB.
-pub const DEFAULT_MAX_LOG_FILE_SIZE: u64 = 100 << 20;
-
 /// Which of the process's own streams a guest stream is echoed to.
 #[derive(Debug, Clone, Copy)]
 enum Terminal {

@@ -6,7 +6,7 @@
 //! serving its requests and their response bodies all stay on the thread
 //! that accepted it: no task is stolen by another worker, so an instance's
 //! memory-management system calls and wake-ups stay on one core (measured
-//! in `BENCHMARKS.md`: about a third less CPU per request than tokio's
+//! in `BENCHMARKS.md`: 10–15% less CPU per request than tokio's
 //! work-stealing runtime). An idle thread is the one waiting in `accept`,
 //! so new connections go where there is room.
 //!
@@ -66,8 +66,9 @@ pub async fn serve(
 ) -> std::io::Result<Shutdown> {
     let listener = listener.into_std()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut workers = Vec::with_capacity(threads.max(1));
-    for index in 0..threads.max(1) {
+    let threads = threads.max(1);
+    let mut workers = Vec::with_capacity(threads);
+    for index in 0..threads {
         let listener = listener.try_clone()?;
         let live = live.clone();
         let mut stopped = stopped.clone();
