@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::metrics::{ComponentMetrics, InFlight};
 use bantam_engine::{ComponentPre, Engine, HostState};
 use http_body_util::BodyExt;
 use wasmtime::component::GuestTaskId;
@@ -99,6 +100,8 @@ pub struct HttpComponent {
     /// One permit per instance alive: a full component turns requests
     /// away at once instead of queueing them without bound.
     capacity: Arc<tokio::sync::Semaphore>,
+    /// What its requests did, shared with the app's other versions.
+    pub metrics: Arc<ComponentMetrics>,
 }
 
 /// Why a request got no response from its component.
@@ -113,8 +116,13 @@ pub enum HandleError {
 }
 
 impl HttpComponent {
-    /// Wrap a prepared component, checking that it exports an HTTP handler.
-    pub fn new(engine: Arc<Engine>, pre: ComponentPre) -> Result<Self, ExecutorError> {
+    /// Wrap a prepared component, checking that it exports an HTTP handler;
+    /// its requests are counted in `metrics`.
+    pub fn new(
+        engine: Arc<Engine>,
+        pre: ComponentPre,
+        metrics: Arc<ComponentMetrics>,
+    ) -> Result<Self, ExecutorError> {
         let wasmtime_engine = engine.wasmtime();
         let Some(export) = HttpExport::detect(&pre, wasmtime_engine) else {
             let exports = pre
@@ -148,7 +156,13 @@ impl HttpComponent {
             export,
             timeout: engine.request_timeout(),
             capacity: Arc::new(tokio::sync::Semaphore::new(engine.max_instances_per_component())),
-            handler: ProxyHandler::new(InstanceSource { engine, pre, proxy_pre }),
+            handler: ProxyHandler::new(InstanceSource {
+                engine,
+                pre,
+                proxy_pre,
+                metrics: metrics.clone(),
+            }),
+            metrics,
         })
     }
 
@@ -162,6 +176,7 @@ impl HttpComponent {
             tracing::warn!("component `{}` is at its instance limit: request turned away", self.id);
             return Err(HandleError::Busy);
         };
+        let alive = self.metrics.instance_alive();
         let started = Instant::now();
         let handled = self.handler.handle((), request);
         let result = match self.timeout {
@@ -182,7 +197,7 @@ impl HttpComponent {
         // The instance lives until its response body is complete; so does
         // its permit.
         let result = result.map(|response| {
-            response.map(|body| PermitBody { body, _permit: permit }.boxed_unsync())
+            response.map(|body| PermitBody { body, _permit: permit, _alive: alive }.boxed_unsync())
         });
         result.map_err(|error| {
             // On a busy machine the instance's epoch deadline can interrupt
@@ -213,6 +228,7 @@ struct InstanceSource {
     engine: Arc<Engine>,
     pre: ComponentPre,
     proxy_pre: ProxyPre<HostState>,
+    metrics: Arc<ComponentMetrics>,
 }
 
 impl HandlerState for InstanceSource {
@@ -224,7 +240,9 @@ impl HandlerState for InstanceSource {
         let mut store = self.engine.new_store(&self.pre)?;
         let started = Instant::now();
         let proxy = self.proxy_pre.instantiate_async(&mut store).await?;
-        tracing::trace!(component = %self.pre.id, elapsed = ?started.elapsed(), "instantiated");
+        let elapsed = started.elapsed();
+        self.metrics.instantiation.observe(elapsed);
+        tracing::trace!(component = %self.pre.id, ?elapsed, "instantiated");
         Ok(Instance {
             store,
             proxy,
@@ -287,11 +305,12 @@ impl WorkerState for SingleUse {
     }
 }
 
-/// A response body that holds its instance's concurrency permit until the
-/// body is done or dropped.
+/// A response body that holds its instance's concurrency permit (and its
+/// place in the in-flight count) until the body is done or dropped.
 struct PermitBody {
     body: wasmtime_wasi_http::WasiBody,
     _permit: tokio::sync::OwnedSemaphorePermit,
+    _alive: InFlight,
 }
 
 impl http_body::Body for PermitBody {

@@ -11,15 +11,18 @@
 
 pub mod executor;
 pub mod headers;
+pub mod metrics;
 pub mod router;
 pub mod server;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bantam_app::{App, Executor, Route, RoutePattern};
-use bantam_engine::{ComponentPre, Engine};
+use bantam_capabilities::{AppCapabilities, CapabilityError};
+use bantam_engine::{ComponentPre, Engine, EngineError, LogConfig};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -27,6 +30,7 @@ use hyper::body::Incoming;
 use wasmtime_wasi_http::WasiBody;
 
 pub use executor::{ExecutorError, HandleError, HttpComponent, HttpExport};
+use metrics::AppMetrics;
 use router::Router;
 
 /// Requests under this prefix are answered by the host, never by the app.
@@ -50,6 +54,12 @@ pub enum TriggerError {
         /// The executor type.
         executor: String,
     },
+    /// A component's capabilities could not be granted.
+    #[error(transparent)]
+    Capability(#[from] CapabilityError),
+    /// A component could not be compiled or linked.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     /// A trigger names a component that was not prepared.
     #[error("route {route}: component `{component}` was not loaded")]
     MissingComponent {
@@ -82,12 +92,61 @@ pub const DEFAULT_MAX_REQUEST_BODY: u64 = 100 << 20;
 /// The default largest response body a guest may send: 1 GiB.
 pub const DEFAULT_MAX_RESPONSE_BODY: u64 = 1 << 30;
 
+/// The largest bodies a trigger lets through.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Request bodies: larger declared ones get 413, a streamed one fails
+    /// the guest's read.
+    pub request: u64,
+    /// Response bodies: a larger declared one is answered 500, a streamed
+    /// one is cut off.
+    pub response: u64,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        Self { request: DEFAULT_MAX_REQUEST_BODY, response: DEFAULT_MAX_RESPONSE_BODY }
+    }
+}
+
 impl HttpTrigger {
+    /// Compile, link and pre-instantiate every component of `app` that a
+    /// route reaches, granting each its capabilities, and build the
+    /// trigger, counting its requests in `metrics`. `on_component` is
+    /// told each component id before it is prepared (compiling a large
+    /// one can take seconds). Components no trigger reaches cost nothing
+    /// and cannot stop the app.
+    pub fn prepare(
+        engine: &Arc<Engine>,
+        app: &App,
+        capabilities: &AppCapabilities,
+        logs: &LogConfig,
+        limits: BodyLimits,
+        metrics: &AppMetrics,
+        mut on_component: impl FnMut(&str),
+    ) -> Result<Arc<Self>, TriggerError> {
+        let mut prepared = Vec::with_capacity(app.components.len());
+        for component in &app.components {
+            if app.http_routes.iter().any(|r| r.component == component.id) {
+                let granted = capabilities.for_component(component)?;
+                on_component(&component.id);
+                prepared.push(engine.prepare(component, logs, granted)?);
+            }
+        }
+        let mut trigger = Self::new(engine.clone(), app, prepared, metrics)?;
+        trigger.max_request_body = limits.request;
+        trigger.max_response_body = limits.response;
+        let trigger = Arc::new(trigger);
+        capabilities.serve_local_requests(trigger.local_handler());
+        Ok(trigger)
+    }
+
     /// Build the trigger from a loaded app and its prepared components.
     pub fn new(
         engine: Arc<Engine>,
         app: &App,
         prepared: Vec<ComponentPre>,
+        metrics: &AppMetrics,
     ) -> Result<Self, TriggerError> {
         let mut by_id: HashMap<String, ComponentPre> =
             prepared.into_iter().map(|pre| (pre.id.clone(), pre)).collect();
@@ -114,7 +173,11 @@ impl HttpTrigger {
                             component: http_route.component.clone(),
                         }
                     })?;
-                    let component = Arc::new(HttpComponent::new(engine.clone(), pre)?);
+                    let component = Arc::new(HttpComponent::new(
+                        engine.clone(),
+                        pre,
+                        metrics.component(&http_route.component),
+                    )?);
                     components.insert(http_route.component.clone(), component.clone());
                     component
                 }
@@ -132,20 +195,6 @@ impl HttpTrigger {
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
         })
-    }
-
-    /// Refuse request bodies larger than `bytes`: 413 when the length is
-    /// declared, and the guest's read fails when a streamed body passes it.
-    pub fn with_max_request_body(mut self, bytes: u64) -> Self {
-        self.max_request_body = bytes;
-        self
-    }
-
-    /// Refuse response bodies larger than `bytes`: a larger declared body
-    /// is answered 500 instead; a streamed body is cut off at the limit.
-    pub fn with_max_response_body(mut self, bytes: u64) -> Self {
-        self.max_response_body = bytes;
-        self
     }
 
     /// The public routes and the component serving each, in manifest order.
@@ -240,6 +289,7 @@ impl HttpTrigger {
             },
         };
         let component = matched.target.clone();
+        let arrived = Instant::now();
 
         let host = parts.headers.get(http::header::HOST).and_then(|host| host.to_str().ok());
         let authority = uri.authority().map(|a| a.as_str()).or(host).unwrap_or("localhost");
@@ -254,22 +304,36 @@ impl HttpTrigger {
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|length| length > self.max_request_body) {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Bytes::from(format!("request body larger than {} bytes\n", self.max_request_body)),
-            );
-        }
         let max = self.max_request_body;
-        let body =
-            limited(body, max, move || wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max)));
-        let request = Request::from_parts(parts, body);
+        let response = if declared.is_some_and(|length| length > max) {
+            text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Bytes::from(format!("request body larger than {max} bytes\n")),
+            )
+        } else {
+            let body = limited(body, max, move || {
+                wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max))
+            });
+            self.run(&component, Request::from_parts(parts, body)).await
+        };
+        component.metrics.record_response(response.status().as_u16(), arrived.elapsed());
+        response
+    }
 
+    /// Run `component` on `request`, answering its failures as Spin does.
+    async fn run(
+        &self,
+        component: &HttpComponent,
+        request: Request<WasiBody>,
+    ) -> Response<WasiBody> {
         match component.handle(request).await {
             Ok(response) => self.limit_response(&component.id, response),
             // Spin answers a failed handler with an empty 500; the cause is
             // in the log, never in the response.
-            Err(HandleError::Failed) => empty(StatusCode::INTERNAL_SERVER_ERROR),
+            Err(HandleError::Failed) => {
+                component.metrics.record_failure();
+                empty(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             Err(HandleError::Busy) => {
                 let mut response =
                     text(StatusCode::SERVICE_UNAVAILABLE, Bytes::from_static(b"busy, retry\n"));

@@ -54,11 +54,35 @@ pub enum Shutdown {
 /// The trigger a server is serving, swappable while it serves.
 pub type LiveTrigger = arc_swap::ArcSwap<HttpTrigger>;
 
-/// Serve the current trigger of `live` on `listener` with `threads`
-/// serving threads until `shutdown` resolves, then drain in-flight
-/// requests for at most `grace`.
-pub async fn serve(
-    live: Arc<LiveTrigger>,
+/// What a server hands each request to: one app's [`LiveTrigger`]
+/// (`bantam up`), or a host of many apps that picks one by the request's
+/// host name (`bantam serve`).
+pub trait Handler: Send + Sync + 'static {
+    /// Answer one request from `client`.
+    fn handle(
+        &self,
+        request: http::Request<hyper::body::Incoming>,
+        client: std::net::SocketAddr,
+    ) -> impl Future<Output = http::Response<wasmtime_wasi_http::WasiBody>> + Send + use<Self>;
+}
+
+impl Handler for LiveTrigger {
+    fn handle(
+        &self,
+        request: http::Request<hyper::body::Incoming>,
+        client: std::net::SocketAddr,
+    ) -> impl Future<Output = http::Response<wasmtime_wasi_http::WasiBody>> + Send + use<> {
+        // The request keeps the trigger current on arrival to its end.
+        let trigger = self.load_full();
+        async move { trigger.handle(request, client).await }
+    }
+}
+
+/// Serve requests with `handler` on `listener` with `threads` serving
+/// threads until `shutdown` resolves, then drain in-flight requests for
+/// at most `grace`.
+pub async fn serve<H: Handler>(
+    handler: Arc<H>,
     listener: TcpListener,
     threads: usize,
     shutdown: impl Future<Output = ()>,
@@ -70,7 +94,7 @@ pub async fn serve(
     let mut workers = Vec::with_capacity(threads);
     for index in 0..threads {
         let listener = listener.try_clone()?;
-        let live = live.clone();
+        let handler = handler.clone();
         let mut stopped = stopped.clone();
         let worker = std::thread::Builder::new().name(format!("bantam-serve-{index}")).spawn(
             move || -> std::io::Result<Shutdown> {
@@ -81,7 +105,7 @@ pub async fn serve(
                         // An error means the sender is gone: stop too.
                         let _ = stopped.wait_for(|stop| *stop).await;
                     };
-                    Ok(accept_loop(live, listener, stop, grace).await)
+                    Ok(accept_loop(handler, listener, stop, grace).await)
                 })
             },
         )?;
@@ -107,8 +131,8 @@ pub async fn serve(
 
 /// One serving thread: accept connections and serve them on this thread
 /// until `shutdown`, then drain for at most `grace`.
-async fn accept_loop(
-    live: Arc<LiveTrigger>,
+async fn accept_loop<H: Handler>(
+    handler: Arc<H>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -137,10 +161,10 @@ async fn accept_loop(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let live = live.clone();
+        let handler = handler.clone();
         let service = hyper::service::service_fn(move |request| {
-            let trigger = live.load_full();
-            async move { Ok::<_, Infallible>(trigger.handle(request, client).await) }
+            let response = handler.handle(request, client);
+            async move { Ok::<_, Infallible>(response.await) }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);

@@ -16,8 +16,11 @@ use bantam_capabilities::outbound_http::DEFAULT_MAX_OUTBOUND_CONNECTIONS;
 use bantam_capabilities::runtime_config::{Limits, parse_duration, parse_size};
 use bantam_capabilities::{AppCapabilities, CapabilityConfig, RuntimeConfig, VariableSources};
 use bantam_engine::{Engine, EngineConfig, LogConfig};
+use bantam_trigger_http::metrics::AppMetrics;
 use bantam_trigger_http::server::{self, Shutdown};
-use bantam_trigger_http::{DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY, HttpTrigger};
+use bantam_trigger_http::{
+    BodyLimits, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY, HttpTrigger,
+};
 use clap::Args;
 use clap::builder::TypedValueParser;
 
@@ -68,27 +71,12 @@ pub struct UpArgs {
     /// Truncate the log files at start-up instead of appending.
     #[arg(long)]
     pub truncate_logs: bool,
-    /// The size at which a component's log file is rotated to
-    /// `<name>.1`, so guest output holds at most twice it on disk per
-    /// stream.
-    #[arg(long, default_value = "100MiB", value_parser = parse_size, value_name = "SIZE")]
-    pub max_log_file_size: u64,
     /// Do not show component output on the terminal.
     #[arg(short = 'q', long)]
     pub quiet: bool,
     /// Pass an environment variable (KEY=VALUE) to all components.
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
     pub env: Vec<(String, String)>,
-    /// Do not use the compile cache.
-    #[arg(long)]
-    pub disable_cache: bool,
-    /// Where compiled components are cached (default: the user cache
-    /// directory).
-    #[arg(long, env = "BANTAM_CACHE_DIR", value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
-    /// Do not use the pooling instance allocator.
-    #[arg(long)]
-    pub disable_pooling: bool,
     /// The runtime config file (Spin's format): where key-value stores
     /// and SQLite databases other than `default` live.
     #[arg(long, env = "RUNTIME_CONFIG_FILE", value_name = "FILE")]
@@ -106,6 +94,29 @@ pub struct UpArgs {
     /// Repeatable.
     #[arg(long = "key-value", value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
     pub key_values: Vec<(String, String)>,
+    /// How the host serves: threads, compile cache, limits.
+    #[command(flatten)]
+    pub serving: ServingArgs,
+}
+
+/// Flags of the serving host, shared by `bantam up` and `bantam serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServingArgs {
+    /// The size at which a component's log file is rotated to
+    /// `<name>.1`, so guest output holds at most twice it on disk per
+    /// stream.
+    #[arg(long, default_value = "100MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_log_file_size: u64,
+    /// Do not use the compile cache.
+    #[arg(long)]
+    pub disable_cache: bool,
+    /// Where compiled components are cached (default: the user cache
+    /// directory).
+    #[arg(long, env = "BANTAM_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not use the pooling instance allocator.
+    #[arg(long)]
+    pub disable_pooling: bool,
     /// How long in-flight requests may run after a shutdown signal.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_timeout: Duration,
@@ -214,12 +225,12 @@ impl LimitArgs {
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let loaded = load_app(&args, &cwd)?;
-    let host = Host::new(&args, &cwd)?;
+    let host = Host::new(&args.serving, load_runtime_config(&args, &cwd)?.as_ref(), &cwd)?;
     let trigger = host.prepare(&args, &loaded, true)?;
     let listener = host.bind(&args)?;
     print_routes(&loaded.app, &trigger, listener.local_addr()?);
     let live = Arc::new(server::LiveTrigger::from(trigger));
-    host.runtime.block_on(host.serve(&args, live, listener, shutdown_signal()))
+    host.runtime.block_on(host.serve(&args.serving, live, listener, shutdown_signal()))
 }
 
 /// An app loaded for serving.
@@ -289,14 +300,17 @@ pub struct Host {
 }
 
 impl Host {
-    /// Start the engine and runtime with the limits of `args` (and of the
-    /// runtime config file it names).
-    pub fn new(args: &UpArgs, cwd: &Path) -> anyhow::Result<Self> {
-        let runtime_config = load_runtime_config(args, cwd)?;
-        let limits = args.limits.resolve(runtime_config.as_ref())?;
+    /// Start the engine and runtime with the flags of `serving` and the
+    /// `[limits]` of `runtime_config`.
+    pub fn new(
+        serving: &ServingArgs,
+        runtime_config: Option<&RuntimeConfig>,
+        cwd: &Path,
+    ) -> anyhow::Result<Self> {
+        let limits = serving.limits.resolve(runtime_config)?;
         let engine = Arc::new(Engine::new(&EngineConfig {
-            pooling: !args.disable_pooling,
-            cache_dir: match (&args.cache_dir, args.disable_cache) {
+            pooling: !serving.disable_pooling,
+            cache_dir: match (&serving.cache_dir, serving.disable_cache) {
                 (_, true) => None,
                 (Some(dir), false) => Some(dir.clone()),
                 (None, false) => EngineConfig::default_cache_dir(),
@@ -313,6 +327,24 @@ impl Host {
             .build()
             .context("cannot start the async runtime")?;
         Ok(Self { engine, runtime, limits, cwd: cwd.to_path_buf() })
+    }
+
+    /// The engine every app is prepared on.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The body limits in force.
+    pub fn body_limits(&self) -> BodyLimits {
+        BodyLimits {
+            request: self.limits.max_request_body_size,
+            response: self.limits.max_response_body_size,
+        }
+    }
+
+    /// The most outbound HTTP requests one instance may have in flight.
+    pub fn max_outbound_connections(&self) -> usize {
+        self.limits.max_outbound_connections
     }
 
     /// Open the app's capabilities, compile and link its components: a
@@ -340,28 +372,27 @@ impl Host {
             &self.runtime,
             announce,
         )?;
-
-        // Only components a trigger can reach are compiled and linked: an
-        // unused component costs nothing and cannot stop the app.
-        let mut prepared = Vec::with_capacity(app.components.len());
-        for component in &app.components {
-            if app.http_routes.iter().any(|r| r.component == component.id) {
-                let granted = capabilities.for_component(component)?;
-                // Compiling a large component (a JS or Python runtime) takes
-                // seconds the first time; the compile cache makes it instant.
-                let spinner =
-                    crate::terminal::spinner(format!("Preparing component `{}`", component.id));
-                prepared.push(self.engine.prepare(component, &logs, granted)?);
-                spinner.finish_and_clear();
-            }
-        }
-        let trigger = Arc::new(
-            HttpTrigger::new(self.engine.clone(), app, prepared)?
-                .with_max_request_body(self.limits.max_request_body_size)
-                .with_max_response_body(self.limits.max_response_body_size),
+        // Compiling a large component (a JS or Python runtime) takes
+        // seconds the first time; the compile cache makes it instant.
+        let mut spinner: Option<indicatif::ProgressBar> = None;
+        let trigger = HttpTrigger::prepare(
+            &self.engine,
+            app,
+            &capabilities,
+            &logs,
+            self.body_limits(),
+            &AppMetrics::default(),
+            |id| {
+                let next = crate::terminal::spinner(format!("Preparing component `{id}`"));
+                if let Some(done) = spinner.replace(next) {
+                    done.finish_and_clear();
+                }
+            },
         );
-        capabilities.serve_local_requests(trigger.local_handler());
-        Ok(trigger)
+        if let Some(done) = spinner {
+            done.finish_and_clear();
+        }
+        Ok(trigger?)
     }
 
     /// Bind the listener of `args`.
@@ -373,17 +404,17 @@ impl Host {
         })
     }
 
-    /// Serve `live` on `listener` until `stop` resolves, then drain.
-    pub fn serve(
+    /// Serve `handler` on `listener` until `stop` resolves, then drain.
+    pub fn serve<H: server::Handler>(
         &self,
-        args: &UpArgs,
-        live: Arc<server::LiveTrigger>,
+        serving: &ServingArgs,
+        handler: Arc<H>,
         listener: tokio::net::TcpListener,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> impl Future<Output = anyhow::Result<()>> + Send + 'static {
         let engine = self.engine.clone();
-        let grace = args.shutdown_timeout;
-        let threads = match args.threads {
+        let grace = serving.shutdown_timeout;
+        let threads = match serving.threads {
             Some(threads) => usize::from(threads),
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
@@ -392,7 +423,7 @@ impl Host {
                 stop.await;
                 eprintln!("Shutting down: finishing in-flight requests");
             };
-            let outcome = server::serve(live, listener, threads, shutdown, grace)
+            let outcome = server::serve(handler, listener, threads, shutdown, grace)
                 .await
                 .context("cannot start the serving threads");
             engine.shutdown();
@@ -405,7 +436,7 @@ impl Host {
     }
 }
 
-fn load_runtime_config(args: &UpArgs, cwd: &Path) -> anyhow::Result<Option<RuntimeConfig>> {
+pub fn load_runtime_config(args: &UpArgs, cwd: &Path) -> anyhow::Result<Option<RuntimeConfig>> {
     Ok(match &args.runtime_config_file {
         Some(path) => Some(RuntimeConfig::load(&cwd.join(path))?),
         None => None,
@@ -495,7 +526,7 @@ fn log_config(args: &UpArgs, state_dir: &Path, pulled: bool) -> LogConfig {
         log_dir,
         terminal: !args.quiet,
         truncate: args.truncate_logs,
-        max_file_size: args.max_log_file_size,
+        max_file_size: args.serving.max_log_file_size,
     }
 }
 

@@ -21,7 +21,7 @@ use clap::Args;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use notify::Watcher as _;
 
-use super::up::{Host, LoadedApp, UpArgs};
+use super::up::{Host, LoadedApp, UpArgs, load_runtime_config};
 
 /// Flags of `bantam watch`, as `spin watch` has them, then `bantam up`'s.
 #[derive(Debug, Args)]
@@ -193,7 +193,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut watched = BTreeSet::new();
     watch_dirs(&mut watcher, &rules, &mut watched)?;
 
-    let host = Host::new(&up_args, &cwd)?;
+    let host = Host::new(&up_args.serving, load_runtime_config(&up_args, &cwd)?.as_ref(), &cwd)?;
     // Ctrl-C or SIGTERM stops watching at any point: while building,
     // while waiting, and before the first good build.
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -353,7 +353,7 @@ impl Serving {
         let address = listener.local_addr()?;
         super::up::print_routes(&loaded.app, &trigger, address);
         let live = Arc::new(LiveTrigger::from(trigger));
-        let server = host.runtime.spawn(host.serve(args, live.clone(), listener, stop));
+        let server = host.runtime.spawn(host.serve(&args.serving, live.clone(), listener, stop));
         Ok(Self { live, server, address, current: loaded, retired: Vec::new() })
     }
 
