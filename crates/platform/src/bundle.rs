@@ -1,0 +1,98 @@
+//! The deploy bundle: what `bantam deploy` uploads.
+//!
+//! A gzipped tar holding `lock.json` (the app in Spin's locked format,
+//! the same JSON an OCI artifact carries, its content referenced by
+//! digest), `settings.json` (the deploy's variables and domains), and
+//! `blobs/<hex>` for each component and file, named by the SHA-256 of its
+//! bytes. Using the registry's lock means a bundled app and a pulled app
+//! become a served app the same way, through the same validation.
+
+use std::io::Read;
+use std::path::Path;
+
+use bantam_registry::Cache;
+use bantam_registry::locked::{self, LockedApp};
+
+use crate::{DeploySettings, PlatformError};
+
+const LOCK_ENTRY: &str = "lock.json";
+const SETTINGS_ENTRY: &str = "settings.json";
+const BLOB_PREFIX: &str = "blobs/";
+
+/// Bundle `app` with `settings` for upload.
+pub fn pack(app: &bantam_app::App, settings: &DeploySettings) -> Result<Vec<u8>, PlatformError> {
+    let (lock, blobs) = locked::lock_app(app).map_err(PlatformError::Registry)?;
+    let gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gzip);
+    let mut append = |name: &str, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, data)
+    };
+    let lock_json = serde_json::to_vec_pretty(&lock).expect("a lock serialises");
+    let settings_json = serde_json::to_vec_pretty(settings).expect("settings serialise");
+    append(LOCK_ENTRY, &lock_json).map_err(PlatformError::bundle)?;
+    append(SETTINGS_ENTRY, &settings_json).map_err(PlatformError::bundle)?;
+    let mut seen = std::collections::HashSet::new();
+    for blob in &blobs {
+        let digest = locked::digest(&blob.data);
+        if seen.insert(digest.clone()) {
+            let hex = digest.trim_start_matches("sha256:");
+            append(&format!("{BLOB_PREFIX}{hex}"), &blob.data).map_err(PlatformError::bundle)?;
+        }
+    }
+    tar.into_inner().and_then(|gzip| gzip.finish()).map_err(PlatformError::bundle)
+}
+
+/// Unpack an uploaded bundle: blobs go into `blobs` (each checked against
+/// its name), the lock and settings are returned. Anything else in the
+/// archive, or a blob whose bytes do not match its name, is refused.
+pub fn unpack(bytes: &[u8], blobs: &Cache) -> Result<(LockedApp, DeploySettings), PlatformError> {
+    let bad = |problem: String| PlatformError::BadBundle(problem);
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let mut lock = None;
+    let mut settings = DeploySettings::default();
+    let entries = archive.entries().map_err(|e| bad(format!("not a gzipped tar: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(format!("unreadable entry: {e}")))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry.path().map_err(|e| bad(e.to_string()))?.to_string_lossy().into_owned();
+        let mut data = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut data).map_err(|e| bad(format!("{name}: {e}")))?;
+        if name == LOCK_ENTRY {
+            lock =
+                Some(serde_json::from_slice(&data).map_err(|e| bad(format!("{LOCK_ENTRY}: {e}")))?);
+        } else if name == SETTINGS_ENTRY {
+            settings =
+                serde_json::from_slice(&data).map_err(|e| bad(format!("{SETTINGS_ENTRY}: {e}")))?;
+        } else if let Some(hex) = name.strip_prefix(BLOB_PREFIX) {
+            let digest = locked::digest(&data);
+            if digest.strip_prefix("sha256:") != Some(hex) {
+                return Err(bad(format!("{name}: its bytes hash to {digest}")));
+            }
+            write_blob(&blobs.blob_path(&digest), &data)?;
+        } else {
+            return Err(bad(format!("unexpected entry `{name}`")));
+        }
+    }
+    let lock = lock.ok_or_else(|| bad(format!("no {LOCK_ENTRY}")))?;
+    Ok((lock, settings))
+}
+
+/// Write beside, then rename: a blob is never seen half-written under its
+/// digest, and one already present is left alone.
+fn write_blob(path: &Path, data: &[u8]) -> Result<(), PlatformError> {
+    if path.is_file() {
+        return Ok(());
+    }
+    let io = |error| PlatformError::Io { path: path.to_path_buf(), error };
+    let dir = path.parent().expect("blobs live in a folder");
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    std::io::Write::write_all(&mut temp, data).map_err(io)?;
+    temp.persist(path).map(drop).map_err(|e| io(e.error))
+}
