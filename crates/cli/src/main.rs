@@ -53,6 +53,14 @@ enum Command {
     /// Work with the built-in templates.
     #[command(alias = "template", subcommand)]
     Templates(commands::new::TemplatesCommand),
+    /// Host many apps on one server, deployed and managed through its
+    /// admin API.
+    Serve(Box<commands::serve::ServeArgs>),
+    /// Deploy an application to a `bantam serve` host (or update it).
+    Deploy(Box<commands::deploy::DeployArgs>),
+    /// List, inspect and delete the apps of a `bantam serve` host.
+    #[command(subcommand)]
+    Apps(commands::deploy::AppsCommand),
     /// Push and pull apps to and from OCI registries.
     #[command(alias = "oci", subcommand)]
     Registry(commands::registry::RegistryCommand),
@@ -78,6 +86,9 @@ fn main() -> std::process::ExitCode {
         Command::Add(args) => commands::new::add(args),
         Command::Templates(command) => commands::new::templates(command),
         Command::Registry(command) => commands::registry::run(command),
+        Command::Serve(args) => commands::serve::run(*args),
+        Command::Deploy(args) => commands::deploy::deploy(*args),
+        Command::Apps(command) => commands::deploy::apps(command),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "bantam", &mut std::io::stdout());

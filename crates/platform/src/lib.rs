@@ -176,6 +176,11 @@ impl Platform {
             move |error| PlatformError::Io { path, error }
         };
         std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
+        // Layouts of a previous run that ended abruptly.
+        let scratch = config.data_dir.join("tmp");
+        if scratch.exists() {
+            std::fs::remove_dir_all(&scratch).map_err(io(&scratch))?;
+        }
         let store = Store::open(&config.data_dir.join("bantam.db"))?;
         let platform = Arc::new(Self {
             blobs: Cache::new(config.data_dir.join("registry")),

@@ -1,8 +1,10 @@
 //! One module per `bantam` subcommand.
 
 pub mod build;
+pub mod deploy;
 pub mod new;
 pub mod registry;
+pub mod serve;
 pub mod up;
 pub mod watch;
 

@@ -10,6 +10,7 @@ mod databases;
 mod developer;
 mod faults;
 mod outbound_http;
+mod platform;
 mod registry;
 mod routing;
 mod sandbox;

@@ -1,0 +1,385 @@
+//! Platform mode: `bantam serve` hosting several apps, deployed, updated
+//! and deleted with `bantam deploy` and `bantam apps` through the admin
+//! API, routed by host name, and restored after a restart.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::support::{Bantam, TestApp};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+const SECRET: &str = "platform-s3cret-value";
+
+/// A running `bantam serve`.
+struct Host {
+    bantam: Bantam,
+    public: SocketAddr,
+    admin: String,
+}
+
+impl Host {
+    /// `bantam serve` on free ports with its data in `data`.
+    fn start(data: &Path) -> Self {
+        let data_arg = data.to_str().unwrap();
+        let args = [
+            "serve",
+            "--admin-token",
+            TOKEN,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_arg,
+        ];
+        let bantam = Bantam::spawn(data.parent().unwrap(), &args, &[])
+            .unwrap_or_else(|output| panic!("bantam serve did not start:\n{output}"));
+        let output = bantam.wait_for_output("Admin API http://");
+        let admin = output
+            .split("Admin API ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no admin address in:\n{output}"))
+            .trim_end_matches("/v1")
+            .to_string();
+        let public = bantam.base.trim_start_matches("http://").parse().unwrap();
+        Self { bantam, public, admin }
+    }
+
+    /// `bantam <args>` against this host's admin API.
+    fn cli(&self, dir: &Path, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_bantam"))
+            .args(args)
+            .current_dir(dir)
+            .env("BANTAM_ADMIN_URL", &self.admin)
+            .env("BANTAM_ADMIN_TOKEN", TOKEN)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("running bantam")
+    }
+
+    /// `bantam deploy` of the app in `dir`, which must succeed; its stdout.
+    fn deploy(&self, dir: &Path, args: &[&str]) -> String {
+        let mut all = vec!["deploy"];
+        all.extend(args);
+        let output = self.cli(dir, &all);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "bantam {all:?} failed:\n{text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text
+    }
+
+    /// A client that reaches `host` (an app's host name) on this server.
+    fn client(&self, hosts: &[&str]) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder().no_proxy();
+        for host in hosts {
+            builder = builder.resolve(host, self.public);
+        }
+        builder.build().unwrap()
+    }
+
+    /// `GET http://<host>:<port><path>`: status and body.
+    async fn get(&self, host: &str, path: &str) -> (u16, String) {
+        let url = format!("http://{host}:{}{path}", self.public.port());
+        let response = self
+            .client(&[host])
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// An admin API request with the token: status and body.
+    async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, String) {
+        let response = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.admin))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+}
+
+/// The probe, answering `?env=VERSION` with `version`.
+fn probe_app(version: &str) -> TestApp {
+    TestApp::new(&format!(
+        "spin_manifest_version = 2\n\
+         [application]\n\
+         name = \"Probe\"\n\
+         version = \"{version}.0.0\"\n\
+         [[trigger.http]]\n\
+         route = \"/...\"\n\
+         component = \"probe\"\n\
+         [component.probe]\n\
+         source = \"{{p3}}\"\n\
+         environment = {{ VERSION = \"{version}\" }}\n"
+    ))
+}
+
+/// The capabilities guest with the default key-value store and a secret.
+fn caps_app() -> TestApp {
+    TestApp::new(
+        r#"
+spin_manifest_version = 2
+[application]
+name = "caps"
+[variables]
+api_key = { required = true, secret = true }
+[[trigger.http]]
+route = "/..."
+component = "caps"
+[component.caps]
+source = "{caps_p3}"
+key_value_stores = ["default"]
+variables = { key = "{{ api_key }}" }
+"#,
+    )
+}
+
+fn data_dir() -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    (root, data)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apps_are_deployed_routed_by_host_isolated_and_restored() {
+    let (_root, data) = data_dir();
+    let host = Host::start(&data);
+
+    // The API wants the token; the dashboard page itself holds no data.
+    let status = |url: String, token: Option<&'static str>| async move {
+        let mut request = reqwest::Client::new().get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap().status().as_u16()
+    };
+    assert_eq!(status(format!("{}/v1/apps", host.admin), None).await, 401);
+    assert_eq!(status(format!("{}/v1/apps", host.admin), Some("wrong")).await, 401);
+    assert_eq!(status(format!("{}/metrics", host.admin), None).await, 401);
+    assert_eq!(status(format!("{}/", host.admin), None).await, 200);
+
+    let alpha = probe_app("one");
+    let shown = host.deploy(alpha.path(), &["--name", "alpha", "--domain", "Alpha.Example.com"]);
+    assert!(shown.contains(&format!("http://alpha.localhost:{}/", host.public.port())), "{shown}");
+    let caps = caps_app();
+    for name in ["beta", "gamma"] {
+        host.deploy(caps.path(), &["--name", name, "--variable", &format!("api_key={SECRET}")]);
+    }
+
+    // Routed by host name, custom domain included; unknown hosts get 404.
+    assert_eq!(host.get("alpha.localhost", "/?env=VERSION").await, (200, "one".into()));
+    assert_eq!(host.get("alpha.example.com", "/?env=VERSION").await, (200, "one".into()));
+    let (status, body) = host.get("nobody.localhost", "/").await;
+    assert_eq!((status, body.as_str()), (404, "no app is deployed at nobody.localhost\n"));
+
+    // Each app has its own default store; the secret reaches the guest.
+    let set = "/?cap=kv&store=default&op=set&key=owner&value=beta";
+    assert_eq!(host.get("beta.localhost", set).await, (200, "ok".into()));
+    let get = "/?cap=kv&store=default&op=get&key=owner";
+    assert_eq!(host.get("beta.localhost", get).await, (200, "beta".into()));
+    let (_, gamma_sees) = host.get("gamma.localhost", get).await;
+    assert!(!gamma_sees.contains("beta"), "gamma read beta's store: {gamma_sees}");
+    assert_eq!(host.get("beta.localhost", "/?cap=var&name=key").await, (200, SECRET.into()));
+
+    // The admin API and the CLI name the variable, never its value.
+    let (status, listed) = host.admin(reqwest::Method::GET, "/v1/apps").await;
+    assert_eq!(status, 200);
+    let (_, details) = host.admin(reqwest::Method::GET, "/v1/apps/beta").await;
+    let info = host.cli(caps.path(), &["apps", "info", "beta"]);
+    let info = String::from_utf8_lossy(&info.stdout).into_owned();
+    for text in [&listed, &details, &info] {
+        assert!(!text.contains(SECRET), "a secret value was shown:\n{text}");
+    }
+    assert!(info.contains("api_key (secret): set"), "{info}");
+    let apps: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let names: Vec<&str> =
+        apps.as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alpha", "beta", "gamma"]);
+
+    // An update under continuous load: every request answered, first by
+    // the old release, then by the new one.
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = host.client(&["alpha.localhost"]);
+    let url = format!("http://alpha.localhost:{}/?env=VERSION", host.public.port());
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let answer = match client.get(&url).send().await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        format!("{status} {}", response.text().await.unwrap_or_default())
+                    }
+                    Err(error) => format!("error {error}"),
+                };
+                answers.push(answer);
+            }
+            answers
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let updated = probe_app("two");
+    let dir = updated.path().to_path_buf();
+    let shown = {
+        let host = &host;
+        tokio::task::block_in_place(|| host.deploy(&dir, &["--name", "alpha"]))
+    };
+    assert!(shown.contains("deployment 2"), "{shown}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for task in load {
+        answers.extend(task.await.unwrap());
+    }
+    let bad: Vec<_> = answers.iter().filter(|a| *a != "200 one" && *a != "200 two").collect();
+    assert!(bad.is_empty(), "requests failed during the update: {bad:?}");
+    assert!(answers.iter().any(|a| a == "200 one") && answers.iter().any(|a| a == "200 two"));
+    assert_eq!(
+        host.get("alpha.example.com", "/?env=VERSION").await,
+        (200, "two".into()),
+        "domains kept"
+    );
+
+    // A deploy that cannot be prepared is refused, and the app serves on.
+    let broken = TestApp::single("probe", "source = \"{missing_import}\"");
+    let output = host.cli(broken.path(), &["deploy", "--name", "alpha"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("app `alpha` cannot be deployed") && stderr.contains("probe"),
+        "{stderr}"
+    );
+    assert_eq!(host.get("alpha.localhost", "/?env=VERSION").await, (200, "two".into()));
+
+    // A domain belongs to one app.
+    let output =
+        host.cli(caps.path(), &["deploy", "--name", "gamma", "--domain", "alpha.example.com"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("alpha.example.com already belongs to app `alpha`"), "{stderr}");
+
+    // A name must be a host name label: refused before any upload.
+    let output = host.cli(caps.path(), &["deploy", "--name", "Bad_Name"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("`Bad_Name` is not a valid app name"), "{stderr}");
+
+    // The history tells what happened.
+    let (_, details) = host.admin(reqwest::Method::GET, "/v1/apps/alpha").await;
+    let details: serde_json::Value = serde_json::from_str(&details).unwrap();
+    let outcomes: Vec<&str> = details["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes.len(), 3, "{details}");
+    assert!(outcomes[0].starts_with("failed: "), "{outcomes:?}");
+    assert_eq!(&outcomes[1..], ["live", "replaced"]);
+
+    // Metrics count what was served, by app, component and status.
+    let (status, metrics) = host.admin(reqwest::Method::GET, "/metrics").await;
+    assert_eq!(status, 200);
+    let served = |app: &str| {
+        metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(&format!(
+                    "bantam_requests_total{{app=\"{app}\",component=\"caps\",status=\"200\"}} "
+                ))
+            })
+            .and_then(|count| count.parse::<u64>().ok())
+    };
+    assert_eq!(served("beta"), Some(3), "{metrics}");
+    assert_eq!(served("gamma"), Some(1), "{metrics}");
+    let alpha_ok = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "bantam_requests_total{app=\"alpha\",component=\"probe\",status=\"200\"} ",
+            )
+        })
+        .and_then(|count| count.parse::<usize>().ok())
+        .unwrap_or_default();
+    assert!(alpha_ok > answers.len(), "{alpha_ok} counted, {} sent under load", answers.len());
+    assert!(metrics.contains(
+        "bantam_instantiation_duration_seconds_count{app=\"alpha\",component=\"probe\"}"
+    ));
+    assert!(metrics.contains("bantam_instances_in_flight{app=\"alpha\",component=\"probe\"} 0"));
+
+    // Delete: the host name goes, and so does the app's data.
+    let output = host.cli(caps.path(), &["apps", "delete", "gamma"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(host.get("gamma.localhost", "/").await.0, 404);
+    assert!(!data.join("apps/gamma").exists());
+    assert!(data.join("apps/beta").exists());
+
+    // After a restart every app serves again, with its state.
+    drop(host);
+    let host = Host::start(&data);
+    assert_eq!(host.get("alpha.localhost", "/?env=VERSION").await, (200, "two".into()));
+    assert_eq!(host.get("alpha.example.com", "/?env=VERSION").await, (200, "two".into()));
+    assert_eq!(host.get("beta.localhost", get).await, (200, "beta".into()));
+    assert_eq!(host.get("beta.localhost", "/?cap=var&name=key").await, (200, SECRET.into()));
+    assert_eq!(host.get("gamma.localhost", "/").await.0, 404);
+    let list = host.cli(caps.path(), &["apps", "list"]);
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(list.starts_with("NAME") && list.contains("alpha") && list.contains("beta"), "{list}");
+    assert!(!list.contains("gamma"), "{list}");
+}
+
+/// The dashboard in a real headless browser: it signs in with the token
+/// from its link, lists the apps with their status, and renders.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_the_apps_in_a_browser() {
+    let browser = crate::services::require("chromium-headless-shell", "chromium-headless-shell");
+    let (root, data) = data_dir();
+    let host = Host::start(&data);
+    let app = probe_app("one");
+    host.deploy(app.path(), &["--name", "shop"]);
+    for _ in 0..5 {
+        assert_eq!(host.get("shop.localhost", "/?stdout=hello-dashboard").await.0, 200);
+    }
+    let url = format!("{}/#token={TOKEN}&app=shop", host.admin);
+    let run = |extra: &[&str]| {
+        let output = Command::new(&browser)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"])
+            .args(["--virtual-time-budget=5000", "--run-all-compositor-stages-before-draw"])
+            .args(extra)
+            .arg(&url)
+            .current_dir(root.path())
+            .output()
+            .expect("running the browser");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let dom = tokio::task::block_in_place(|| run(&["--dump-dom"]));
+    assert!(dom.contains("data-app=\"shop\""), "the apps table has no row for shop:\n{dom}");
+    assert!(dom.contains("<td class=\"serving\">serving</td>"), "{dom}");
+    assert!(dom.contains("shop.localhost"), "{dom}");
+    assert!(dom.contains("1 app"), "{dom}");
+    // The app opened from the link: its history and its guest's output.
+    assert!(dom.contains("<h2 id=\"detail-title\">shop</h2>"), "{dom}");
+    assert!(dom.contains("<td>live</td>") && dom.contains("<td>bundle</td>"), "{dom}");
+    assert!(dom.contains("[probe]\nhello-dashboard\n"), "no guest output:\n{dom}");
+
+    let screenshot = root.path().join("dashboard.png");
+    tokio::task::block_in_place(|| run(&[&format!("--screenshot={}", screenshot.display())]));
+    let png = std::fs::read(&screenshot).expect("the browser wrote no screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    // The IHDR chunk: width and height as asked.
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert_eq!((width, height), (1280, 900));
+    // A blank page compresses to almost nothing; a drawn table does not.
+    assert!(png.len() > 20_000, "the screenshot looks blank ({} bytes)", png.len());
+}
