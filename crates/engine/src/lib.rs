@@ -15,9 +15,10 @@ mod cache;
 mod sandbox;
 mod stdio;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, InstancePre, Linker};
@@ -144,6 +145,11 @@ pub struct Engine {
     engine: wasmtime::Engine,
     linker: Linker<HostState>,
     cache: Option<CompileCache>,
+    /// Compiled components by the SHA-256 of their bytes, while any
+    /// prepared component uses them: apps deploying the same bytes share
+    /// one copy of the code (a host of many tenants often runs one
+    /// component many times over).
+    compiled: Mutex<HashMap<[u8; 32], Weak<Component>>>,
     max_instance_memory: usize,
     request_timeout: Option<Duration>,
     max_instances_per_component: usize,
@@ -155,8 +161,9 @@ pub struct Engine {
 pub struct ComponentPre {
     /// The component id.
     pub id: String,
-    /// The compiled component.
-    pub component: Component,
+    /// The compiled component, shared with every other prepared
+    /// component of the same bytes.
+    pub component: Arc<Component>,
     /// The pre-instance: imports resolved once, instantiation is a copy.
     pub instance_pre: InstancePre<HostState>,
     /// What each instance's sandbox holds (env, files, stdio).
@@ -188,6 +195,7 @@ impl Engine {
             engine,
             linker,
             cache,
+            compiled: Mutex::default(),
             max_instance_memory: config.max_instance_memory,
             request_timeout: config.request_timeout,
             max_instances_per_component: config.max_instances_per_component,
@@ -220,10 +228,7 @@ impl Engine {
             message: describe(&error),
         };
         let started = Instant::now();
-        let (compiled, from_cache) = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, &bytes).map_err(compile_error)?,
-            None => (Component::new(&self.engine, &bytes).map_err(compile_error)?, false),
-        };
+        let (compiled, from_cache) = self.compiled(&bytes).map_err(compile_error)?;
         tracing::debug!(
             component = %component.id,
             from_cache,
@@ -252,6 +257,30 @@ impl Engine {
             sandbox: Arc::new(Sandbox::new(component, logs, capabilities)),
             from_cache,
         })
+    }
+
+    /// The compiled code for `bytes`: shared with a component already
+    /// prepared from the same bytes, else loaded from the compile cache or
+    /// compiled. Whether it was not compiled now.
+    fn compiled(&self, bytes: &[u8]) -> wasmtime::Result<(Arc<Component>, bool)> {
+        use sha2::Digest as _;
+        let key: [u8; 32] = sha2::Sha256::digest(bytes).into();
+        let lock = || self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = lock().get(&key).and_then(Weak::upgrade) {
+            return Ok((shared, true));
+        }
+        // Compiling can take seconds: not under the lock. Two apps
+        // deploying the same new bytes at once may both compile; the
+        // second copy simply replaces the first in the map.
+        let (component, from_cache) = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, bytes)?,
+            None => (Component::new(&self.engine, bytes)?, false),
+        };
+        let component = Arc::new(component);
+        let mut compiled = lock();
+        compiled.retain(|_, weak| weak.strong_count() > 0);
+        compiled.insert(key, Arc::downgrade(&component));
+        Ok((component, from_cache))
     }
 
     /// A linker for `component` in which its imports of release-candidate
@@ -473,4 +502,30 @@ fn unsupported_prerelease(what: &str) -> wasmtime::Error {
     wasmtime::format_err!(
         "`{what}` is a release candidate of an interface Bantam serves only in its final version"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest component: the preamble of an empty one.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    #[test]
+    fn components_of_the_same_bytes_share_their_code_while_used() {
+        let engine = Engine::new(&EngineConfig {
+            pooling: false,
+            cache_dir: None,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let (first, first_reused) = engine.compiled(EMPTY_COMPONENT).unwrap();
+        let (second, second_reused) = engine.compiled(EMPTY_COMPONENT).unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!((first_reused, second_reused), (false, true));
+        drop((first, second));
+        let (_third, third_reused) = engine.compiled(EMPTY_COMPONENT).unwrap();
+        assert!(!third_reused, "nothing used the code any more: compiled again");
+        assert_eq!(engine.compiled.lock().unwrap().len(), 1, "the dead entry was dropped");
+    }
 }
