@@ -21,8 +21,15 @@ pub struct AdminArgs {
         value_name = "URL"
     )]
     pub admin: String,
-    /// The host's admin token.
-    #[arg(long, env = "BANTAM_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    /// The host's admin token (its `--admin-token`).
+    #[arg(
+        long,
+        env = "BANTAM_ADMIN_TOKEN",
+        hide_env_values = true,
+        default_value = "",
+        hide_default_value = true,
+        value_name = "TOKEN"
+    )]
     pub token: String,
 }
 
@@ -59,6 +66,11 @@ pub struct DeployArgs {
     /// domains set before. Without it, they are kept.
     #[arg(long = "domain", value_name = "DOMAIN")]
     pub domains: Vec<String>,
+    /// Write the bundle to this file instead of uploading it (to upload
+    /// later: `curl -T FILE -H 'content-type: application/gzip'
+    /// -H "authorization: Bearer $TOKEN" <admin>/v1/apps/<name>`).
+    #[arg(long, value_name = "FILE", conflicts_with = "from_registry")]
+    pub save_bundle: Option<PathBuf>,
     /// The admin API.
     #[command(flatten)]
     pub admin: AdminArgs,
@@ -106,6 +118,9 @@ struct Admin {
 
 impl Admin {
     fn new(args: &AdminArgs) -> anyhow::Result<Self> {
+        if args.token.is_empty() {
+            bail!("no admin token: pass --token or set BANTAM_ADMIN_TOKEN");
+        }
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -166,7 +181,6 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         variables: sources.flags.into_iter().collect(),
         domains: (!args.domains.is_empty()).then(|| args.domains.clone()),
     };
-    let admin = Admin::new(&args.admin)?;
     let (name, body) = match &args.from_registry {
         Some(reference) => {
             let Some(name) = args.name.clone() else {
@@ -191,6 +205,14 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         }
     };
     bantam_platform::check_name(&name)?;
+    if let Some(path) = &args.save_bundle {
+        let path = cwd.join(path);
+        std::fs::write(&path, &body.1)
+            .with_context(|| format!("cannot write the bundle to {}", path.display()))?;
+        println!("Wrote the bundle of `{name}` ({}) to {}", human_size(body.1.len()), path.display());
+        return Ok(());
+    }
+    let admin = Admin::new(&args.admin)?;
     let size = body.1.len();
     let spinner = crate::terminal::spinner(format!(
         "Deploying `{name}` ({}) to {}",
