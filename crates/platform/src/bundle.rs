@@ -56,7 +56,7 @@ pub fn unpack(bytes: &[u8], blobs: &Cache) -> Result<(LockedApp, DeploySettings)
     let mut settings = DeploySettings::default();
     let entries = archive.entries().map_err(|e| bad(format!("not a gzipped tar: {e}")))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| bad(format!("unreadable entry: {e}")))?;
+        let mut entry = entry.map_err(|e| bad(format!("not a gzipped tar, or cut short: {e}")))?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
@@ -95,4 +95,59 @@ fn write_blob(path: &Path, data: &[u8]) -> Result<(), PlatformError> {
     let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
     std::io::Write::write_all(&mut temp, data).map_err(io)?;
     temp.persist(path).map(drop).map_err(|e| io(e.error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        for (name, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, name, *data).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn a_packed_app_unpacks_to_its_lock_settings_and_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = dir.path().join("handler.wasm");
+        let bytes = b"\0asm\x0d\0\x01\0 and enough bytes not to be inlined in the lock, which takes at most 128 of them: padding padding padding padding";
+        std::fs::write(&wasm, bytes).unwrap();
+        let app = bantam_app::from_wasm_file(&wasm).unwrap();
+        let settings = DeploySettings {
+            variables: [("key".to_string(), "value".to_string())].into(),
+            domains: Some(vec!["example.com".into()]),
+        };
+        let bundle = pack(&app, &settings).unwrap();
+        let cache = Cache::new(dir.path().join("cache"));
+        let (lock, unpacked) = unpack(&bundle, &cache).unwrap();
+        assert_eq!(lock.components.len(), 1);
+        assert_eq!(unpacked.variables, settings.variables);
+        assert_eq!(unpacked.domains, settings.domains);
+        let digest = lock.components[0].source.content.digest.clone().unwrap();
+        assert_eq!(std::fs::read(cache.blob_path(&digest)).unwrap(), bytes);
+    }
+
+    #[test]
+    fn blobs_must_match_their_names_and_strangers_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().join("cache"));
+        let wrong = format!("{BLOB_PREFIX}{}", "0".repeat(64));
+        let error = unpack(&tar_gz(&[(&wrong, b"bytes")]), &cache).unwrap_err().to_string();
+        assert!(error.contains("its bytes hash to sha256:"), "{error}");
+        assert!(!cache.blob_path(&format!("sha256:{}", "0".repeat(64))).exists());
+        let error = unpack(&tar_gz(&[("notes.txt", b"x")]), &cache).unwrap_err().to_string();
+        assert!(error.contains("unexpected entry `notes.txt`"), "{error}");
+        let error = unpack(&tar_gz(&[]), &cache).unwrap_err().to_string();
+        assert!(error.contains("no lock.json"), "{error}");
+    }
 }

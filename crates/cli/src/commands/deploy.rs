@@ -209,7 +209,11 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         let path = cwd.join(path);
         std::fs::write(&path, &body.1)
             .with_context(|| format!("cannot write the bundle to {}", path.display()))?;
-        println!("Wrote the bundle of `{name}` ({}) to {}", human_size(body.1.len()), path.display());
+        println!(
+            "Wrote the bundle of `{name}` ({}) to {}",
+            human_size(body.1.len()),
+            path.display()
+        );
         return Ok(());
     }
     let admin = Admin::new(&args.admin)?;

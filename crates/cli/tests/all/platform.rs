@@ -383,3 +383,53 @@ async fn the_dashboard_shows_the_apps_in_a_browser() {
     // A blank page compresses to almost nothing; a drawn table does not.
     assert!(png.len() > 20_000, "the screenshot looks blank ({} bytes)", png.len());
 }
+
+/// A deploy the host pulls from a registry, then a change of its domains
+/// alone; a malformed upload is refused with the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn apps_deploy_from_a_registry_and_change_settings() {
+    let registry = crate::services::Registry::start();
+    let app = probe_app("pulled");
+    let reference = registry.reference("probe:v1");
+    let cache = tempfile::tempdir().unwrap();
+    let env = [("BANTAM_REGISTRY_CACHE_DIR", cache.path().to_str().unwrap())];
+    let pushed =
+        crate::developer::bantam_env(app.path(), &["registry", "push", "-k", &reference], &env);
+    assert!(pushed.status.success(), "{}", crate::developer::text(&pushed));
+
+    let (_root, data) = data_dir();
+    let host = Host::start(&data);
+    let shown = host.deploy(app.path(), &["--from-registry", &reference, "-k", "--name", "shop"]);
+    assert!(shown.contains("Deployed `shop` (deployment 1)"), "{shown}");
+    assert_eq!(host.get("shop.localhost", "/?env=VERSION").await, (200, "pulled".into()));
+
+    let response = reqwest::Client::new()
+        .patch(format!("{}/v1/apps/shop", host.admin))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({ "domains": ["shop.example.org"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(host.get("shop.example.org", "/?env=VERSION").await, (200, "pulled".into()));
+
+    let (_, details) = host.admin(reqwest::Method::GET, "/v1/apps/shop").await;
+    let details: serde_json::Value = serde_json::from_str(&details).unwrap();
+    let history = details["history"].as_array().unwrap();
+    assert_eq!(history[0]["source"], "settings");
+    let pulled = history[1]["source"].as_str().unwrap();
+    assert!(pulled.starts_with(&format!("oci:{reference}@sha256:")), "{pulled}");
+
+    let response = reqwest::Client::new()
+        .put(format!("{}/v1/apps/junk", host.admin))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/gzip")
+        .body("not a bundle")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("bad bundle: not a gzipped tar"), "{body}");
+    assert_eq!(host.get("junk.localhost", "/").await.0, 404);
+}
