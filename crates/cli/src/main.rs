@@ -29,8 +29,27 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
         Exit codes: 0 on success, 1 on an error (the message says which), 2 on a bad command line."
 )]
 struct Cli {
+    /// How host log lines are written to stderr: `text` for people, `json`
+    /// (one object a line) for log collectors.
+    #[arg(
+        long,
+        global = true,
+        env = "BANTAM_LOG_FORMAT",
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The format of host log lines.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Compact lines, coloured on a terminal.
+    Text,
+    /// One JSON object per line: time, level, message and fields.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,8 +95,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    init_tracing(cli.log_format);
     let result = match cli.command {
         Command::Up(args) => commands::up::run(*args),
         Command::Build(args) => commands::build::run(*args),
@@ -105,15 +124,15 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Host logs go to stderr; `RUST_LOG` overrides the default level.
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,bantam=info"));
-    let color = terminal::color();
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(color)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .compact()
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => subscriber.with_ansi(terminal::color()).compact().init(),
+        LogFormat::Json => subscriber.with_ansi(false).json().flatten_event(true).init(),
+    }
 }

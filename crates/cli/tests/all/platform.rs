@@ -24,6 +24,11 @@ struct Host {
 impl Host {
     /// `bantam serve` on free ports with its data in `data`.
     fn start(data: &Path) -> Self {
+        Self::start_with_env(data, &[])
+    }
+
+    /// `bantam serve` as [`Host::start`], with more environment.
+    fn start_with_env(data: &Path, env: &[(&str, &str)]) -> Self {
         let data_arg = data.to_str().unwrap();
         let args = [
             "serve",
@@ -34,7 +39,7 @@ impl Host {
             "--data-dir",
             data_arg,
         ];
-        let bantam = Bantam::spawn(data.parent().unwrap(), &args, &[])
+        let bantam = Bantam::spawn(data.parent().unwrap(), &args, env)
             .unwrap_or_else(|output| panic!("bantam serve did not start:\n{output}"));
         let output = bantam.wait_for_output("Admin API http://");
         let admin = output
@@ -385,7 +390,8 @@ async fn the_dashboard_shows_the_apps_in_a_browser() {
 }
 
 /// A deploy the host pulls from a registry, then a change of its domains
-/// alone; a malformed upload is refused with the reason.
+/// alone; a malformed upload is refused with the reason. The host logs in
+/// JSON.
 #[tokio::test(flavor = "multi_thread")]
 async fn apps_deploy_from_a_registry_and_change_settings() {
     let registry = crate::services::Registry::start();
@@ -398,8 +404,14 @@ async fn apps_deploy_from_a_registry_and_change_settings() {
     assert!(pushed.status.success(), "{}", crate::developer::text(&pushed));
 
     let (_root, data) = data_dir();
-    let host = Host::start(&data);
+    let host = Host::start_with_env(&data, &[("BANTAM_LOG_FORMAT", "json")]);
     let shown = host.deploy(app.path(), &["--from-registry", &reference, "-k", "--name", "shop"]);
+    let output = host.bantam.wait_for_output("deployment 1 is live");
+    let line = output.lines().find(|l| l.contains("deployment 1 is live")).unwrap();
+    let logged: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+    assert_eq!(logged["level"], "INFO");
+    assert_eq!(logged["message"], "app `shop`: deployment 1 is live");
     assert!(shown.contains("Deployed `shop` (deployment 1)"), "{shown}");
     assert_eq!(host.get("shop.localhost", "/?env=VERSION").await, (200, "pulled".into()));
 
