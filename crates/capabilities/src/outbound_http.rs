@@ -146,13 +146,20 @@ pub struct OutboundHttp {
     /// One permit per request in flight, held until its response body is
     /// done: a guest cannot fan out without bound.
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Headers added to each request that lacks them (trace context).
+    headers: http::HeaderMap,
 }
 
 impl OutboundHttp {
     /// The policy of an instance of `component`.
     pub fn new(component: Arc<ComponentCapabilities>) -> Self {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(component.max_outbound_connections));
-        Self { component, in_flight }
+        Self { component, in_flight, headers: http::HeaderMap::new() }
+    }
+
+    /// Add `headers` to every request this instance sends without them.
+    pub fn add_headers(&mut self, headers: http::HeaderMap) {
+        self.headers.extend(headers);
     }
 }
 
@@ -167,6 +174,12 @@ impl WasiHttpHooks for OutboundHttp {
         options: Option<RequestOptions>,
         _response_done: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = Result<Sent, Error>> + Send> {
+        let mut request = request;
+        for (name, value) in &self.headers {
+            if !request.headers().contains_key(name) {
+                request.headers_mut().insert(name, value.clone());
+            }
+        }
         let component = Arc::clone(&self.component);
         let permit = Arc::clone(&self.in_flight).try_acquire_owned();
         Box::new(async move {

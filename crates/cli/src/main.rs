@@ -5,6 +5,7 @@
 //! terminal. Each subcommand lives in its own module under `commands`.
 
 mod commands;
+mod telemetry;
 mod templates;
 mod terminal;
 
@@ -97,6 +98,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    let traces = telemetry::init_from_env();
     let result = match cli.command {
         Command::Up(args) => commands::up::run(*args),
         Command::Build(args) => commands::build::run(*args),
@@ -114,6 +116,11 @@ fn main() -> std::process::ExitCode {
             Ok(())
         }
     };
+    if let Some(traces) = traces
+        && let Err(error) = traces.shutdown()
+    {
+        tracing::warn!("the last traces were not sent: {error}");
+    }
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -101,6 +101,12 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// Send `headers` with every outbound HTTP request of this instance
+    /// that does not set them itself (the request's trace context).
+    pub fn add_outbound_headers(&mut self, headers: http::HeaderMap) {
+        self.outbound_http.add_headers(headers);
+    }
+
     /// What the capability host functions work on.
     pub(crate) fn capabilities(&mut self) -> CapabilitiesView<'_> {
         CapabilitiesView { state: &self.capabilities, table: &mut self.table }

@@ -167,10 +167,13 @@ impl HttpComponent {
     }
 
     /// Handle one request in a fresh instance, within the engine's request
-    /// timeout. An `Err` has been logged with the component id.
+    /// timeout; the instance's outbound HTTP requests carry
+    /// `outbound_headers` (trace context). An `Err` has been logged with
+    /// the component id.
     pub async fn handle(
         &self,
         request: wasmtime_wasi_http::handler::Request,
+        outbound_headers: Option<http::HeaderMap>,
     ) -> Result<wasmtime_wasi_http::handler::Response, HandleError> {
         let Ok(permit) = Arc::clone(&self.capacity).try_acquire_owned() else {
             tracing::warn!("component `{}` is at its instance limit: request turned away", self.id);
@@ -178,7 +181,7 @@ impl HttpComponent {
         };
         let alive = self.metrics.instance_alive();
         let started = Instant::now();
-        let handled = self.handler.handle((), request);
+        let handled = self.handler.handle(outbound_headers, request);
         let result = match self.timeout {
             // The instance itself is interrupted by its epoch deadline just
             // after this fires (see `Engine::new_store`).
@@ -275,7 +278,8 @@ struct SingleUse {
 
 impl WorkerState for SingleUse {
     type StoreData = HostState;
-    type RequestData = ();
+    /// Headers for the instance's outbound requests (trace context).
+    type RequestData = Option<http::HeaderMap>;
 
     fn should_accept_request(&self, _concurrent: usize, total: usize) -> ShouldAccept {
         if total == 0 { ShouldAccept::Yes } else { ShouldAccept::Never }
@@ -283,10 +287,13 @@ impl WorkerState for SingleUse {
 
     fn on_request_start(
         &self,
-        _store: StoreContextMut<'_, HostState>,
-        _data: (),
+        mut store: StoreContextMut<'_, HostState>,
+        outbound_headers: Option<http::HeaderMap>,
         _task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>> {
+        if let Some(headers) = outbound_headers {
+            store.data_mut().add_outbound_headers(headers);
+        }
         Box::pin(std::future::pending())
     }
 

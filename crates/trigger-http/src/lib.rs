@@ -14,6 +14,7 @@ pub mod headers;
 pub mod metrics;
 pub mod router;
 pub mod server;
+pub mod telemetry;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -79,6 +80,8 @@ pub struct HttpTrigger {
     /// `/...`: how a chained request matches its component, as in Spin.
     chained_route: RoutePattern,
     app_info: Bytes,
+    /// The application's name, for traces.
+    app_name: String,
     max_request_body: u64,
     max_response_body: u64,
 }
@@ -192,6 +195,7 @@ impl HttpTrigger {
             components,
             chained_route: RoutePattern::parse("/...").expect("`/...` is a valid route"),
             app_info: Bytes::from(app_info.to_string()),
+            app_name: app.name.clone(),
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
         })
@@ -290,6 +294,13 @@ impl HttpTrigger {
         };
         let component = matched.target.clone();
         let arrived = Instant::now();
+        let span = telemetry::RequestSpan::start(
+            &parts,
+            matched.pattern.as_str(),
+            &self.app_name,
+            &component.id,
+        );
+        let outbound_headers = span.as_ref().map(telemetry::RequestSpan::outbound_headers);
 
         let host = parts.headers.get(http::header::HOST).and_then(|host| host.to_str().ok());
         let authority = uri.authority().map(|a| a.as_str()).or(host).unwrap_or("localhost");
@@ -314,19 +325,25 @@ impl HttpTrigger {
             let body = limited(body, max, move || {
                 wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max))
             });
-            self.run(&component, Request::from_parts(parts, body)).await
+            self.run(&component, Request::from_parts(parts, body), outbound_headers).await
         };
-        component.metrics.record_response(response.status().as_u16(), arrived.elapsed());
+        let status = response.status().as_u16();
+        component.metrics.record_response(status, arrived.elapsed());
+        if let Some(span) = span {
+            span.end(status);
+        }
         response
     }
 
-    /// Run `component` on `request`, answering its failures as Spin does.
+    /// Run `component` on `request`, answering its failures as Spin does;
+    /// the guest's outbound requests carry `outbound_headers`.
     async fn run(
         &self,
         component: &HttpComponent,
         request: Request<WasiBody>,
+        outbound_headers: Option<http::HeaderMap>,
     ) -> Response<WasiBody> {
-        match component.handle(request).await {
+        match component.handle(request, outbound_headers).await {
             Ok(response) => self.limit_response(&component.id, response),
             // Spin answers a failed handler with an empty 500; the cause is
             // in the log, never in the response.

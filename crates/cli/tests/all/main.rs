@@ -15,3 +15,4 @@ mod registry;
 mod routing;
 mod sandbox;
 mod startup;
+mod traces;
