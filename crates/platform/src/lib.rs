@@ -442,7 +442,7 @@ impl Platform {
             metrics,
             |_| {},
         )
-        .map_err(|e| failed(error_chain(&e)))?;
+        .map_err(|e| failed(e.to_string()))?;
         Ok(Release { trigger, _app: app, _layout: layout })
     }
 
@@ -724,21 +724,6 @@ fn tail(path: &Path, lines: usize) -> String {
         out.push('\n');
     }
     out
-}
-
-/// An error and its causes, `: `-separated.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn text(status: http::StatusCode, body: String) -> http::Response<WasiBody> {
