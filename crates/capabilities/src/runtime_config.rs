@@ -173,6 +173,15 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     number.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// A size in bytes for people to read: `512 B`, `3.2 KiB`, `1.5 MiB`.
+pub fn format_size(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
+    }
+}
+
 /// A duration: a number with a unit `ms`, `s` (the default) or `m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bantam_capabilities::VariableSources;
+use bantam_capabilities::runtime_config::format_size;
 use bantam_platform::DeploySettings;
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -211,7 +212,7 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write the bundle to {}", path.display()))?;
         println!(
             "Wrote the bundle of `{name}` ({}) to {}",
-            human_size(body.1.len()),
+            format_size(body.1.len() as u64),
             path.display()
         );
         return Ok(());
@@ -220,7 +221,7 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let size = body.1.len();
     let spinner = crate::terminal::spinner(format!(
         "Deploying `{name}` ({}) to {}",
-        human_size(size),
+        format_size(size as u64),
         admin.base
     ));
     let outcome = admin.call(reqwest::Method::PUT, &format!("/v1/apps/{name}"), Some(body));
@@ -345,14 +346,6 @@ fn host_name_of(name: &str) -> String {
         .collect();
     let trimmed = mapped.trim_matches('-');
     trimmed.chars().take(63).collect::<String>().trim_end_matches('-').to_string()
-}
-
-fn human_size(bytes: usize) -> String {
-    match bytes {
-        0..1024 => format!("{bytes} B"),
-        1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
-        _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
-    }
 }
 
 /// Columns padded to their widest cell.
