@@ -362,31 +362,50 @@ pub(crate) fn check_outbound(
     Ok(target)
 }
 
+/// An outbound destination that passed [`check_outbound_resolved`]: the
+/// target as the guest named it (its host name stays for TLS) and every
+/// address that name resolved to, each checked. Clients connect to these
+/// addresses only and never resolve the name again, so a DNS answer that
+/// changes after the check (rebinding) cannot lead them anywhere else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CheckedTarget {
+    /// Where the guest asked to connect.
+    pub(crate) target: OutboundTarget,
+    /// The addresses to connect to, in the resolver's order; never empty.
+    pub(crate) addresses: Vec<IpAddr>,
+}
+
 /// [`check_outbound`], then resolve a host name and check every address
 /// it resolves to with [`check_address`]: a name that leads to loopback or
 /// the metadata service is refused like the address itself, unless an
-/// entry names it. For clients that connect by name (Redis, MQTT,
-/// PostgreSQL, MySQL), so any one special address refuses the name; HTTP
-/// filters the addresses in its own resolver and connects to one it
-/// checked.
+/// entry names it. Any one special address refuses the name (HTTP instead
+/// filters them out in its own resolver). The caller connects to the
+/// addresses returned, not to the name.
 pub(crate) async fn check_outbound_resolved(
     component: &ComponentCapabilities,
     url: &str,
-) -> Result<OutboundTarget, String> {
+) -> Result<CheckedTarget, String> {
     let target = check_outbound(component, url)?;
-    if target.ip().is_some() {
-        return Ok(target);
+    if let Some(ip) = target.ip() {
+        return Ok(CheckedTarget { target, addresses: vec![ip] });
     }
     let host = target.host.as_str();
-    let resolved = tokio::net::lookup_host((host, target.port)).await.map_err(|error| {
+    let unresolved = |error: &dyn std::fmt::Display| {
         let message = format!("component `{}`: cannot resolve {host}: {error}", component.id);
         tracing::warn!("{message}");
         message
-    })?;
+    };
+    let resolved =
+        tokio::net::lookup_host((host, target.port)).await.map_err(|error| unresolved(&error))?;
+    let mut addresses = Vec::new();
     for address in resolved {
         check_address(&component.id, &component.allowed_hosts, host, address.ip())?;
+        addresses.push(address.ip());
     }
-    Ok(target)
+    if addresses.is_empty() {
+        return Err(unresolved(&"no address"));
+    }
+    Ok(CheckedTarget { target, addresses })
 }
 
 /// Refuse a special address (loopback, link-local such as the cloud
@@ -441,5 +460,55 @@ fn describe_path(path: Option<&PathBuf>, base: Option<&Path>) -> String {
             format!("{:?}", shown.display().to_string())
         }
         None => "memory (not persisted)".to_string(),
+    }
+}
+
+/// What the clients' tests share: a name no resolver knows, checked as if
+/// it led to loopback, so a client that connects at all connected to the
+/// checked address and not to the name.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    use bantam_manifest::allowed_hosts::OutboundTarget;
+
+    use crate::CheckedTarget;
+
+    /// A host name under `.invalid`, which never resolves (RFC 2606).
+    pub(crate) const UNRESOLVABLE: &str = "bantam-test.invalid";
+
+    /// A listener on a free loopback port, for a client to reach.
+    pub(crate) async fn listener() -> (tokio::net::TcpListener, u16) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (listener, port)
+    }
+
+    /// [`UNRESOLVABLE`] on `port`, checked as resolving to `addresses`.
+    pub(crate) async fn checked(scheme: &str, port: u16, addresses: &[&str]) -> CheckedTarget {
+        assert!(
+            tokio::net::lookup_host((UNRESOLVABLE, port)).await.is_err(),
+            "{UNRESOLVABLE} must not resolve, or these tests prove nothing"
+        );
+        CheckedTarget {
+            target: OutboundTarget { scheme: scheme.into(), host: UNRESOLVABLE.into(), port },
+            addresses: addresses.iter().map(|a| a.parse::<IpAddr>().unwrap()).collect(),
+        }
+    }
+
+    /// Whether `connecting` reaches `listener` within five seconds; the
+    /// client's own outcome does not matter (nothing answers it).
+    pub(crate) async fn reaches<F: Future + Send + 'static>(
+        listener: &tokio::net::TcpListener,
+        connecting: F,
+    ) -> bool
+    where
+        F::Output: Send,
+    {
+        let client = tokio::spawn(connecting);
+        let accepted = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await;
+        client.abort();
+        accepted.is_ok_and(|accepted| accepted.is_ok())
     }
 }

@@ -5,20 +5,30 @@
 //! required, as on Spin), a user name, a password and a keep-alive
 //! interval. The host and port must be in the component's
 //! `allowed_outbound_hosts`, otherwise `invalid-address`. The broker is
-//! contacted on the first publish; `publish` returns once the broker has
-//! acknowledged the message at the requested quality of service (for
-//! at-most-once, once it is written).
+//! contacted on the first publish, at an address the grant check resolved
+//! and checked; `publish` returns once the broker has acknowledged the
+//! message at the requested quality of service (for at-most-once, once it
+//! is written).
+//!
+//! TLS (`mqtts://`) is the one exception to connecting to a checked
+//! address: rumqttc 0.24 takes the TLS server name from the address it
+//! connects to, so an IP address would lose SNI and the certificate check
+//! of the name. It connects by name, and the certificate, verified against
+//! that name, stands between a changed DNS answer and the guest's bytes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, Transport,
+};
 use tokio::sync::Mutex;
+use url::Url;
 use wasmtime::component::{Accessor, Resource};
 
 use crate::bindings::fermyon::spin::mqtt as v2;
 use crate::bindings::spin::mqtt::mqtt as v3;
-use crate::{Capabilities, CapabilitiesView, ComponentCapabilities};
+use crate::{Capabilities, CapabilitiesView, CheckedTarget, ComponentCapabilities};
 
 /// How long one publish (connecting included) may take.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,7 +37,15 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct MqttConnection {
     client: AsyncClient,
     /// Driven only while a publish waits for its acknowledgement.
-    events: Arc<Mutex<EventLoop>>,
+    session: Arc<Mutex<Session>>,
+}
+
+/// A client's event loop, and the checked addresses it has yet to try if
+/// the one it is given does not answer (until the broker first does).
+struct Session {
+    events: EventLoop,
+    /// Options for the next addresses, the next one last.
+    untried: Vec<MqttOptions>,
 }
 
 /// Why a call failed, before mapping to each interface's error.
@@ -37,6 +55,50 @@ enum Failure {
     Other(String),
 }
 
+/// What the guest asked for: its URL, credentials and keep-alive.
+struct Request<'a> {
+    url: Url,
+    username: &'a str,
+    password: &'a str,
+    keep_alive_secs: u64,
+}
+
+impl Request<'_> {
+    /// Client options for `url` with the guest's credentials and keep-alive.
+    fn options(&self, url: Url) -> Result<MqttOptions, Failure> {
+        let mut options = MqttOptions::try_from(url).map_err(|_| Failure::InvalidAddress)?;
+        if !self.username.is_empty() {
+            options.set_credentials(self.username, self.password);
+        }
+        // rumqttc refuses keep-alives under 5 s.
+        options.set_keep_alive(Duration::from_secs(self.keep_alive_secs.max(5)));
+        Ok(options)
+    }
+
+    /// The options for each address to try, in order: one per checked
+    /// address for plain TCP, the name itself for TLS (see the module
+    /// documentation). `named` are the options for the URL as given.
+    fn candidates(
+        &self,
+        named: MqttOptions,
+        checked: &CheckedTarget,
+    ) -> Result<Vec<MqttOptions>, Failure> {
+        if !matches!(named.transport(), Transport::Tcp) {
+            return Ok(vec![named]);
+        }
+        checked
+            .addresses
+            .iter()
+            .map(|ip| {
+                let mut url = self.url.clone();
+                url.set_ip_host(*ip).map_err(|()| Failure::InvalidAddress)?;
+                url.set_port(Some(checked.target.port)).map_err(|()| Failure::InvalidAddress)?;
+                self.options(url)
+            })
+            .collect()
+    }
+}
+
 async fn open(
     component: &ComponentCapabilities,
     address: &str,
@@ -44,32 +106,51 @@ async fn open(
     password: String,
     keep_alive_secs: u64,
 ) -> Result<MqttConnection, Failure> {
-    let mut options = MqttOptions::parse_url(address).map_err(|_| Failure::InvalidAddress)?;
-    if crate::check_outbound_resolved(component, address).await.is_err() {
+    let url = Url::parse(address).map_err(|_| Failure::InvalidAddress)?;
+    let request = Request { url, username: &username, password: &password, keep_alive_secs };
+    let named = request.options(request.url.clone())?;
+    let Ok(checked) = crate::check_outbound_resolved(component, address).await else {
         return Err(Failure::InvalidAddress);
-    }
-    if !username.is_empty() {
-        options.set_credentials(username, password);
-    }
-    // rumqttc refuses keep-alives under 5 s.
-    options.set_keep_alive(Duration::from_secs(keep_alive_secs.max(5)));
-    let (client, events) = AsyncClient::new(options, 16);
-    Ok(MqttConnection { client, events: Arc::new(Mutex::new(events)) })
+    };
+    connection(request.candidates(named, &checked)?)
+}
+
+/// A client that connects with the first of `candidates` that answers.
+fn connection(mut candidates: Vec<MqttOptions>) -> Result<MqttConnection, Failure> {
+    candidates.reverse();
+    let first = candidates.pop().ok_or(Failure::InvalidAddress)?;
+    let (client, events) = AsyncClient::new(first, 16);
+    let session = Session { events, untried: candidates };
+    Ok(MqttConnection { client, session: Arc::new(Mutex::new(session)) })
 }
 
 async fn publish(
     client: AsyncClient,
-    events: Arc<Mutex<EventLoop>>,
+    session: Arc<Mutex<Session>>,
     topic: String,
     payload: Vec<u8>,
     qos: QoS,
 ) -> Result<(), Failure> {
-    let mut events = events.lock().await;
+    let mut session = session.lock().await;
+    let session = &mut *session;
     client.publish(topic, qos, false, payload).await.map_err(|e| Failure::Other(e.to_string()))?;
     let delivered = async {
         loop {
-            let event =
-                events.poll().await.map_err(|e| Failure::ConnectionFailed(e.to_string()))?;
+            let event = match session.events.poll().await {
+                Ok(event) => event,
+                // Nobody answered at this address: the next one, as
+                // connecting by name would try it.
+                Err(ConnectionError::Io(_) | ConnectionError::NetworkTimeout)
+                    if let Some(next) = session.untried.pop() =>
+                {
+                    session.events.mqtt_options = next;
+                    continue;
+                }
+                Err(error) => return Err(Failure::ConnectionFailed(error.to_string())),
+            };
+            if let Event::Incoming(Packet::ConnAck(_)) = event {
+                session.untried.clear();
+            }
             let done = matches!(
                 (qos, event),
                 (QoS::AtMostOnce, Event::Outgoing(Outgoing::Publish(_)))
@@ -125,9 +206,9 @@ impl CapabilitiesView<'_> {
     fn mqtt(
         &self,
         handle: &Resource<MqttConnection>,
-    ) -> wasmtime::Result<(AsyncClient, Arc<Mutex<EventLoop>>)> {
+    ) -> wasmtime::Result<(AsyncClient, Arc<Mutex<Session>>)> {
         let connection = self.table.get(handle)?;
-        Ok((connection.client.clone(), Arc::clone(&connection.events)))
+        Ok((connection.client.clone(), Arc::clone(&connection.session)))
     }
 }
 
@@ -163,8 +244,8 @@ impl<T> v3::HostConnectionWithStore<T> for Capabilities {
         payload: Vec<u8>,
         qos: v3::Qos,
     ) -> wasmtime::Result<Result<(), v3::Error>> {
-        let (client, events) = accessor.with(|mut access| access.get().mqtt(&this))?;
-        Ok(publish(client, events, topic, payload, qos.into()).await.map_err(Into::into))
+        let (client, session) = accessor.with(|mut access| access.get().mqtt(&this))?;
+        Ok(publish(client, session, topic, payload, qos.into()).await.map_err(Into::into))
     }
 }
 
@@ -191,13 +272,54 @@ impl v2::HostConnection for CapabilitiesView<'_> {
         payload: Vec<u8>,
         qos: v2::Qos,
     ) -> wasmtime::Result<Result<(), v2::Error>> {
-        let (client, events) = self.mqtt(&this)?;
-        Ok(publish(client, events, topic, payload, qos.into()).await.map_err(Into::into))
+        let (client, session) = self.mqtt(&this)?;
+        Ok(publish(client, session, topic, payload, qos.into()).await.map_err(Into::into))
     }
 
     async fn drop(&mut self, connection: Resource<MqttConnection>) -> wasmtime::Result<()> {
         let connection = self.table.delete(connection)?;
         let _ = connection.client.try_disconnect();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{UNRESOLVABLE, checked, listener, reaches};
+
+    fn request(url: &str) -> Request<'static> {
+        Request { url: Url::parse(url).unwrap(), username: "", password: "", keep_alive_secs: 5 }
+    }
+
+    fn candidates(request: &Request, checked: &CheckedTarget) -> Vec<MqttOptions> {
+        let Ok(named) = request.options(request.url.clone()) else { panic!("invalid URL") };
+        let Ok(candidates) = request.candidates(named, checked) else { panic!("refused") };
+        candidates
+    }
+
+    #[tokio::test]
+    async fn plain_mqtt_connects_to_each_checked_address_in_turn() {
+        let (listener, port) = listener().await;
+        let request = request(&format!("mqtt://{UNRESOLVABLE}:{port}?client_id=t"));
+        // 127.0.0.2 is loopback too, but nothing listens there on this port.
+        let candidates =
+            candidates(&request, &checked("mqtt", port, &["127.0.0.2", "127.0.0.1"]).await);
+        let brokers: Vec<_> = candidates.iter().map(MqttOptions::broker_address).collect();
+        assert_eq!(brokers, [("127.0.0.2".to_string(), port), ("127.0.0.1".to_string(), port)]);
+        let Ok(connection) = connection(candidates) else { panic!("no candidate") };
+        let publishing = async move {
+            let MqttConnection { client, session } = connection;
+            drop(publish(client, session, "t".into(), b"x".to_vec(), QoS::AtMostOnce).await)
+        };
+        assert!(reaches(&listener, publishing).await);
+    }
+
+    #[tokio::test]
+    async fn tls_keeps_the_name_for_sni_and_the_certificate() {
+        let request = request(&format!("mqtts://{UNRESOLVABLE}:8883?client_id=t"));
+        let candidates = candidates(&request, &checked("mqtts", 8883, &["127.0.0.1"]).await);
+        let brokers: Vec<_> = candidates.iter().map(MqttOptions::broker_address).collect();
+        assert_eq!(brokers, [(UNRESOLVABLE.to_string(), 8883)]);
     }
 }

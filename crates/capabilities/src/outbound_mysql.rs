@@ -6,7 +6,8 @@
 //! component must be granted `mysql://host:port` in
 //! `allowed_outbound_hosts`; otherwise the guest gets `connection-failed`,
 //! as on Spin, and the log says which entry is missing. Each open is its
-//! own connection (session state such as `USE` or variables stays in it).
+//! own connection (session state such as `USE` or variables stays in it),
+//! made over TCP to the addresses the grant check resolved and checked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use wasmtime::component::{Accessor, FutureReader, Resource, StreamReader};
 use crate::bindings::fermyon::spin::mysql as v2_mysql;
 use crate::bindings::fermyon::spin::rdbms_types as v2;
 use crate::bindings::spin::mysql::mysql as v3;
-use crate::{Capabilities, CapabilitiesView, ComponentCapabilities};
+use crate::{Capabilities, CapabilitiesView, CheckedTarget, ComponentCapabilities};
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,14 +78,38 @@ async fn connect(
     component: &ComponentCapabilities,
     address: &str,
 ) -> Result<MysqlConnection, Failure> {
-    crate::check_outbound_resolved(component, address).await.map_err(Failure::ConnectionFailed)?;
+    let checked = crate::check_outbound_resolved(component, address)
+        .await
+        .map_err(Failure::ConnectionFailed)?;
     let options = mysql_async::Opts::from_url(address)
         .map_err(|e| Failure::ConnectionFailed(format!("invalid address: {e}")))?;
-    let connection = tokio::time::timeout(CONNECT_TIMEOUT, mysql_async::Conn::new(options))
-        .await
-        .map_err(|_| Failure::ConnectionFailed("timed out connecting".into()))?
-        .map_err(|e| Failure::ConnectionFailed(e.to_string()))?;
+    let connection =
+        tokio::time::timeout(CONNECT_TIMEOUT, mysql_async::Conn::new(pinned(options, &checked)?))
+            .await
+            .map_err(|_| Failure::ConnectionFailed("timed out connecting".into()))?
+            .map_err(|e| Failure::ConnectionFailed(e.to_string()))?;
     Ok(MysqlConnection { connection: Arc::new(tokio::sync::Mutex::new(connection)) })
+}
+
+/// `options` connecting only to the `checked` addresses, over TCP: TLS
+/// still verifies the host name of the URL. Unix sockets are no host a
+/// grant could name: mysql_async would open one named by `?socket=`, or
+/// by the server's `@@socket` after connecting (`prefer_socket`), so
+/// neither is allowed.
+fn pinned(
+    options: mysql_async::Opts,
+    checked: &CheckedTarget,
+) -> Result<mysql_async::Opts, Failure> {
+    if options.socket().is_some() {
+        return Err(Failure::ConnectionFailed(
+            "Unix sockets are not available to components".into(),
+        ));
+    }
+    Ok(mysql_async::OptsBuilder::from_opts(options)
+        .tcp_port(checked.target.port)
+        .resolved_ips(Some(checked.addresses.clone()))
+        .prefer_socket(false)
+        .into())
 }
 
 /// The WIT's type for a column.
@@ -410,5 +435,52 @@ impl v2_mysql::HostConnection for CapabilitiesView<'_> {
     async fn drop(&mut self, this: Resource<MysqlConnection>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bantam_manifest::allowed_hosts::OutboundTarget;
+    use mysql_async::Opts;
+
+    use super::*;
+    use crate::testing::{UNRESOLVABLE, checked, listener, reaches};
+
+    fn target(host: &str, port: u16) -> CheckedTarget {
+        CheckedTarget {
+            target: OutboundTarget { scheme: "mysql".into(), host: host.into(), port },
+            addresses: vec!["203.0.113.7".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn the_pinned_options_keep_the_name_for_tls_and_no_socket() {
+        let options = Opts::from_url("mysql://u:p@db.example.com:3307/d?require_ssl=true").unwrap();
+        let Ok(pinned) = pinned(options, &target("db.example.com", 3307)) else {
+            panic!("refused");
+        };
+        assert_eq!(pinned.resolved_ips(), &Some(vec!["203.0.113.7".parse().unwrap()]));
+        assert_eq!((pinned.ip_or_hostname(), pinned.tcp_port()), ("db.example.com", 3307));
+        assert!(pinned.ssl_opts().is_some());
+        // The server's @@socket is never followed.
+        assert!(!pinned.prefer_socket());
+    }
+
+    #[test]
+    fn a_unix_socket_is_refused() {
+        let url = "mysql://u@db.example.com/d?socket=/run/mysqld/mysqld.sock";
+        let pinned = pinned(Opts::from_url(url).unwrap(), &target("db.example.com", 3306));
+        assert!(matches!(pinned, Err(Failure::ConnectionFailed(m)) if m.contains("Unix sockets")));
+    }
+
+    #[tokio::test]
+    async fn connects_to_the_checked_address_never_the_name() {
+        let (listener, port) = listener().await;
+        let options = Opts::from_url(&format!("mysql://u@{UNRESOLVABLE}:{port}/d")).unwrap();
+        let Ok(options) = pinned(options, &checked("mysql", port, &["127.0.0.1"]).await) else {
+            panic!("refused");
+        };
+        let connecting = async move { drop(mysql_async::Conn::new(options).await) };
+        assert!(reaches(&listener, connecting).await);
     }
 }

@@ -11,7 +11,9 @@
 //! otherwise the guest gets `connection-failed`, as on Spin, and the log
 //! says which entry is missing. TLS follows the string's `sslmode`
 //! (`prefer` by default) with the webpki roots, plus a root the guest adds
-//! with `connection-builder.set-ca-root`. Each open is its own connection.
+//! with `connection-builder.set-ca-root`. Each open is its own connection,
+//! made to the addresses the grant check resolved and checked (`hostaddr`),
+//! TLS still verifying the host name; a guest's own `hostaddr` is refused.
 
 // The WIT's error type is large (a structured database error); it is what
 // the guest gets, so it is returned as it is rather than boxed.
@@ -28,7 +30,7 @@ use crate::bindings::fermyon::spin::postgres as v2_pg;
 use crate::bindings::fermyon::spin::rdbms_types as v2;
 use crate::bindings::spin::postgres3_0_0::postgres as v3;
 use crate::bindings::spin::postgres4_2_0::postgres as v4;
-use crate::{Capabilities, CapabilitiesView, ComponentCapabilities};
+use crate::{Capabilities, CapabilitiesView, CheckedTarget, ComponentCapabilities};
 
 /// How long connecting (TLS included) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,7 +56,15 @@ async fn connect(
     let config: tokio_postgres::Config = address
         .parse()
         .map_err(|e| v4::Error::ConnectionFailed(format!("invalid address: {e}")))?;
+    // A `hostaddr` would be connected to instead of the host the grant
+    // names; Bantam sets it to the addresses it checked.
+    if !config.get_hostaddrs().is_empty() {
+        return Err(v4::Error::ConnectionFailed(
+            "hostaddr is not available to components: name the address as the host".into(),
+        ));
+    }
     let ports = config.get_ports();
+    let mut checked = Vec::new();
     for (i, host) in config.get_hosts().iter().enumerate() {
         let tokio_postgres::config::Host::Tcp(host) = host else {
             return Err(v4::Error::ConnectionFailed(
@@ -63,10 +73,73 @@ async fn connect(
         };
         let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
         let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
-        crate::check_outbound_resolved(component, &format!("postgres://{host}:{port}"))
-            .await
-            .map_err(v4::Error::ConnectionFailed)?;
+        let target =
+            crate::check_outbound_resolved(component, &format!("postgres://{host}:{port}"))
+                .await
+                .map_err(v4::Error::ConnectionFailed)?;
+        checked.push(target);
     }
+    connect_checked(&component.id, &pinned(&config, &checked), ca_roots).await
+}
+
+/// `config` connecting only to the `checked` addresses of its hosts, in
+/// order: each host is repeated once per address with that address as its
+/// `hostaddr`, so tokio-postgres tries them in turn as it would the
+/// addresses of the name, and still verifies TLS against the name.
+fn pinned(config: &tokio_postgres::Config, checked: &[CheckedTarget]) -> tokio_postgres::Config {
+    // Config cannot drop hosts, so everything else is copied to a new one.
+    let mut pinned = tokio_postgres::Config::new();
+    if let Some(user) = config.get_user() {
+        pinned.user(user);
+    }
+    if let Some(password) = config.get_password() {
+        pinned.password(password);
+    }
+    if let Some(dbname) = config.get_dbname() {
+        pinned.dbname(dbname);
+    }
+    if let Some(options) = config.get_options() {
+        pinned.options(options);
+    }
+    if let Some(name) = config.get_application_name() {
+        pinned.application_name(name);
+    }
+    if let Some(timeout) = config.get_connect_timeout() {
+        pinned.connect_timeout(*timeout);
+    }
+    if let Some(timeout) = config.get_tcp_user_timeout() {
+        pinned.tcp_user_timeout(*timeout);
+    }
+    if let Some(interval) = config.get_keepalives_interval() {
+        pinned.keepalives_interval(interval);
+    }
+    if let Some(retries) = config.get_keepalives_retries() {
+        pinned.keepalives_retries(retries);
+    }
+    pinned
+        .ssl_mode(config.get_ssl_mode())
+        .ssl_negotiation(config.get_ssl_negotiation())
+        .keepalives(config.get_keepalives())
+        .keepalives_idle(config.get_keepalives_idle())
+        .target_session_attrs(config.get_target_session_attrs())
+        .channel_binding(config.get_channel_binding())
+        .load_balance_hosts(config.get_load_balance_hosts());
+    for (host, checked) in config.get_hosts().iter().zip(checked) {
+        let tokio_postgres::config::Host::Tcp(name) = host else { continue };
+        for ip in &checked.addresses {
+            pinned.host(name).hostaddr(*ip).port(checked.target.port);
+        }
+    }
+    pinned
+}
+
+/// Connect with `config` (TLS as its `sslmode` says, trusting the webpki
+/// roots and `ca_roots`) for component `component`.
+async fn connect_checked(
+    component: &str,
+    config: &tokio_postgres::Config,
+    ca_roots: &[String],
+) -> Result<PgConnection, v4::Error> {
     let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
     for pem in ca_roots {
         for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
@@ -91,7 +164,7 @@ async fn connect(
         Ok(Err(error)) => return Err(v4::Error::ConnectionFailed(error.to_string())),
         Err(_) => return Err(v4::Error::ConnectionFailed("timed out connecting".into())),
     };
-    let component = component.id.clone();
+    let component = component.to_string();
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!("component `{component}`: PostgreSQL connection ended: {error}");
@@ -781,5 +854,59 @@ impl v3::HostConnection for CapabilitiesView<'_> {
     async fn drop(&mut self, this: Resource<PgConnection>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bantam_manifest::allowed_hosts::OutboundTarget;
+    use tokio_postgres::Config;
+
+    use super::*;
+    use crate::testing::{UNRESOLVABLE, checked, listener, reaches};
+
+    #[test]
+    fn the_pinned_config_keeps_every_setting_and_the_name_for_tls() {
+        let settings = "user=u password=p dbname=d options=-cx application_name=a \
+            sslmode=require sslnegotiation=direct connect_timeout=3 tcp_user_timeout=4 \
+            keepalives=0 keepalives_idle=5 keepalives_interval=6 keepalives_retries=7 \
+            target_session_attrs=read-write channel_binding=disable load_balance_hosts=random";
+        let config: Config = format!("host=db.example.com port=6543 {settings}").parse().unwrap();
+        let checked = CheckedTarget {
+            target: OutboundTarget {
+                scheme: "postgres".into(),
+                host: "db.example.com".into(),
+                port: 6543,
+            },
+            addresses: vec!["203.0.113.7".parse().unwrap(), "2001:db8::7".parse().unwrap()],
+        };
+        // The name once per checked address, each with that address.
+        let expected: Config = format!(
+            "host=db.example.com,db.example.com hostaddr=203.0.113.7,2001:db8::7 port=6543,6543 {settings}"
+        )
+        .parse()
+        .unwrap();
+        assert_eq!(pinned(&config, &[checked]), expected);
+    }
+
+    #[tokio::test]
+    async fn connects_to_the_checked_address_never_the_name() {
+        let (listener, port) = listener().await;
+        let config: Config =
+            format!("postgres://u@{UNRESOLVABLE}:{port}/db?sslmode=disable").parse().unwrap();
+        let config = pinned(&config, &[checked("postgres", port, &["127.0.0.1"]).await]);
+        let connecting = async move { drop(connect_checked("test", &config, &[]).await) };
+        assert!(reaches(&listener, connecting).await);
+    }
+
+    #[tokio::test]
+    async fn a_guests_own_hostaddr_is_refused() {
+        let component = ComponentCapabilities::none("test");
+        let address = "host=db.example.com hostaddr=169.254.169.254 port=80";
+        let Err(v4::Error::ConnectionFailed(message)) = connect(&component, address, &[]).await
+        else {
+            panic!("a hostaddr was accepted");
+        };
+        assert!(message.starts_with("hostaddr is not available to components"), "{message}");
     }
 }

@@ -6,15 +6,17 @@
 //! `invalid-address`, as on Spin, and the log says which entry is missing.
 //! Each open is its own connection, never shared: a guest may change a
 //! connection's state (`SELECT`, `AUTH`) with `execute`, and that must not
-//! reach another request.
+//! reach another request. The connection goes to an address the grant
+//! check resolved and checked, never to the name resolved anew.
 
 use std::time::Duration;
 
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use wasmtime::component::{Accessor, Resource};
 
 use crate::bindings::fermyon::spin::redis as v2;
 use crate::bindings::spin::redis::redis as v3;
-use crate::{Capabilities, CapabilitiesView};
+use crate::{Capabilities, CapabilitiesView, CheckedTarget};
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -87,15 +89,42 @@ async fn connect(
     component: &crate::ComponentCapabilities,
     address: &str,
 ) -> Result<RedisConnection, Failure> {
-    let client = redis::Client::open(address).map_err(|_| Failure::InvalidAddress)?;
-    if crate::check_outbound_resolved(component, address).await.is_err() {
+    let info = address.into_connection_info().map_err(|_| Failure::InvalidAddress)?;
+    let Ok(checked) = crate::check_outbound_resolved(component, address).await else {
         return Err(Failure::InvalidAddress);
-    }
+    };
+    connect_checked(info, &checked).await
+}
+
+/// Connect with `info`'s credentials and database to the first of the
+/// checked addresses that answers, never to the name in `info`.
+async fn connect_checked(
+    info: ConnectionInfo,
+    checked: &CheckedTarget,
+) -> Result<RedisConnection, Failure> {
+    // Plain TCP only: this build has no TLS for Redis (`rediss://` fails
+    // to parse), and a Unix socket is no host a grant could name.
+    let ConnectionAddr::Tcp(..) = info.addr else {
+        return Err(Failure::InvalidAddress);
+    };
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(CONNECT_TIMEOUT)
         .set_response_timeout(RESPONSE_TIMEOUT);
-    let connection = client.get_multiplexed_async_connection_with_config(&config).await?;
-    Ok(RedisConnection { connection })
+    let mut unreachable = None;
+    for ip in &checked.addresses {
+        let pinned = ConnectionInfo {
+            addr: ConnectionAddr::Tcp(ip.to_string(), checked.target.port),
+            redis: info.redis.clone(),
+        };
+        let client = redis::Client::open(pinned).map_err(|_| Failure::InvalidAddress)?;
+        match client.get_multiplexed_async_connection_with_config(&config).await {
+            Ok(connection) => return Ok(RedisConnection { connection }),
+            // The next address may answer, as connecting by name would try it.
+            Err(error) if error.is_io_error() || error.is_timeout() => unreachable = Some(error),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(unreachable.map_or_else(|| Failure::InvalidAddress, Into::into))
 }
 
 /// The operations both interface versions share, on a connection taken out
@@ -389,5 +418,31 @@ impl v2::HostConnection for CapabilitiesView<'_> {
     async fn drop(&mut self, connection: Resource<RedisConnection>) -> wasmtime::Result<()> {
         self.table.delete(connection)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::IntoConnectionInfo;
+
+    use crate::testing::{UNRESOLVABLE, checked, listener, reaches};
+
+    #[tokio::test]
+    async fn connects_to_the_checked_address_never_the_name() {
+        let (listener, port) = listener().await;
+        let info = format!("redis://{UNRESOLVABLE}:{port}/2").into_connection_info().unwrap();
+        let checked = checked("redis", port, &["127.0.0.1"]).await;
+        let connecting = async move { drop(super::connect_checked(info, &checked).await) };
+        assert!(reaches(&listener, connecting).await);
+    }
+
+    #[tokio::test]
+    async fn tries_the_next_checked_address_when_one_does_not_answer() {
+        let (listener, port) = listener().await;
+        let info = format!("redis://{UNRESOLVABLE}:{port}").into_connection_info().unwrap();
+        // Loopback too, but nothing listens there on this port.
+        let checked = checked("redis", port, &["127.0.0.2", "127.0.0.1"]).await;
+        let connecting = async move { drop(super::connect_checked(info, &checked).await) };
+        assert!(reaches(&listener, connecting).await);
     }
 }

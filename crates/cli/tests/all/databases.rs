@@ -287,6 +287,12 @@ async fn mysql_through_both_interface_versions_where_granted() {
             "{guest}: {body}"
         );
     }
+    // The server's Unix socket is no granted host, though it is right there.
+    let via_socket = format!("{url}?socket={}", server.socket().display());
+    let (status, body) = mysql(&bantam, "p3", &via_socket, "query", "SELECT 1", "").await;
+    assert_eq!(status, 500);
+    assert!(body.contains("Unix sockets are not available to components"), "{body}");
+
     assert_refused(
         mysql(&bantam, "ungranted", &url, "query", "SELECT 1", "").await,
         &bantam,

@@ -283,6 +283,11 @@ impl Mariadb {
     pub fn url(&self, database: &str) -> String {
         format!("mysql://root@127.0.0.1:{}/{database}", self.port)
     }
+
+    /// The server's Unix socket, which it also reports as `@@socket`.
+    pub fn socket(&self) -> std::path::PathBuf {
+        self._dir.path().join("mysqld.sock")
+    }
 }
 
 impl Drop for Mariadb {
