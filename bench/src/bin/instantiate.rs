@@ -18,7 +18,7 @@ fn main() -> anyhow::Result<()> {
     let component = &app.components[0];
     // No log files, so no size at which to rotate them.
     let logs =
-        LogConfig { log_dir: None, terminal: false, truncate: false, max_file_size: u64::MAX };
+        LogConfig { log_dir: None, terminal_rate: None, truncate: false, max_file_size: u64::MAX };
     let pre = engine.prepare(
         component,
         &logs,

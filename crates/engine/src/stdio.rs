@@ -11,15 +11,23 @@
 //! `<name>.1` (replacing the one before) and a new file starts, so a guest
 //! printing under a request storm holds at most twice the limit of disk
 //! per stream, however long it runs.
+//!
+//! The terminal (and whatever collects `bantam up`'s output, such as
+//! journald) gets at most `terminal_rate` bytes a second of each
+//! component's stream, with a burst of one second's worth: past it, lines
+//! are dropped there, never in the log file, and one line a second says
+//! how much was.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bantam_capabilities::runtime_config::format_size;
 use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
@@ -29,8 +37,11 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 pub struct LogConfig {
     /// Directory for the per-component log files; `None` writes no files.
     pub log_dir: Option<PathBuf>,
-    /// Whether guest output is also shown on the terminal.
-    pub terminal: bool,
+    /// Whether guest output is also shown on the terminal, and at most how
+    /// many bytes a second of each component's stdout, and of its stderr:
+    /// past that, output is dropped there (never in the log files) and a
+    /// line a second says how much. `None`: not shown.
+    pub terminal_rate: Option<u64>,
     /// Truncate the log files at start-up instead of appending.
     pub truncate: bool,
     /// The size at which a log file is rotated to `<name>.1`.
@@ -44,12 +55,20 @@ enum Terminal {
     Stderr,
 }
 
+impl Terminal {
+    fn write(self, bytes: &[u8]) {
+        let _ = match self {
+            Terminal::Stdout => std::io::stdout().lock().write_all(bytes),
+            Terminal::Stderr => std::io::stderr().lock().write_all(bytes),
+        };
+    }
+}
+
 /// One guest output stream (stdout or stderr) of one component, shared by
 /// all its instances.
 #[derive(Debug)]
 pub(crate) struct GuestOutput {
-    prefix: String,
-    terminal: Option<Terminal>,
+    terminal: Option<Arc<TerminalOutput>>,
     file: Option<Mutex<LogFile>>,
 }
 
@@ -92,20 +111,135 @@ impl LogFile {
     }
 }
 
+/// Nanoseconds in the terminal budget's burst, and between notices.
+const SECOND_NANOS: u64 = 1_000_000_000;
+
+/// A component's stream on the terminal: tagged lines within a budget of
+/// `rate` bytes a second, kept without a lock on the write path (GCRA: one
+/// atomic holds the time at which the bucket is full again).
+#[derive(Debug)]
+struct TerminalOutput {
+    stream: Terminal,
+    /// `[id] `, before every line.
+    prefix: String,
+    /// Bytes a second; the bucket holds one second's worth.
+    rate: u64,
+    /// The origin of `full_at`.
+    origin: Instant,
+    /// Nanoseconds after `origin` at which the bucket is full again: each
+    /// byte shown moves it 1/rate s later, to at most a second after now.
+    full_at: AtomicU64,
+    /// Bytes dropped and not yet reported.
+    suppressed: AtomicU64,
+    /// Whether a notice is already scheduled.
+    notice_scheduled: AtomicBool,
+    /// Where all the output is, for the notice.
+    log: Option<PathBuf>,
+}
+
+impl TerminalOutput {
+    fn new(id: &str, stream: Terminal, rate: u64, log: Option<PathBuf>) -> Self {
+        Self {
+            stream,
+            prefix: format!("[{id}] "),
+            rate: rate.max(1),
+            origin: Instant::now(),
+            full_at: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+            notice_scheduled: AtomicBool::new(false),
+            log,
+        }
+    }
+
+    /// Show the whole lines of `lines` the budget has room for; report the
+    /// rest as suppressed.
+    fn write_lines(self: &Arc<Self>, lines: &[u8]) {
+        let shown = &lines[..self.take(lines)];
+        if shown.len() < lines.len() {
+            self.suppress((lines.len() - shown.len()) as u64);
+        }
+        if shown.is_empty() {
+            return;
+        }
+        let mut tagged = Vec::with_capacity(shown.len() + 16);
+        for line in shown.split_inclusive(|b| *b == b'\n') {
+            tagged.extend_from_slice(self.prefix.as_bytes());
+            tagged.extend_from_slice(line);
+        }
+        if tagged.last() != Some(&b'\n') {
+            tagged.push(b'\n');
+        }
+        self.stream.write(&tagged);
+    }
+
+    /// Take from the budget what `lines` may show: all of them, or as many
+    /// whole lines as there is room for. Returns the length taken.
+    fn take(&self, lines: &[u8]) -> usize {
+        let now = self.origin.elapsed().as_nanos() as u64;
+        let (rate, second) = (u128::from(self.rate), u128::from(SECOND_NANOS));
+        let mut taken = 0;
+        let _ = self.full_at.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |full_at| {
+            let backlog = u128::from(full_at.saturating_sub(now).min(SECOND_NANOS));
+            let room = usize::try_from((second - backlog) * rate / second).unwrap_or(usize::MAX);
+            taken = if room >= lines.len() {
+                lines.len()
+            } else {
+                lines[..room].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)
+            };
+            (taken > 0).then(|| now.max(full_at) + (taken as u128 * second / rate) as u64)
+        });
+        taken
+    }
+
+    /// Count `bytes` as dropped; a notice follows within a second.
+    fn suppress(self: &Arc<Self>, bytes: u64) {
+        self.suppressed.fetch_add(bytes, Ordering::Relaxed);
+        if self.notice_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let terminal = Arc::clone(self);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(async move {
+                tokio::time::sleep(Duration::from_nanos(SECOND_NANOS)).await;
+                terminal.notify();
+            })),
+            Err(_) => terminal.notify(),
+        }
+    }
+
+    /// Say how much was dropped since the last notice.
+    fn notify(&self) {
+        // Cleared first: what is dropped from here on schedules the next.
+        self.notice_scheduled.store(false, Ordering::Release);
+        let bytes = self.suppressed.swap(0, Ordering::AcqRel);
+        if bytes == 0 {
+            return;
+        }
+        let mut line = format!(
+            "{}{} of output suppressed (over {}/s)",
+            self.prefix,
+            format_size(bytes),
+            format_size(self.rate)
+        );
+        if let Some(log) = &self.log {
+            line.push_str(&format!("; all of it is in {}", log.display()));
+        }
+        line.push('\n');
+        self.stream.write(line.as_bytes());
+    }
+}
+
 impl GuestOutput {
     /// The stdout and stderr sinks of component `id`.
     pub(crate) fn for_component(id: &str, config: &LogConfig) -> (Arc<Self>, Arc<Self>) {
-        let open = |suffix: &str| {
-            let dir = config.log_dir.as_deref()?;
-            open_log(dir, &format!("{id}_{suffix}.txt"), config)
-        };
-        let prefix = format!("[{id}] ");
-        let sink = |suffix, terminal| {
-            Arc::new(Self {
-                prefix: prefix.clone(),
-                terminal: config.terminal.then_some(terminal),
-                file: open(suffix),
-            })
+        let sink = |suffix, stream| {
+            let path = config.log_dir.as_ref().map(|dir| dir.join(format!("{id}_{suffix}.txt")));
+            let file = path.clone().and_then(|path| open_log(path, config));
+            let log = path.filter(|_| file.is_some());
+            let terminal = config
+                .terminal_rate
+                .map(|rate| Arc::new(TerminalOutput::new(id, stream, rate, log)));
+            Arc::new(Self { terminal, file })
         };
         (sink("stdout", Terminal::Stdout), sink("stderr", Terminal::Stderr))
     }
@@ -118,26 +252,13 @@ impl GuestOutput {
                 tracing::debug!("cannot write {}: {error}", file.path.display());
             }
         }
-        let Some(terminal) = self.terminal else {
-            return;
-        };
-        let mut tagged = Vec::with_capacity(lines.len() + 16);
-        for line in lines.split_inclusive(|b| *b == b'\n') {
-            tagged.extend_from_slice(self.prefix.as_bytes());
-            tagged.extend_from_slice(line);
+        if let Some(terminal) = &self.terminal {
+            terminal.write_lines(lines);
         }
-        if tagged.last() != Some(&b'\n') {
-            tagged.push(b'\n');
-        }
-        let _ = match terminal {
-            Terminal::Stdout => std::io::stdout().lock().write_all(&tagged),
-            Terminal::Stderr => std::io::stderr().lock().write_all(&tagged),
-        };
     }
 }
 
-fn open_log(dir: &Path, name: &str, config: &LogConfig) -> Option<Mutex<LogFile>> {
-    let path = dir.join(name);
+fn open_log(path: PathBuf, config: &LogConfig) -> Option<Mutex<LogFile>> {
     match LogFile::open(path.clone(), config.truncate, config.max_file_size) {
         Ok(file) => Some(Mutex::new(file)),
         Err(error) => {

@@ -429,7 +429,7 @@ impl Platform {
         .map_err(|e| failed(e.to_string()))?;
         let logs = LogConfig {
             log_dir: Some(app.state_dir.join("logs")),
-            terminal: false,
+            terminal_rate: None,
             truncate: false,
             max_file_size: self.config.max_log_file_size,
         };

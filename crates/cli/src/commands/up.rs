@@ -74,6 +74,12 @@ pub struct UpArgs {
     /// Do not show component output on the terminal.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// The most output of each component's stdout, and of its stderr,
+    /// shown on the terminal per second (a burst of one second's worth);
+    /// past it, lines are dropped there with a line a second saying how
+    /// much, while the log files keep everything.
+    #[arg(long, default_value = "1MiB", value_parser = parse_rate, value_name = "SIZE")]
+    pub max_terminal_output_rate: u64,
     /// Pass an environment variable (KEY=VALUE) to all components.
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
     pub env: Vec<(String, String)>,
@@ -524,9 +530,17 @@ fn log_config(args: &UpArgs, state_dir: &Path, pulled: bool) -> LogConfig {
     };
     LogConfig {
         log_dir,
-        terminal: !args.quiet,
+        terminal_rate: (!args.quiet).then_some(args.max_terminal_output_rate),
         truncate: args.truncate_logs,
         max_file_size: args.serving.max_log_file_size,
+    }
+}
+
+/// A size of at least one byte (a rate of nothing would be `-q`).
+fn parse_rate(text: &str) -> Result<u64, String> {
+    match parse_size(text)? {
+        0 => Err("must be more than 0 (use -q to show no output)".into()),
+        bytes => Ok(bytes),
     }
 }
 

@@ -229,3 +229,48 @@ async fn log_files_are_rotated_at_their_size_limit() {
     let (status, _) = get(&bantam.url("/healthy")).await;
     assert_eq!(status, 200, "the server keeps serving");
 }
+
+/// Over time the terminal gets at most `--max-terminal-output-rate` of a
+/// component's output (after a burst of one second's worth), and a line a
+/// second saying how much was dropped; the log file gets all of it, and a
+/// neighbour's output has its own budget.
+#[tokio::test]
+async fn output_floods_reach_the_terminal_only_up_to_its_rate() {
+    const RATE: f64 = 16.0 * 1024.0;
+    let app = TestApp::new(APP);
+    let bantam = app.up(&["--max-terminal-output-rate", "16KiB"]);
+    let started = Instant::now();
+    // Two clients, for two seconds and at least 4 MiB of output: far more
+    // than the terminal may show in the time.
+    let mut requests = 0;
+    while started.elapsed() < Duration::from_secs(2) || requests < 4 {
+        let url = bantam.url("/hostile?flood=20000");
+        let (first, second) = tokio::join!(get(&url), get(&url));
+        for (status, body) in [first, second] {
+            assert_eq!((status, body.as_str()), (200, "printed 20000 lines"));
+        }
+        requests += 2;
+    }
+    assert_eq!(get(&bantam.url("/healthy?flood=1")).await.0, 200);
+    let output = bantam.wait_for_output("of output suppressed (over 16.0 KiB/s)");
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let shown: usize = output
+        .lines()
+        .filter_map(|line| line.strip_prefix("[hostile] "))
+        .filter(|line| !line.contains("of output suppressed"))
+        .map(|line| line.len() + 1)
+        .sum();
+    let bound = RATE * (1.0 + elapsed);
+    assert!(shown > 0 && (shown as f64) < bound, "{shown} bytes shown in {elapsed:.1} s");
+    let log = app.path().join(".spin/logs/hostile_stdout.txt");
+    let notice = output.lines().find(|line| line.contains("of output suppressed")).unwrap();
+    assert!(notice.starts_with("[hostile] "), "{notice}");
+    assert!(notice.ends_with(&format!("; all of it is in {}", log.display())), "{notice}");
+    let logged = std::fs::metadata(&log).unwrap().len();
+    assert!(logged >= requests << 20, "{requests} requests, {logged} bytes logged");
+    assert!(output.lines().any(|line| line.starts_with("[healthy] 00000000 x")), "{output:.2000}");
+    eprintln!(
+        "figures: attack=terminal flood requests={requests} logged={logged} shown={shown} seconds={elapsed:.1}"
+    );
+}
