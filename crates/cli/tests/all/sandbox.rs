@@ -82,7 +82,10 @@ async fn guest_output_is_tagged_on_the_terminal_and_logged_to_files() {
     let bantam = app.up(&[]);
     let (status, _) = get(&bantam.url("/?stdout=line%20one")).await;
     assert_eq!(status, 200);
-    let output = bantam.wait_for_output("[reader] err: line one");
+    // Stdout and stderr are separate pipes, read by separate threads: one
+    // line may arrive before the other.
+    bantam.wait_for_output("[reader] err: line one");
+    let output = bantam.wait_for_output("[reader] line one");
     assert!(output.contains("[reader] line one"), "{output}");
     assert!(output.contains("[reader] err: line one"), "{output}");
 
