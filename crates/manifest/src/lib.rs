@@ -25,6 +25,7 @@ pub mod allowed_hosts;
 mod raw;
 mod route;
 mod template;
+pub mod units;
 mod validate;
 
 use std::fmt;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bantam_capabilities::VariableSources;
-use bantam_capabilities::runtime_config::format_size;
+use bantam_manifest::units::format_size;
 use bantam_platform::DeploySettings;
 use clap::{Args, Subcommand};
 use serde_json::Value;

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bantam_capabilities::outbound_http::DEFAULT_MAX_OUTBOUND_CONNECTIONS;
-use bantam_capabilities::runtime_config::{Limits, parse_duration, parse_size};
+use bantam_capabilities::runtime_config::Limits;
 use bantam_capabilities::{AppCapabilities, CapabilityConfig, RuntimeConfig, VariableSources};
 use bantam_engine::{Engine, EngineConfig, LogConfig};
+use bantam_manifest::units::{parse_duration, parse_size};
 use bantam_trigger_http::metrics::AppMetrics;
 use bantam_trigger_http::server::{self, Shutdown};
 use bantam_trigger_http::{
