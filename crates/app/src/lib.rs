@@ -79,6 +79,9 @@ pub struct Component {
     pub variables: Vec<(String, String)>,
     /// How to build the component, if the manifest says.
     pub build: Option<bantam_manifest::BuildConfig>,
+    /// Whether instances may serve several requests of one client (the
+    /// manifest's explicit opt-in); `None`: a fresh instance per request.
+    pub instance_reuse: Option<bantam_manifest::InstanceReuse>,
 }
 
 /// An HTTP trigger: a route served by a component.
@@ -207,6 +210,7 @@ pub fn from_manifest(manifest: bantam_manifest::AppManifest) -> Result<App, Load
             ai_models: component.ai_models.clone(),
             variables: component.variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             build: component.build.clone(),
+            instance_reuse: component.instance_reuse,
         });
     }
 
@@ -279,6 +283,7 @@ pub fn from_wasm_file(path: &Path) -> Result<App, LoadError> {
             ai_models: Vec::new(),
             variables: Vec::new(),
             build: None,
+            instance_reuse: None,
         }],
         http_routes: vec![HttpRoute {
             route: Route::Public(RoutePattern::parse("/...").expect("a valid route")),

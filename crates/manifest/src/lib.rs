@@ -30,6 +30,7 @@ mod validate;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use indexmap::IndexMap;
 
@@ -167,6 +168,41 @@ pub struct Component {
     /// component's grants. Kept for completeness: Bantam does not compose
     /// dependencies yet.
     pub dependencies_inherit_configuration: bool,
+    /// Whether one instance may serve several requests of the same client,
+    /// from `[component.<id>.tool.bantam] instance_reuse`. `None`, the
+    /// default: a fresh instance for every request.
+    pub instance_reuse: Option<InstanceReuse>,
+}
+
+/// An explicit opt-in to reusing a component's instances, written in
+/// Bantam's own tool table (Spin ignores `tool` tables, so the manifest
+/// still runs on Spin, with Spin's own instance policy):
+///
+/// ```toml
+/// [component.api.tool.bantam]
+/// instance_reuse = { max_requests = 128, max_concurrent = 1, idle_timeout = "1s" }
+/// ```
+///
+/// An instance is only ever reused for requests on the same client
+/// connection: requests of different clients never share an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceReuse {
+    /// The most requests one instance serves before it is dropped (at
+    /// least 1; 1 means no reuse).
+    pub max_requests: u32,
+    /// The most requests one instance serves at once (HTTP/2 streams of
+    /// one connection; wasi:http 0.3 guests only); default 1.
+    pub max_concurrent: u32,
+    /// How long an instance waits for its connection's next request
+    /// before it is dropped; default 1 s. It is dropped at once when the
+    /// connection closes.
+    pub idle_timeout: Duration,
+}
+
+impl InstanceReuse {
+    /// The longest `idle_timeout` allowed: an idle instance holds a pooled
+    /// memory slot, which other requests may need.
+    pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 }
 
 /// Where a component's Wasm comes from.

@@ -110,11 +110,30 @@ pub(crate) struct RawComponent {
     #[expect(dead_code, reason = "deployment targets are accepted and not used")]
     pub targets: Option<Vec<String>>,
     pub build: Option<RawBuild>,
-    #[expect(dead_code, reason = "`[component.<id>.tool.*]` is for other tools")]
-    pub tool: Option<toml::Table>,
+    /// `[component.<id>.tool.<name>]`: tools' own settings. Bantam reads
+    /// `bantam` and leaves the others alone.
+    #[serde(default)]
+    pub tool: IndexMap<String, Spanned<toml::Value>>,
     pub dependencies_inherit_configuration: Option<bool>,
     pub dependencies: Option<Spanned<toml::Table>>,
     pub profile: Option<Spanned<toml::Table>>,
+}
+
+/// `[component.<id>.tool.bantam]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBantamTool {
+    pub instance_reuse: Option<RawInstanceReuse>,
+}
+
+/// `instance_reuse = { max_requests, max_concurrent, idle_timeout }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInstanceReuse {
+    pub max_requests: i64,
+    pub max_concurrent: Option<i64>,
+    /// A duration (`"500ms"`, `"2s"`) or a number of seconds.
+    pub idle_timeout: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

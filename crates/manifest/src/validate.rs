@@ -6,15 +6,17 @@
 use std::collections::HashSet;
 use std::ops::Range;
 use std::path::Path;
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 
-use crate::raw::{RawComponent, RawHttpTrigger, RawManifest, StringOrList};
+use crate::raw::{RawBantamTool, RawComponent, RawHttpTrigger, RawManifest, StringOrList};
 use crate::{
     AppManifest, Application, BuildConfig, Component, ComponentSource, Executor, FileMount,
-    HttpTrigger, Location, ManifestError, ManifestWarning, Route, RoutePattern, Template, Variable,
+    HttpTrigger, InstanceReuse, Location, ManifestError, ManifestWarning, Route, RoutePattern,
+    Template, Variable,
 };
 
 /// Turns byte spans into located errors for one manifest file.
@@ -646,7 +648,61 @@ fn convert_component(
             watch: build.watch.clone(),
         }),
         dependencies_inherit_configuration: raw.dependencies_inherit_configuration.unwrap_or(false),
+        instance_reuse: match raw.tool.get("bantam") {
+            Some(table) => convert_bantam_tool(source, id, table)?,
+            None => None,
+        },
     })
+}
+
+/// `[component.<id>.tool.bantam]`: Bantam's own settings for a component.
+/// The table is Bantam's, so unknown fields are errors here too.
+fn convert_bantam_tool(
+    source: &Source<'_>,
+    id: &str,
+    table: &Spanned<toml::Value>,
+) -> Result<Option<InstanceReuse>, ManifestError> {
+    let bad = |message: String| {
+        source.error(table.span(), format!("component `{id}` tool.bantam: {message}"))
+    };
+    let raw: RawBantamTool =
+        table.get_ref().clone().try_into().map_err(|e: toml::de::Error| bad(e.message().into()))?;
+    let Some(reuse) = raw.instance_reuse else { return Ok(None) };
+    let max_requests = u32::try_from(reuse.max_requests)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| bad("instance_reuse.max_requests must be a whole number from 1".into()))?;
+    let max_concurrent = match reuse.max_concurrent {
+        None => 1,
+        Some(n) => {
+            u32::try_from(n).ok().filter(|n| (1..=max_requests).contains(n)).ok_or_else(|| {
+                bad(format!(
+                    "instance_reuse.max_concurrent must be from 1 to max_requests ({max_requests})"
+                ))
+            })?
+        }
+    };
+    let idle_timeout = match &reuse.idle_timeout {
+        None => Duration::from_secs(1),
+        Some(toml::Value::Integer(seconds)) if *seconds >= 0 => {
+            Duration::from_secs(seconds.unsigned_abs())
+        }
+        Some(toml::Value::String(text)) => crate::units::parse_duration(text)
+            .map_err(|problem| bad(format!("instance_reuse.idle_timeout: {problem}")))?,
+        Some(_) => {
+            return Err(bad(
+                "instance_reuse.idle_timeout: expected a duration such as \"1s\" or \"500ms\""
+                    .into(),
+            ));
+        }
+    };
+    if idle_timeout.is_zero() || idle_timeout > InstanceReuse::MAX_IDLE_TIMEOUT {
+        return Err(bad(format!(
+            "instance_reuse.idle_timeout must be more than 0 and at most {}s",
+            InstanceReuse::MAX_IDLE_TIMEOUT.as_secs()
+        )));
+    }
+    Ok(Some(InstanceReuse { max_requests, max_concurrent, idle_timeout }))
 }
 
 fn convert_source(

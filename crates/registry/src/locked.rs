@@ -250,6 +250,18 @@ pub fn lock_app(app: &bantam_app::App) -> Result<(LockedApp, Vec<Blob>), Registr
             .insert("allowed_outbound_hosts".into(), json!(component.allowed_outbound_hosts));
         component_metadata.insert("key_value_stores".into(), json!(component.key_value_stores));
         component_metadata.insert("databases".into(), json!(component.sqlite_databases));
+        // Bantam's own opt-in, as the manifest writes it (Spin ignores it
+        // here as it ignores `tool` tables there).
+        if let Some(reuse) = &component.instance_reuse {
+            component_metadata.insert(
+                "tool".into(),
+                json!({ "bantam": { "instance_reuse": {
+                    "max_requests": reuse.max_requests,
+                    "max_concurrent": reuse.max_concurrent,
+                    "idle_timeout": format!("{}ms", reuse.idle_timeout.as_millis()),
+                } } }),
+            );
+        }
         let chaining =
             component.allowed_outbound_hosts.iter().any(|h| h.contains(".spin.internal"));
         let mut host_requirements = Map::new();
@@ -425,7 +437,9 @@ pub fn write_app_dir(
             )));
         }
         let mut table = Map::new();
-        for key in ["description", "allowed_outbound_hosts", "key_value_stores", "ai_models"] {
+        for key in
+            ["description", "allowed_outbound_hosts", "key_value_stores", "ai_models", "tool"]
+        {
             if let Some(value) = component.metadata.get(key) {
                 table.insert(key.into(), value.clone());
             }
