@@ -157,9 +157,10 @@ impl OutboundHttp {
         Self { component, in_flight, headers: http::HeaderMap::new() }
     }
 
-    /// Add `headers` to every request this instance sends without them.
-    pub fn add_headers(&mut self, headers: http::HeaderMap) {
-        self.headers.extend(headers);
+    /// Add `headers` to every request this instance sends without them,
+    /// in place of those set before.
+    pub fn set_headers(&mut self, headers: http::HeaderMap) {
+        self.headers = headers;
     }
 }
 

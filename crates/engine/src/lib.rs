@@ -25,7 +25,7 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 pub use cache::CompileCache;
-pub use sandbox::{HostState, Sandbox};
+pub use sandbox::{HostState, RequestClock, Sandbox};
 pub use stdio::LogConfig;
 
 /// How often the epoch ticks. Guests yield to the scheduler on every tick,
@@ -336,14 +336,14 @@ impl Engine {
     /// A fresh store for one instance of `pre`: its own memory, its own
     /// WASI context holding only what the manifest grants.
     pub fn new_store(&self, pre: &ComponentPre) -> wasmtime::Result<Store<HostState>> {
-        let state = pre.sandbox.new_host_state(self.max_instance_memory)?;
+        let mut state = pre.sandbox.new_host_state(self.max_instance_memory)?;
+        state.clock = RequestClock::start(self.request_timeout);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         // Yield to the async scheduler on every epoch tick, so a guest that
         // computes without pause cannot starve other requests on its thread;
-        // past the request timeout (plus a tick, so the trigger answers the
-        // client first), stop it: a guest in a loop is interrupted even if
-        // it never calls the host.
+        // past the request's deadline, stop it: a guest in a loop is
+        // interrupted even if it never calls the host.
         //
         // The yield is tokio's own `yield_now`, which puts the task at the
         // back of the run queue. A plain self-wake (wasmtime's `Yield`)
@@ -352,22 +352,23 @@ impl Engine {
         // hundreds of milliseconds (measured by `adversarial.rs`).
         //
         // A guest that has computed for more than `LONG_RUNNER_TICKS` ticks
-        // also sleeps a tick each time: a runaway loop then takes at most
-        // half a core, and short requests beside it keep their latency.
-        let deadline = self.request_timeout.map(|timeout| Instant::now() + timeout + EPOCH_TICK);
-        let mut ticks: u32 = 0;
+        // of its current request also sleeps a tick each time: a runaway
+        // loop then takes at most half a core, and short requests beside it
+        // keep their latency.
+        //
         // The first check is due one tick from now. wasmtime's initial
         // deadline is the current epoch, so without this every instance
         // went through the callback (and back through the scheduler) at its
         // very first check: a task switch per request for nothing.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+        store.epoch_deadline_callback(|mut store| {
+            let clock = &mut store.data_mut().clock;
+            if clock.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
             }
-            ticks = ticks.saturating_add(1);
+            clock.ticks = clock.ticks.saturating_add(1);
             let pause: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> =
-                if ticks > LONG_RUNNER_TICKS {
+                if clock.ticks > LONG_RUNNER_TICKS {
                     Box::pin(tokio::time::sleep(EPOCH_TICK))
                 } else {
                     Box::pin(tokio::task::yield_now())

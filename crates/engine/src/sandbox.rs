@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
@@ -83,6 +84,7 @@ impl Sandbox {
                 table
             },
             limits: StoreLimitsBuilder::new().memory_size(max_memory).build(),
+            clock: RequestClock::default(),
             outbound_http: OutboundHttp::new(Arc::clone(&self.capabilities)),
             capabilities: CapabilityState::new(Arc::clone(&self.capabilities)),
         })
@@ -96,15 +98,42 @@ pub struct HostState {
     http: WasiHttpCtx,
     table: ResourceTable,
     pub(crate) limits: StoreLimits,
+    pub(crate) clock: RequestClock,
     outbound_http: OutboundHttp,
     capabilities: CapabilityState,
 }
 
+/// The time a guest has for its current request, kept by the instance's
+/// epoch callback (see `Engine::new_store`).
+#[derive(Debug, Default)]
+pub struct RequestClock {
+    timeout: Option<Duration>,
+    /// Past this instant (the timeout plus a tick, so the trigger answers
+    /// the client first) the instance is interrupted.
+    pub(crate) deadline: Option<Instant>,
+    /// Epoch ticks the guest has computed through in this request.
+    pub(crate) ticks: u32,
+}
+
+impl RequestClock {
+    /// A clock for a request starting now, limited to `timeout`.
+    pub(crate) fn start(timeout: Option<Duration>) -> Self {
+        Self {
+            timeout,
+            deadline: timeout.map(|timeout| Instant::now() + timeout + crate::EPOCH_TICK),
+            ticks: 0,
+        }
+    }
+}
+
 impl HostState {
-    /// Send `headers` with every outbound HTTP request of this instance
-    /// that does not set them itself (the request's trace context).
-    pub fn add_outbound_headers(&mut self, headers: http::HeaderMap) {
-        self.outbound_http.add_headers(headers);
+    /// A new request begins in this instance (a reused one): its full
+    /// timeout and a fresh count of computing ticks start now, and its
+    /// outbound HTTP requests carry `headers` (its trace context) instead
+    /// of the previous request's.
+    pub fn begin_request(&mut self, headers: Option<http::HeaderMap>) {
+        self.clock = RequestClock::start(self.clock.timeout);
+        self.outbound_http.set_headers(headers.unwrap_or_default());
     }
 
     /// What the capability host functions work on.

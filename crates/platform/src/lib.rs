@@ -23,7 +23,6 @@ pub mod bundle;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -517,7 +516,7 @@ impl bantam_trigger_http::server::Handler for Platform {
     fn handle(
         &self,
         request: http::Request<hyper::body::Incoming>,
-        client: SocketAddr,
+        connection: Arc<bantam_trigger_http::ClientConnection>,
     ) -> impl Future<Output = http::Response<WasiBody>> + Send + use<> {
         let host = request_host(&request);
         let app = self.hosts.load().get(&host).cloned();
@@ -525,7 +524,7 @@ impl bantam_trigger_http::server::Handler for Platform {
         let release = app.as_ref().and_then(|app| app.live.load_full());
         async move {
             match (app, release) {
-                (_, Some(release)) => release.trigger.handle(request, client).await,
+                (_, Some(release)) => release.trigger.handle(request, &connection).await,
                 (Some(app), None) => text(
                     http::StatusCode::SERVICE_UNAVAILABLE,
                     format!("app `{}` failed to start; see the host's log\n", app.name),

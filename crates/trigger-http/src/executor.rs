@@ -5,23 +5,31 @@
 //! JavaScript, Python, plain `wasi:http` components); [`HttpExport::detect`]
 //! reads which from the component's type. Requests are dispatched through
 //! wasmtime-wasi-http's `ProxyHandler`, which drives the instance until its
-//! response body is complete; our [`InstanceSource`] tells it to make a
-//! fresh store and instance for every request and never reuse one.
+//! response body is complete; our [`Instances`] tell it to make a fresh
+//! store and instance for every request and never reuse one.
+//!
+//! A component whose manifest opts in (`[component.<id>.tool.bantam]
+//! instance_reuse`) has its instances serve several requests, but only of
+//! one [`ClientConnection`]: each connection gets its own pool of
+//! instances, which end when it closes or after the idle timeout. Each
+//! request in a reused instance gets the full request timeout.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::metrics::{ComponentMetrics, InFlight};
 use bantam_engine::{ComponentPre, Engine, HostState};
+use bantam_manifest::InstanceReuse;
 use http_body_util::BodyExt;
 use wasmtime::component::GuestTaskId;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::{Store, StoreContextMut};
 use wasmtime_wasi_http::handler::{
-    HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept, TrapOrPanicError,
-    WorkerExpiration, WorkerState, WorkerStatus,
+    HandlerState, Instance, InstantiationError, ProxyHandler, ProxyPre, ShouldAccept,
+    TrapOrPanicError, WorkerExpiration, WorkerState, WorkerStatus,
 };
 
 /// Which HTTP interface a component exports.
@@ -95,11 +103,14 @@ pub struct HttpComponent {
     pub id: String,
     /// Which export is called.
     pub export: HttpExport,
-    handler: ProxyHandler<InstanceSource>,
-    timeout: Option<std::time::Duration>,
-    /// One permit per instance alive: a full component turns requests
-    /// away at once instead of queueing them without bound.
-    capacity: Arc<tokio::sync::Semaphore>,
+    source: Arc<InstanceSource>,
+    /// A fresh instance for every request: all requests of a component
+    /// without `instance_reuse`, and those that come from no client
+    /// connection (service chaining) otherwise.
+    single_use: ProxyHandler<Instances>,
+    /// The manifest's explicit opt-in to reusing instances within one
+    /// client connection.
+    reuse: Option<InstanceReuse>,
     /// What its requests did, shared with the app's other versions.
     pub metrics: Arc<ComponentMetrics>,
 }
@@ -117,10 +128,12 @@ pub enum HandleError {
 
 impl HttpComponent {
     /// Wrap a prepared component, checking that it exports an HTTP handler;
-    /// its requests are counted in `metrics`.
+    /// its requests are counted in `metrics`, and `reuse` is its opt-in to
+    /// serving several requests of one connection per instance.
     pub fn new(
         engine: Arc<Engine>,
         pre: ComponentPre,
+        reuse: Option<InstanceReuse>,
         metrics: Arc<ComponentMetrics>,
     ) -> Result<Self, ExecutorError> {
         let wasmtime_engine = engine.wasmtime();
@@ -151,38 +164,48 @@ impl HttpComponent {
                     .map_err(bad_export)?,
             ),
         };
-        Ok(Self {
-            id: pre.id.clone(),
-            export,
-            timeout: engine.request_timeout(),
+        let source = Arc::new(InstanceSource {
             capacity: Arc::new(tokio::sync::Semaphore::new(engine.max_instances_per_component())),
-            handler: ProxyHandler::new(InstanceSource {
-                engine,
-                pre,
-                proxy_pre,
-                metrics: metrics.clone(),
-            }),
+            timeout: engine.request_timeout(),
+            engine,
+            pre,
+            proxy_pre,
+            metrics: metrics.clone(),
+        });
+        Ok(Self {
+            id: source.pre.id.clone(),
+            export,
+            single_use: ProxyHandler::new(Instances::single_use(&source)),
+            source,
+            reuse,
             metrics,
         })
     }
 
-    /// Handle one request in a fresh instance, within the engine's request
-    /// timeout; the instance's outbound HTTP requests carry
-    /// `outbound_headers` (trace context). An `Err` has been logged with
-    /// the component id.
+    /// Handle one request, within the engine's request timeout: in a fresh
+    /// instance, or, if the component opted in to reuse, in an instance
+    /// kept for `connection`'s requests. The instance's outbound HTTP
+    /// requests carry `outbound_headers` (trace context). An `Err` has been
+    /// logged with the component id.
     pub async fn handle(
         &self,
         request: wasmtime_wasi_http::handler::Request,
         outbound_headers: Option<http::HeaderMap>,
+        connection: Option<&ClientConnection>,
     ) -> Result<wasmtime_wasi_http::handler::Response, HandleError> {
-        let Ok(permit) = Arc::clone(&self.capacity).try_acquire_owned() else {
-            tracing::warn!("component `{}` is at its instance limit: request turned away", self.id);
-            return Err(HandleError::Busy);
-        };
         let alive = self.metrics.instance_alive();
         let started = Instant::now();
-        let handled = self.handler.handle(outbound_headers, request);
-        let result = match self.timeout {
+        let kept;
+        let instances = match (self.reuse, connection) {
+            (Some(reuse), Some(connection)) => {
+                kept = connection.instances(&self.source, reuse);
+                &kept
+            }
+            _ => &self.single_use,
+        };
+        let handled = instances.handle(outbound_headers, request);
+        let timeout = self.source.timeout;
+        let result = match timeout {
             // The instance itself is interrupted by its epoch deadline just
             // after this fires (see `Engine::new_store`).
             Some(timeout) => match tokio::time::timeout(timeout, handled).await {
@@ -197,23 +220,30 @@ impl HttpComponent {
             },
             None => handled.await,
         };
-        // The instance lives until its response body is complete; so does
-        // its permit.
         let result = result.map(|response| {
-            response.map(|body| PermitBody { body, _permit: permit, _alive: alive }.boxed_unsync())
+            response.map(|body| InFlightBody { body, _alive: alive }.boxed_unsync())
         });
         result.map_err(|error| {
             // On a busy machine the instance's epoch deadline can interrupt
             // it before the timer above fires: that is still a timeout.
-            if self.timeout.is_some_and(|timeout| started.elapsed() >= timeout) {
+            if let Some(timeout) = timeout.filter(|timeout| started.elapsed() >= *timeout) {
                 tracing::error!(
-                    "component `{}` did not answer within {:?}: the request timed out",
-                    self.id,
-                    self.timeout.unwrap_or_default()
+                    "component `{}` did not answer within {timeout:?}: the request timed out",
+                    self.id
                 );
                 return HandleError::TimedOut;
             }
-            // A dead worker's cause is logged once, by `SingleUse::drop`.
+            if let Some(failed) =
+                error.downcast_ref::<InstantiationError<Option<http::HeaderMap>>>()
+                && failed.error.is::<AtCapacity>()
+            {
+                tracing::warn!(
+                    "component `{}` is at its instance limit: request turned away",
+                    self.id
+                );
+                return HandleError::Busy;
+            }
+            // A dead worker's cause is logged once, by `Worker::drop`.
             if error.downcast_ref::<TrapOrPanicError>().is_none() {
                 tracing::error!(
                     "component `{}` failed: {}",
@@ -226,63 +256,208 @@ impl HttpComponent {
     }
 }
 
-/// Makes a fresh store and instance for each request.
+/// One client connection, as far as instances care: the instances that
+/// components with `instance_reuse` keep for its requests, and only its.
+/// They go when the connection does (see [`Idle`]), so no instance ever
+/// serves two clients' requests.
+pub struct ClientConnection {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// One worker pool per reusing component (per version of it, under
+    /// `bantam watch` or a redeploy).
+    reused: Mutex<Vec<ProxyHandler<Instances>>>,
+    closed: Arc<Closed>,
+}
+
+impl ClientConnection {
+    /// A connection from `client`.
+    pub fn new(client: SocketAddr) -> Self {
+        Self { client, reused: Mutex::default(), closed: Arc::default() }
+    }
+
+    /// The pool of `source`'s instances kept for this connection.
+    fn instances(
+        &self,
+        source: &Arc<InstanceSource>,
+        reuse: InstanceReuse,
+    ) -> ProxyHandler<Instances> {
+        let mut reused = self.reused.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = reused.iter().find(|h| Arc::ptr_eq(&h.state().source, source)) {
+            return found.clone();
+        }
+        // An older version of the same component (the app was replaced)
+        // takes no more requests here; its idle instances expire.
+        reused.retain(|h| h.state().source.pre.id != source.pre.id);
+        let handler = ProxyHandler::new(Instances {
+            source: source.clone(),
+            reuse: Some(reuse),
+            closed: Some(self.closed.clone()),
+        });
+        reused.push(handler.clone());
+        handler
+    }
+}
+
+impl Drop for ClientConnection {
+    fn drop(&mut self) {
+        self.closed.close();
+    }
+}
+
+/// Set when a client connection is gone: its idle instances end at once.
+#[derive(Default)]
+struct Closed {
+    flag: std::sync::atomic::AtomicBool,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Closed {
+    fn close(&self) {
+        self.flag.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.flag.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// What every instance of one component is made from.
 struct InstanceSource {
     engine: Arc<Engine>,
     pre: ComponentPre,
     proxy_pre: ProxyPre<HostState>,
     metrics: Arc<ComponentMetrics>,
+    /// How long one request may take, if limited.
+    timeout: Option<std::time::Duration>,
+    /// One permit per instance alive: a full component turns requests
+    /// away at once instead of queueing them without bound.
+    capacity: Arc<tokio::sync::Semaphore>,
 }
 
-impl HandlerState for InstanceSource {
-    type StoreData = HostState;
-    type WorkerExpiration = NoExpiration;
-    type WorkerState = SingleUse;
+/// The component has its most instances alive: the request is turned away.
+#[derive(Debug, thiserror::Error)]
+#[error("at the instance limit")]
+struct AtCapacity;
 
-    async fn instantiate(&self) -> wasmtime::Result<Instance<HostState, NoExpiration, SingleUse>> {
-        let mut store = self.engine.new_store(&self.pre)?;
+/// Where a pool of workers gets its instances, and how long each serves.
+struct Instances {
+    source: Arc<InstanceSource>,
+    /// `None`: one request per instance.
+    reuse: Option<InstanceReuse>,
+    /// The connection the instances serve, when they are reused.
+    closed: Option<Arc<Closed>>,
+}
+
+impl Instances {
+    fn single_use(source: &Arc<InstanceSource>) -> Self {
+        Self { source: source.clone(), reuse: None, closed: None }
+    }
+}
+
+impl HandlerState for Instances {
+    type StoreData = HostState;
+    type WorkerExpiration = Idle;
+    type WorkerState = Worker;
+
+    async fn instantiate(&self) -> wasmtime::Result<Instance<HostState, Idle, Worker>> {
+        let source = &self.source;
+        let Ok(permit) = Arc::clone(&source.capacity).try_acquire_owned() else {
+            return Err(AtCapacity.into());
+        };
+        let mut store = source.engine.new_store(&source.pre)?;
         let started = Instant::now();
-        let proxy = self.proxy_pre.instantiate_async(&mut store).await?;
+        let proxy = source.proxy_pre.instantiate_async(&mut store).await?;
         let elapsed = started.elapsed();
-        self.metrics.instantiation.observe(elapsed);
-        tracing::trace!(component = %self.pre.id, ?elapsed, "instantiated");
+        source.metrics.instantiation.observe(elapsed);
+        tracing::trace!(component = %source.pre.id, ?elapsed, "instantiated");
         Ok(Instance {
             store,
             proxy,
             view: wasmtime_wasi_http::WasiHttpView::http,
-            expiration: NoExpiration,
-            state: SingleUse { component: self.pre.id.clone() },
+            expiration: Idle::new(self.reuse, self.closed.clone()),
+            state: Worker {
+                component: source.pre.id.clone(),
+                max_requests: self.reuse.map_or(1, |reuse| reuse.max_requests as usize),
+                max_concurrent: self.reuse.map_or(1, |reuse| reuse.max_concurrent as usize),
+                _permit: permit,
+            },
         })
     }
 }
 
-/// Instances are never expired by time here; request deadlines belong to
-/// the limits and are enforced by epoch interruption.
-struct NoExpiration;
+/// When a reused instance ends while it waits for its connection's next
+/// request: after the idle timeout, or at once when the connection closes.
+/// Deadlines of requests are the limits' business (epoch interruption).
+struct Idle {
+    idle_timeout: Option<std::time::Duration>,
+    closed: Option<Arc<Closed>>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    close: Option<Pin<Box<tokio::sync::futures::OwnedNotified>>>,
+}
 
-impl WorkerExpiration for NoExpiration {
-    fn poll(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        _state: WorkerStatus,
-        _start: Instant,
-    ) -> Poll<()> {
-        Poll::Pending
+impl Idle {
+    fn new(reuse: Option<InstanceReuse>, closed: Option<Arc<Closed>>) -> Self {
+        Self {
+            idle_timeout: reuse.map(|reuse| reuse.idle_timeout),
+            closed,
+            timer: None,
+            close: None,
+        }
     }
 }
 
-/// One request per instance: the isolation guarantee between requests.
-struct SingleUse {
-    component: String,
+impl WorkerExpiration for Idle {
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        status: WorkerStatus,
+        since: Instant,
+    ) -> Poll<()> {
+        let Some(idle_timeout) = self.idle_timeout else { return Poll::Pending };
+        if status != WorkerStatus::Idle {
+            return Poll::Pending;
+        }
+        if let Some(closed) = self.closed.clone() {
+            // Registered before the flag is read, so a close in between
+            // still wakes this worker.
+            let close =
+                self.close.get_or_insert_with(|| Box::pin(closed.notify.clone().notified_owned()));
+            if close.as_mut().poll(cx).is_ready() || closed.is_closed() {
+                return Poll::Ready(());
+            }
+        }
+        let expires = tokio::time::Instant::from_std(since + idle_timeout);
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(expires)));
+        if timer.deadline() != expires {
+            timer.as_mut().reset(expires);
+        }
+        timer.as_mut().poll(cx)
+    }
 }
 
-impl WorkerState for SingleUse {
+/// The state of one instance: how many requests it may still take, and
+/// its place under the component's instance limit.
+struct Worker {
+    component: String,
+    max_requests: usize,
+    max_concurrent: usize,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl WorkerState for Worker {
     type StoreData = HostState;
     /// Headers for the instance's outbound requests (trace context).
     type RequestData = Option<http::HeaderMap>;
 
-    fn should_accept_request(&self, _concurrent: usize, total: usize) -> ShouldAccept {
-        if total == 0 { ShouldAccept::Yes } else { ShouldAccept::Never }
+    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
+        if total >= self.max_requests {
+            ShouldAccept::Never
+        } else if concurrent >= self.max_concurrent {
+            ShouldAccept::No
+        } else {
+            ShouldAccept::Yes
+        }
     }
 
     fn on_request_start(
@@ -291,9 +466,7 @@ impl WorkerState for SingleUse {
         outbound_headers: Option<http::HeaderMap>,
         _task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>> {
-        if let Some(headers) = outbound_headers {
-            store.data_mut().add_outbound_headers(headers);
-        }
+        store.data_mut().begin_request(outbound_headers);
         Box::pin(std::future::pending())
     }
 
@@ -312,15 +485,14 @@ impl WorkerState for SingleUse {
     }
 }
 
-/// A response body that holds its instance's concurrency permit (and its
-/// place in the in-flight count) until the body is done or dropped.
-struct PermitBody {
+/// A response body that keeps its request in the in-flight count until
+/// the body is done or dropped.
+struct InFlightBody {
     body: wasmtime_wasi_http::WasiBody,
-    _permit: tokio::sync::OwnedSemaphorePermit,
     _alive: InFlight,
 }
 
-impl http_body::Body for PermitBody {
+impl http_body::Body for InFlightBody {
     type Data = bytes::Bytes;
     type Error = wasmtime_wasi_http::Error;
 

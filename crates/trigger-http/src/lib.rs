@@ -30,7 +30,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use wasmtime_wasi_http::WasiBody;
 
-pub use executor::{ExecutorError, HandleError, HttpComponent, HttpExport};
+pub use executor::{ClientConnection, ExecutorError, HandleError, HttpComponent, HttpExport};
 use metrics::AppMetrics;
 use router::Router;
 
@@ -153,6 +153,11 @@ impl HttpTrigger {
     ) -> Result<Self, TriggerError> {
         let mut by_id: HashMap<String, ComponentPre> =
             prepared.into_iter().map(|pre| (pre.id.clone(), pre)).collect();
+        let reuse: HashMap<&str, bantam_manifest::InstanceReuse> = app
+            .components
+            .iter()
+            .filter_map(|c| Some((c.id.as_str(), c.instance_reuse?)))
+            .collect();
         let mut components: HashMap<String, Arc<HttpComponent>> = HashMap::new();
         let mut routes = Vec::new();
         for http_route in &app.http_routes {
@@ -179,6 +184,7 @@ impl HttpTrigger {
                     let component = Arc::new(HttpComponent::new(
                         engine.clone(),
                         pre,
+                        reuse.get(http_route.component.as_str()).copied(),
                         metrics.component(&http_route.component),
                     )?);
                     components.insert(http_route.component.clone(), component.clone());
@@ -206,15 +212,15 @@ impl HttpTrigger {
         self.router.routes().map(|(pattern, component)| (pattern, component.id.as_str()))
     }
 
-    /// Serve one request from `client`.
+    /// Serve one request that arrived on `connection`.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
-        client: SocketAddr,
+        connection: &ClientConnection,
     ) -> Response<WasiBody> {
         let request =
             request.map(|body| body.map_err(wasmtime_wasi_http::Error::Hyper).boxed_unsync());
-        self.handle_from(request, None, client).await
+        self.handle_from(request, None, connection.client, Some(connection)).await
     }
 
     /// Serve a request one of the app's components sent to
@@ -235,7 +241,7 @@ impl HttpTrigger {
             tracing::info!("service chaining: no component `{callee}` with an HTTP trigger");
             return Err(wasmtime_wasi_http::Error::DestinationNotFound);
         }
-        Ok(self.handle_from(request, callee, CHAINED_CLIENT).await)
+        Ok(self.handle_from(request, callee, CHAINED_CLIENT, None).await)
     }
 
     /// Answer requests the app's components send to each other with this
@@ -254,12 +260,14 @@ impl HttpTrigger {
     }
 
     /// Route (or, chained, go straight to `callee`), inject Spin's
-    /// headers, and run the component.
+    /// headers, and run the component; a request from a client connection
+    /// may be served by an instance kept for that connection.
     async fn handle_from(
         &self,
         request: Request<WasiBody>,
         callee: Option<&str>,
         client: SocketAddr,
+        connection: Option<&ClientConnection>,
     ) -> Response<WasiBody> {
         let (mut parts, body) = request.into_parts();
         // `Uri` is reference-counted: the clone lets the match borrow the
@@ -325,7 +333,8 @@ impl HttpTrigger {
             let body = limited(body, max, move || {
                 wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max))
             });
-            self.run(&component, Request::from_parts(parts, body), outbound_headers).await
+            let request = Request::from_parts(parts, body);
+            self.run(&component, request, outbound_headers, connection).await
         };
         let status = response.status().as_u16();
         component.metrics.record_response(status, arrived.elapsed());
@@ -342,8 +351,9 @@ impl HttpTrigger {
         component: &HttpComponent,
         request: Request<WasiBody>,
         outbound_headers: Option<http::HeaderMap>,
+        connection: Option<&ClientConnection>,
     ) -> Response<WasiBody> {
-        match component.handle(request, outbound_headers).await {
+        match component.handle(request, outbound_headers, connection).await {
             Ok(response) => self.limit_response(&component.id, response),
             // Spin answers a failed handler with an empty 500; the cause is
             // in the log, never in the response.

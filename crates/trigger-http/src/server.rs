@@ -33,7 +33,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::HttpTrigger;
+use crate::{ClientConnection, HttpTrigger};
 
 /// How long a client may take to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,11 +58,11 @@ pub type LiveTrigger = arc_swap::ArcSwap<HttpTrigger>;
 /// (`bantam up`), or a host of many apps that picks one by the request's
 /// host name (`bantam serve`).
 pub trait Handler: Send + Sync + 'static {
-    /// Answer one request from `client`.
+    /// Answer one request that arrived on `connection`.
     fn handle(
         &self,
         request: http::Request<hyper::body::Incoming>,
-        client: std::net::SocketAddr,
+        connection: Arc<ClientConnection>,
     ) -> impl Future<Output = http::Response<wasmtime_wasi_http::WasiBody>> + Send + use<Self>;
 }
 
@@ -70,11 +70,11 @@ impl Handler for LiveTrigger {
     fn handle(
         &self,
         request: http::Request<hyper::body::Incoming>,
-        client: std::net::SocketAddr,
+        connection: Arc<ClientConnection>,
     ) -> impl Future<Output = http::Response<wasmtime_wasi_http::WasiBody>> + Send + use<> {
         // The request keeps the trigger current on arrival to its end.
         let trigger = self.load_full();
-        async move { trigger.handle(request, client).await }
+        async move { trigger.handle(request, &connection).await }
     }
 }
 
@@ -162,8 +162,11 @@ async fn accept_loop<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
+        // Dropped with the connection's service: instances kept for its
+        // requests go then.
+        let connection = Arc::new(ClientConnection::new(client));
         let service = hyper::service::service_fn(move |request| {
-            let response = handler.handle(request, client);
+            let response = handler.handle(request, connection.clone());
             async move { Ok::<_, Infallible>(response.await) }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();

@@ -12,6 +12,7 @@ mod faults;
 mod outbound_http;
 mod platform;
 mod registry;
+mod reuse;
 mod routing;
 mod sandbox;
 mod startup;

@@ -26,6 +26,8 @@ environment = { GREETING = "from the lock" }
 key_value_stores = ["default"]
 [component.reader.variables]
 message = "{{ greeting }} world"
+[component.reader.tool.bantam]
+instance_reuse = { max_requests = 5, idle_timeout = "2s" }
 "#;
 
 /// A page over the 128 bytes Spin inlines: it travels as its own layer.
@@ -97,6 +99,10 @@ async fn a_pushed_app_has_spins_layout_and_runs_from_the_registry() {
     assert_eq!(component["source"]["content_type"], "application/wasm");
     assert_eq!(component["metadata"]["key_value_stores"][0], "default");
     assert_eq!(component["config"]["message"], "{{ greeting }} world");
+    assert_eq!(
+        component["metadata"]["tool"]["bantam"]["instance_reuse"],
+        serde_json::json!({ "max_requests": 5, "max_concurrent": 1, "idle_timeout": "2000ms" })
+    );
     let files = component["files"].as_array().unwrap();
     let index = files.iter().find(|f| f["path"] == "static/index.html").unwrap();
     assert_eq!(index["inline"], "PGgxPmhpPC9oMT4", "small files are inline, unpadded base64");
@@ -125,6 +131,13 @@ async fn a_pushed_app_has_spins_layout_and_runs_from_the_registry() {
     let (status, listing) = get(&server.url("/?list=/static")).await;
     assert_eq!(status, 200);
     assert_eq!(listing.lines().collect::<Vec<_>>(), ["big.html", "copy.html", "index.html"]);
+    // The opt-in to instance reuse travelled too: one connection's
+    // requests share an instance.
+    let connection = reqwest::Client::new();
+    for expected in ["served 1", "served 2"] {
+        let body = connection.get(server.url("/?served")).send().await.unwrap().text().await;
+        assert_eq!(body.unwrap(), expected);
+    }
 }
 
 #[tokio::test]

@@ -14,8 +14,11 @@
 //! - `flood=N`: prints N lines of 100 bytes to stdout
 //! - `echo`: the request body back
 //! - `big=N`: N bytes of `x`
+//! - `served`: how many requests this instance has served, this one
+//!   included (`served N`)
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A response for the SDK glue to send.
 pub struct ProbeResponse {
@@ -36,6 +39,9 @@ pub fn handle(
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 ) -> ProbeResponse {
+    // Requests this instance has served, this one included.
+    static SERVED: AtomicU64 = AtomicU64::new(0);
+    let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
     let query = uri.split_once('?').map(|(_, q)| q).unwrap_or("");
     let first = query.split('&').next().unwrap_or("");
     let (key, value) = first.split_once('=').unwrap_or((first, ""));
@@ -120,6 +126,8 @@ pub fn handle(
             respond(200, format!("depth {depth}"))
         }
         "echo" => respond(200, body),
+        // 1 unless the host reuses instances.
+        "served" => respond(200, format!("served {served}")),
         "big" => respond(200, vec![b'x'; value.parse().unwrap_or(0)]),
         other => respond(400, format!("unknown probe `{other}`")),
     }
