@@ -15,6 +15,8 @@ use std::net::SocketAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use bantam_manifest::RoutePattern;
+
 use crate::router::RouteMatch;
 
 /// The full URL of the request.
@@ -34,37 +36,68 @@ pub const CLIENT_ADDR: HeaderName = HeaderName::from_static("spin-client-addr");
 /// The prefix of one header per `:name` route segment.
 pub const PATH_MATCH_PREFIX: &str = "spin-path-match-";
 
+/// Spin's headers that depend only on the route: made once per route at
+/// start-up, shared by every request it matches.
+#[derive(Debug)]
+pub struct RouteHeaders {
+    matched_route: Option<HeaderValue>,
+    raw_component_route: Option<HeaderValue>,
+    component_route: Option<HeaderValue>,
+}
+
+impl RouteHeaders {
+    /// The headers for requests matching `pattern`. Patterns are valid
+    /// header text (the manifest checked them); one that is not is left
+    /// out rather than failing.
+    pub fn new(pattern: &RoutePattern) -> Self {
+        let value = |text: &str| HeaderValue::from_str(text).ok();
+        Self {
+            matched_route: value(pattern.matched_route()),
+            raw_component_route: value(pattern.as_str()),
+            component_route: value(pattern.component_route()),
+        }
+    }
+}
+
 /// Remove client-sent `spin-*` headers and hop-by-hop `connection`, then
-/// add Spin's headers for this match.
+/// add Spin's headers for a request to `full_url` that matched a route
+/// with `route` headers.
 pub fn inject<T>(
     headers: &mut HeaderMap,
-    full_url: &str,
-    route: &RouteMatch<'_, T>,
+    full_url: HeaderValue,
+    route: &RouteHeaders,
+    matched: &RouteMatch<'_, T>,
     client: SocketAddr,
 ) {
     headers.remove(http::header::CONNECTION);
-    let forged: Vec<HeaderName> =
-        headers.keys().filter(|name| name.as_str().starts_with("spin-")).cloned().collect();
-    for name in forged {
-        headers.remove(name);
+    if headers.keys().any(|name| name.as_str().starts_with("spin-")) {
+        let forged: Vec<HeaderName> =
+            headers.keys().filter(|name| name.as_str().starts_with("spin-")).cloned().collect();
+        for name in forged {
+            headers.remove(name);
+        }
     }
 
-    let raw_route = route.pattern.as_str();
-    let mut set = |name: HeaderName, value: &str| {
-        // Values come from the request line and the manifest, both already
-        // valid header text; an invalid one is dropped rather than failing.
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
+    headers.insert(FULL_URL, full_url);
+    // The path comes from the request line, already valid header text; an
+    // invalid one is dropped rather than failing.
+    if let Ok(path_info) = HeaderValue::from_str(matched.path_info) {
+        headers.insert(PATH_INFO, path_info);
+    }
+    for (name, value) in [
+        (MATCHED_ROUTE, &route.matched_route),
+        (RAW_COMPONENT_ROUTE, &route.raw_component_route),
+        (COMPONENT_ROUTE, &route.component_route),
+    ] {
+        if let Some(value) = value {
+            headers.insert(name, value.clone());
         }
-    };
-    set(FULL_URL, full_url);
-    set(PATH_INFO, route.path_info);
-    set(MATCHED_ROUTE, route.pattern.matched_route());
-    set(RAW_COMPONENT_ROUTE, raw_route);
-    set(COMPONENT_ROUTE, route.pattern.component_route());
-    set(BASE_PATH, "/");
-    set(CLIENT_ADDR, &client.to_string());
-    for (name, value) in &route.params {
+    }
+    headers.insert(BASE_PATH, HeaderValue::from_static("/"));
+    if let Ok(client) = HeaderValue::try_from(client.to_string()) {
+        headers.insert(CLIENT_ADDR, client);
+    }
+    for (name, value) in &matched.params {
         let header = format!("{PATH_MATCH_PREFIX}{}", name.to_lowercase().replace('_', "-"));
         if let (Ok(header), Ok(value)) =
             (HeaderName::try_from(header), HeaderValue::from_str(value))

@@ -71,12 +71,19 @@ pub enum TriggerError {
     },
 }
 
+/// What a route leads to: its component, and Spin's headers for the
+/// route, made once.
+struct RouteTarget {
+    component: Arc<HttpComponent>,
+    headers: headers::RouteHeaders,
+}
+
 /// The HTTP trigger of one app: its routes and its components.
 pub struct HttpTrigger {
-    router: Router<Arc<HttpComponent>>,
+    router: Router<RouteTarget>,
     /// Every component with a trigger, private ones included, by id: the
-    /// targets of service chaining.
-    components: HashMap<String, Arc<HttpComponent>>,
+    /// targets of service chaining, matched as [`HttpTrigger::chained_route`].
+    components: HashMap<String, RouteTarget>,
     /// `/...`: how a chained request matches its component, as in Spin.
     chained_route: RoutePattern,
     app_info: Bytes,
@@ -158,7 +165,8 @@ impl HttpTrigger {
             .iter()
             .filter_map(|c| Some((c.id.as_str(), c.instance_reuse?)))
             .collect();
-        let mut components: HashMap<String, Arc<HttpComponent>> = HashMap::new();
+        let chained_route = RoutePattern::parse("/...").expect("`/...` is a valid route");
+        let mut components: HashMap<String, RouteTarget> = HashMap::new();
         let mut routes = Vec::new();
         for http_route in &app.http_routes {
             let route_text = match &http_route.route {
@@ -173,7 +181,7 @@ impl HttpTrigger {
                 });
             }
             let component = match components.get(&http_route.component) {
-                Some(component) => component.clone(),
+                Some(target) => target.component.clone(),
                 None => {
                     let pre = by_id.remove(&http_route.component).ok_or_else(|| {
                         TriggerError::MissingComponent {
@@ -187,19 +195,22 @@ impl HttpTrigger {
                         reuse.get(http_route.component.as_str()).copied(),
                         metrics.component(&http_route.component),
                     )?);
-                    components.insert(http_route.component.clone(), component.clone());
+                    let headers = headers::RouteHeaders::new(&chained_route);
+                    let chained = RouteTarget { component: component.clone(), headers };
+                    components.insert(http_route.component.clone(), chained);
                     component
                 }
             };
             if let Route::Public(pattern) = &http_route.route {
-                routes.push((pattern.clone(), component));
+                let headers = headers::RouteHeaders::new(pattern);
+                routes.push((pattern.clone(), RouteTarget { component, headers }));
             }
         }
         let app_info = serde_json::json!({ "name": app.name, "version": app.version });
         Ok(Self {
             router: Router::build(routes),
             components,
-            chained_route: RoutePattern::parse("/...").expect("`/...` is a valid route"),
+            chained_route,
             app_info: Bytes::from(app_info.to_string()),
             app_name: app.name.clone(),
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
@@ -209,7 +220,7 @@ impl HttpTrigger {
 
     /// The public routes and the component serving each, in manifest order.
     pub fn routes(&self) -> impl Iterator<Item = (&RoutePattern, &str)> {
-        self.router.routes().map(|(pattern, component)| (pattern, component.id.as_str()))
+        self.router.routes().map(|(pattern, target)| (pattern, target.component.id.as_str()))
     }
 
     /// Serve one request that arrived on `connection`.
@@ -288,9 +299,9 @@ impl HttpTrigger {
                 _ => empty(StatusCode::NOT_FOUND),
             };
         }
-        let matched = match callee.and_then(|id| self.components.get_key_value(id)) {
-            Some((_, component)) => router::RouteMatch {
-                target: component,
+        let matched = match callee.and_then(|id| self.components.get(id)) {
+            Some(target) => router::RouteMatch {
+                target,
                 pattern: &self.chained_route,
                 path_info: path,
                 params: Vec::new(),
@@ -300,7 +311,7 @@ impl HttpTrigger {
                 None => return empty(StatusCode::NOT_FOUND),
             },
         };
-        let component = matched.target.clone();
+        let component = matched.target.component.clone();
         let arrived = Instant::now();
         let span = telemetry::RequestSpan::start(
             &parts,
@@ -313,12 +324,16 @@ impl HttpTrigger {
         let host = parts.headers.get(http::header::HOST).and_then(|host| host.to_str().ok());
         let authority = uri.authority().map(|a| a.as_str()).or(host).unwrap_or("localhost");
         let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let full_url = format!("http://{authority}{path_and_query}");
-        headers::inject(&mut parts.headers, &full_url, &matched, client);
-        match full_url.parse() {
-            Ok(uri) => parts.uri = uri,
-            Err(_) => return empty(StatusCode::BAD_REQUEST),
-        }
+        // One buffer for both the guest's URI and `spin-full-url`.
+        let full_url = Bytes::from(format!("http://{authority}{path_and_query}"));
+        let (Ok(full_uri), Ok(full_url)) = (
+            http::Uri::from_maybe_shared(full_url.clone()),
+            http::HeaderValue::from_maybe_shared(full_url),
+        ) else {
+            return empty(StatusCode::BAD_REQUEST);
+        };
+        parts.uri = full_uri;
+        headers::inject(&mut parts.headers, full_url, &matched.target.headers, &matched, client);
         let declared = parts
             .headers
             .get(http::header::CONTENT_LENGTH)
