@@ -29,10 +29,10 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use bantam_capabilities::{AppCapabilities, CapabilityConfig, VariableSources};
-use bantam_engine::{Engine, LogConfig};
+use bantam_engine::{AppLimits, Engine, LogConfig};
 use bantam_registry::{Cache, LockedApp};
+use bantam_trigger_http::HttpTrigger;
 use bantam_trigger_http::metrics::AppMetrics;
-use bantam_trigger_http::{BodyLimits, HttpTrigger};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde::{Deserialize, Serialize};
@@ -103,10 +103,8 @@ pub struct PlatformConfig {
     pub data_dir: PathBuf,
     /// The port of the public listener, for the URLs the API reports.
     pub public_port: u16,
-    /// The largest request and response bodies, for every app.
-    pub body_limits: BodyLimits,
-    /// The most outbound HTTP requests one instance may have in flight.
-    pub max_outbound_connections: usize,
+    /// The limits of every app: the host's flags.
+    pub limits: AppLimits,
     /// The size at which an app's log file is rotated.
     pub max_log_file_size: u64,
 }
@@ -423,7 +421,7 @@ impl Platform {
             CapabilityConfig {
                 runtime_config: None,
                 variable_sources,
-                max_outbound_connections: self.config.max_outbound_connections,
+                max_outbound_connections: self.config.limits.max_outbound_connections,
             },
         )
         .map_err(|e| failed(e.to_string()))?;
@@ -438,7 +436,7 @@ impl Platform {
             &app,
             &capabilities,
             &logs,
-            self.config.body_limits,
+            self.config.limits,
             metrics,
             |_| {},
         )

@@ -154,8 +154,8 @@ impl HttpComponent {
         Ok(Self {
             id: pre.id.clone(),
             export,
-            timeout: engine.request_timeout(),
-            capacity: Arc::new(tokio::sync::Semaphore::new(engine.max_instances_per_component())),
+            timeout: pre.limits.request_timeout,
+            capacity: Arc::new(tokio::sync::Semaphore::new(pre.limits.max_instances_per_component)),
             handler: ProxyHandler::new(InstanceSource {
                 engine,
                 pre,
@@ -166,7 +166,7 @@ impl HttpComponent {
         })
     }
 
-    /// Handle one request in a fresh instance, within the engine's request
+    /// Handle one request in a fresh instance, within its app's request
     /// timeout; the instance's outbound HTTP requests carry
     /// `outbound_headers` (trace context). An `Err` has been logged with
     /// the component id.

@@ -66,8 +66,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         PlatformConfig {
             data_dir: data_dir.clone(),
             public_port: public_address.port(),
-            body_limits: host.body_limits(),
-            max_outbound_connections: host.max_outbound_connections(),
+            limits: host.limits(),
             max_log_file_size: args.serving.max_log_file_size,
         },
         host.engine().clone(),
