@@ -1,6 +1,7 @@
 //! Platform mode: `bantam serve` hosting several apps, deployed, updated
 //! and deleted with `bantam deploy` and `bantam apps` through the admin
-//! API, routed by host name, and restored after a restart.
+//! API, routed by host name, each held to its own limits, and restored
+//! after a restart.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,13 +25,13 @@ struct Host {
 impl Host {
     /// `bantam serve` on free ports with its data in `data`.
     fn start(data: &Path) -> Self {
-        Self::start_with_env(data, &[])
+        Self::start_with(data, &[], &[])
     }
 
-    /// `bantam serve` as [`Host::start`], with more environment.
-    fn start_with_env(data: &Path, env: &[(&str, &str)]) -> Self {
+    /// `bantam serve` as [`Host::start`], with more flags and environment.
+    fn start_with(data: &Path, flags: &[&str], env: &[(&str, &str)]) -> Self {
         let data_arg = data.to_str().unwrap();
-        let args = [
+        let mut args = vec![
             "serve",
             "--admin-token",
             TOKEN,
@@ -39,6 +40,7 @@ impl Host {
             "--data-dir",
             data_arg,
         ];
+        args.extend(flags);
         let bantam = Bantam::spawn(data.parent().unwrap(), &args, env)
             .unwrap_or_else(|output| panic!("bantam serve did not start:\n{output}"));
         let output = bantam.wait_for_output("Admin API http://");
@@ -109,6 +111,32 @@ impl Host {
             .await
             .unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// `PATCH /v1/apps/<name>` with `settings`: status and body.
+    async fn patch(&self, name: &str, settings: serde_json::Value) -> (u16, String) {
+        let response = reqwest::Client::new()
+            .patch(format!("{}/v1/apps/{name}", self.admin))
+            .bearer_auth(TOKEN)
+            .json(&settings)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// `POST http://<host>:<port><path>` with `body`: status and body.
+    async fn post(&self, host: &str, path: &str, body: Vec<u8>) -> (u16, String) {
+        let url = format!("http://{host}:{}{path}", self.public.port());
+        let response = self.client(&[host]).post(&url).body(body).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// `bantam apps info <name>`: its stdout.
+    fn info(&self, name: &str) -> String {
+        let output = self.cli(Path::new("."), &["apps", "info", name]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 }
 
@@ -389,6 +417,105 @@ async fn the_dashboard_shows_the_apps_in_a_browser() {
     assert!(png.len() > 20_000, "the screenshot looks blank ({} bytes)", png.len());
 }
 
+/// Each app is held to its own limits, the host's flags standing for those
+/// its deploys do not set; they are kept across updates and restarts,
+/// changed by PATCH, and a memory limit past the host's is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn apps_have_their_own_limits() {
+    let (_root, data) = data_dir();
+    let host_flags = ["--max-memory", "64MiB"];
+    let host = Host::start_with(&data, &host_flags, &[]);
+    let app = probe_app("one");
+    let strict = [
+        "--name",
+        "strict",
+        "--request-timeout",
+        "1s",
+        "--max-memory",
+        "16MiB",
+        "--max-request-body-size",
+        "1KiB",
+    ];
+    host.deploy(app.path(), &strict);
+    host.deploy(app.path(), &["--name", "roomy"]);
+
+    // What each app's own limits do, beside a neighbour on the host's.
+    let big = "/?big=20000000";
+    let strict_memory_and_body = async |host: &Host| {
+        assert_eq!(host.get("strict.localhost", big).await, (500, String::new()), "16MiB");
+        let (status, body) = host.get("roomy.localhost", big).await;
+        assert_eq!((status, body.len()), (200, 20_000_000), "the host's 64MiB");
+        let upload = vec![b'x'; 2048];
+        let refused = (413, "request body larger than 1024 bytes\n".to_string());
+        assert_eq!(host.post("strict.localhost", "/?echo", upload.clone()).await, refused);
+        assert_eq!(host.post("roomy.localhost", "/?echo", upload).await.0, 200);
+    };
+    let slow = "/?sleep-ms=2000";
+    let (strict_slow, roomy_slow) =
+        tokio::join!(host.get("strict.localhost", slow), host.get("roomy.localhost", slow));
+    assert_eq!(strict_slow, (504, "request timed out\n".into()));
+    assert_eq!(roomy_slow, (200, "slept 2000".into()));
+    strict_memory_and_body(&host).await;
+
+    let info = host.info("strict");
+    for line in ["request-timeout: 1s\n", "max-memory: 16MiB\n", "max-request-body-size: 1KiB\n"] {
+        assert!(info.contains(line), "{line} in:\n{info}");
+    }
+    assert!(info.contains("max-instances-per-component: 1000 (the host's)\n"), "{info}");
+    assert!(host.info("roomy").contains("max-memory: 64MiB (the host's)\n"));
+
+    // More memory than the host's slots hold is refused, naming both.
+    let output = host.cli(app.path(), &["deploy", "--name", "huge", "--max-memory", "1GiB"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("400 Bad Request: app `huge`: --max-memory 1GiB is more than this host allows: its --max-memory is 64MiB"),
+        "{stderr}"
+    );
+    assert_eq!(host.get("huge.localhost", "/").await.0, 404);
+    let (status, body) =
+        host.patch("strict", serde_json::json!({ "limits": { "max_memory": "128MiB" } })).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("--max-memory 128MiB is more than this host allows"), "{body}");
+    let (status, body) =
+        host.patch("strict", serde_json::json!({ "limits": { "max_stack_size": "2MiB" } })).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("the stack size is the host's"), "{body}");
+
+    // An update without limit flags keeps them.
+    let updated = probe_app("two");
+    host.deploy(updated.path(), &["--name", "strict"]);
+    assert_eq!(host.get("strict.localhost", "/?env=VERSION").await, (200, "two".into()));
+    assert_eq!(host.get("strict.localhost", slow).await.0, 504);
+    strict_memory_and_body(&host).await;
+
+    // PATCH changes only the limits it names.
+    let (status, body) =
+        host.patch("strict", serde_json::json!({ "limits": { "request_timeout": "10s" } })).await;
+    assert_eq!(status, 200, "{body}");
+    let shown: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let limit = |name: &str| {
+        shown["limits"].as_array().unwrap().iter().find(|l| l["name"] == name).cloned().unwrap()
+    };
+    assert_eq!(
+        limit("request-timeout"),
+        serde_json::json!({ "name": "request-timeout", "value": "10s", "set": true })
+    );
+    assert_eq!(
+        limit("max-memory"),
+        serde_json::json!({ "name": "max-memory", "value": "16MiB", "set": true })
+    );
+    assert_eq!(host.get("strict.localhost", slow).await, (200, "slept 2000".into()));
+    strict_memory_and_body(&host).await;
+
+    // After a restart, each app has its limits again.
+    drop(host);
+    let host = Host::start_with(&data, &host_flags, &[]);
+    assert_eq!(host.get("strict.localhost", slow).await, (200, "slept 2000".into()));
+    strict_memory_and_body(&host).await;
+    assert!(host.info("strict").contains("request-timeout: 10s\n"));
+}
+
 /// A deploy the host pulls from a registry, then a change of its domains
 /// alone; a malformed upload is refused with the reason. The host logs in
 /// JSON.
@@ -404,7 +531,7 @@ async fn apps_deploy_from_a_registry_and_change_settings() {
     assert!(pushed.status.success(), "{}", crate::developer::text(&pushed));
 
     let (_root, data) = data_dir();
-    let host = Host::start_with_env(&data, &[("BANTAM_LOG_FORMAT", "json")]);
+    let host = Host::start_with(&data, &[], &[("BANTAM_LOG_FORMAT", "json")]);
     let shown = host.deploy(app.path(), &["--from-registry", &reference, "-k", "--name", "shop"]);
     let output = host.bantam.wait_for_output("deployment 1 is live");
     let line = output.lines().find(|l| l.contains("deployment 1 is live")).unwrap();
