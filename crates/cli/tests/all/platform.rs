@@ -1,7 +1,7 @@
 //! Platform mode: `bantam serve` hosting several apps, deployed, updated
-//! and deleted with `bantam deploy` and `bantam apps` through the admin
-//! API, routed by host name, each held to its own limits, and restored
-//! after a restart.
+//! and deleted with `bantam deploy`, `bantam apps` and the dashboard
+//! through the admin API, routed by host name, each held to its own
+//! limits, and restored after a restart.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::browser::Browser;
 use crate::support::{Bantam, TestApp};
 
 const TOKEN: &str = "test-admin-token-0123456789";
@@ -370,51 +371,188 @@ async fn apps_are_deployed_routed_by_host_isolated_and_restored() {
     assert!(!list.contains("gamma"), "{list}");
 }
 
+/// The cell texts of the rows `selector` picks on the page.
+async fn rows(browser: &Browser, selector: &str) -> Vec<Vec<String>> {
+    let selector = serde_json::to_string(selector).unwrap();
+    let rows = browser
+        .eval(&format!(
+            "[...document.querySelectorAll({selector})].map((row) => [...row.cells].map((c) => c.textContent))"
+        ))
+        .await;
+    serde_json::from_value(rows).unwrap()
+}
+
 /// The dashboard in a real headless browser: it signs in with the token
-/// from its link, lists the apps with their status, and renders.
+/// from its link, lists the apps with their status and traffic, opens the
+/// app the link names (history, limits, guest output), and renders.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_shows_the_apps_in_a_browser() {
-    let browser = crate::services::require("chromium-headless-shell", "chromium-headless-shell");
-    let (root, data) = data_dir();
+    let (_root, data) = data_dir();
     let host = Host::start(&data);
     let app = probe_app("one");
-    host.deploy(app.path(), &["--name", "shop"]);
+    host.deploy(app.path(), &["--name", "shop", "--max-memory", "64MiB"]);
     for _ in 0..5 {
         assert_eq!(host.get("shop.localhost", "/?stdout=hello-dashboard").await.0, 200);
     }
-    let url = format!("{}/#token={TOKEN}&app=shop", host.admin);
-    let run = |extra: &[&str]| {
-        let output = Command::new(&browser)
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"])
-            .args(["--virtual-time-budget=5000", "--run-all-compositor-stages-before-draw"])
-            .args(extra)
-            .arg(&url)
-            .current_dir(root.path())
-            .output()
-            .expect("running the browser");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
-    let dom = tokio::task::block_in_place(|| run(&["--dump-dom"]));
-    assert!(dom.contains("data-app=\"shop\""), "the apps table has no row for shop:\n{dom}");
-    assert!(dom.contains("<td class=\"serving\">serving</td>"), "{dom}");
-    assert!(dom.contains("shop.localhost"), "{dom}");
-    assert!(dom.contains("1 app"), "{dom}");
-    // The app opened from the link: its history and its guest's output.
-    assert!(dom.contains("<h2 id=\"detail-title\">shop</h2>"), "{dom}");
-    assert!(dom.contains("<td>live</td>") && dom.contains("<td>bundle</td>"), "{dom}");
-    assert!(dom.contains("[probe]\nhello-dashboard\n"), "no guest output:\n{dom}");
+    let browser = Browser::start().await;
+    browser.open(&format!("{}/#token={TOKEN}&app=shop", host.admin)).await;
+    browser
+        .wait_for("document.getElementById('logs').textContent.includes('hello-dashboard')", "shop")
+        .await;
+    assert_eq!(browser.eval("location.hash").await, "", "the token left the address bar");
+    let shop = rows(&browser, "tr[data-app=shop]").await;
+    assert_eq!(shop.len(), 1, "{shop:?}");
+    assert_eq!(shop[0][..6], ["shop", "serving", "1", "shop.localhost", "/... → probe", "5"]);
+    assert!(browser.text().await.contains("1 app · updated"));
+    // The app opened from the link: its history, limits and guest output.
+    assert_eq!(browser.eval("document.getElementById('detail-title').textContent").await, "shop");
+    let history = rows(&browser, "#history tbody tr").await;
+    assert_eq!([&history[0][0], &history[0][2], &history[0][4]], ["1", "bundle", "live"]);
+    let limits = rows(&browser, "#limits tbody tr").await;
+    assert!(
+        limits.contains(&vec!["max-memory".into(), "64MiB".into(), "this app".into()]),
+        "{limits:?}"
+    );
+    assert!(
+        limits.contains(&vec!["request-timeout".into(), "60s".into(), "host default".into()]),
+        "{limits:?}"
+    );
+    let logs = browser.eval("document.getElementById('logs').textContent").await;
+    assert!(logs.as_str().unwrap().contains("[probe]\nhello-dashboard\n"), "{logs}");
 
-    let screenshot = root.path().join("dashboard.png");
-    tokio::task::block_in_place(|| run(&[&format!("--screenshot={}", screenshot.display())]));
-    let png = std::fs::read(&screenshot).expect("the browser wrote no screenshot");
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
-    // The IHDR chunk: width and height as asked.
-    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
-    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
-    assert_eq!((width, height), (1280, 900));
-    // A blank page compresses to almost nothing; a drawn table does not.
-    assert!(png.len() > 20_000, "the screenshot looks blank ({} bytes)", png.len());
+    // Live traffic: the rate and latency columns fill in and the rate
+    // chart draws its line (pixels of its colour) while requests arrive.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (client, stop) = (host.client(&["shop.localhost"]), stop.clone());
+        let url = format!("http://shop.localhost:{}/?status=200", host.public.port());
+        tokio::spawn(async move {
+            let mut pace = tokio::time::interval(Duration::from_millis(10));
+            for _ in 0..3000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                pace.tick().await;
+                assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+            }
+        })
+    };
+    let row = "document.querySelector('tr[data-app=shop]').cells";
+    let rate_line = "(() => { const c = document.getElementById('rate-chart'); \
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; \
+        for (let i = 0; i < d.length; i += 4) if (d[i] === 11 && d[i + 1] === 107 && d[i + 2] === 203) n++; \
+        return n; })()";
+    browser
+        .wait_for(
+            &format!(
+                "parseFloat({row}[6].textContent) > 0 && {row}[7].textContent.endsWith(' ms') \
+                 && {row}[8].textContent.endsWith(' ms') && {rate_line} > 50"
+            ),
+            "the request rate, latency and chart",
+        )
+        .await;
+    browser.screenshot().await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+}
+
+/// The dashboard's actions, as a user takes them in a real browser: sign
+/// in by typing the token, deploy an app from a registry with a limit of
+/// its own, open it, delete it (answering the confirmation).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_deploys_and_deletes_an_app_in_a_browser() {
+    let registry = crate::services::Registry::start();
+    let app = probe_app("pulled");
+    let reference = registry.reference("probe:v1");
+    let cache = tempfile::tempdir().unwrap();
+    let env = [("BANTAM_REGISTRY_CACHE_DIR", cache.path().to_str().unwrap())];
+    let pushed =
+        crate::developer::bantam_env(app.path(), &["registry", "push", "-k", &reference], &env);
+    assert!(pushed.status.success(), "{}", crate::developer::text(&pushed));
+    let (_root, data) = data_dir();
+    let host = Host::start(&data);
+    let browser = Browser::start().await;
+    browser.open(&format!("{}/", host.admin)).await;
+
+    // A wrong token is refused and the form stays; the right one opens
+    // the (empty) host.
+    let signed_in = "!document.getElementById('content').hidden";
+    browser.type_into("#token", "not-the-token").await;
+    browser.click("#login-form button").await;
+    browser
+        .wait_for(
+            "!document.getElementById('login').hidden && document.getElementById('status').textContent === 'the token was refused'",
+            "the wrong token to be refused",
+        )
+        .await;
+    browser.type_into("#token", TOKEN).await;
+    browser.click("#login-form button").await;
+    browser
+        .wait_for(
+            &format!(
+                "{signed_in} && document.getElementById('status').textContent.startsWith('0 apps')"
+            ),
+            "signing in",
+        )
+        .await;
+
+    // Deploy from the registry, with a request timeout of its own.
+    browser.type_into("#deploy-name", "pulled").await;
+    browser.type_into("#deploy-reference", &reference).await;
+    browser.click("#deploy-insecure").await;
+    browser.click("details.limits summary").await;
+    browser.type_into("[data-limit=request_timeout]", "7s").await;
+    browser.type_into("[data-limit=max_instances_per_component]", "20").await;
+    browser.click("#deploy-form button").await;
+    browser
+        .wait_for("document.querySelector('tr[data-app=pulled] td.serving')", "the app's row")
+        .await;
+    let message = browser.eval("document.getElementById('message').textContent").await;
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .starts_with("Deployed pulled (deployment 1): http://pulled.localhost:"),
+        "{message}"
+    );
+    assert_eq!(host.get("pulled.localhost", "/?env=VERSION").await, (200, "pulled".into()));
+
+    // Open it: where it came from, and its limits.
+    browser.click("tr[data-app=pulled]").await;
+    browser
+        .wait_for(
+            "document.getElementById('detail-title').textContent === 'pulled' && document.querySelectorAll('#limits tbody tr').length > 0",
+            "the app's details",
+        )
+        .await;
+    let history = rows(&browser, "#history tbody tr").await;
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert!(history[0][2].starts_with(&format!("oci:{reference}@sha256:")), "{history:?}");
+    assert_eq!(history[0][4], "live");
+    let limits = rows(&browser, "#limits tbody tr").await;
+    for expected in [
+        ["request-timeout", "7s", "this app"],
+        ["max-instances-per-component", "20", "this app"],
+        ["max-memory", "256MiB", "host default"],
+    ] {
+        assert!(
+            limits.contains(&expected.map(String::from).to_vec()),
+            "{expected:?} in {limits:?}"
+        );
+    }
+    browser.screenshot().await;
+
+    // Delete it, confirming.
+    browser.click("#delete").await;
+    browser.wait_for("!document.querySelector('tr[data-app=pulled]')", "the app's row to go").await;
+    assert_eq!(browser.dialogs(), ["Delete app pulled and all its data?"]);
+    assert_eq!(
+        browser.eval("document.getElementById('message').textContent").await,
+        "Deleted pulled"
+    );
+    assert_eq!(browser.eval("document.getElementById('detail').hidden").await, true);
+    let (status, body) = host.get("pulled.localhost", "/").await;
+    assert_eq!((status, body.as_str()), (404, "no app is deployed at pulled.localhost\n"));
 }
 
 /// Each app is held to its own limits, the host's flags standing for those
