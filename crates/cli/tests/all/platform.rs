@@ -157,7 +157,8 @@ fn probe_app(version: &str) -> TestApp {
     ))
 }
 
-/// The capabilities guest with the default key-value store and a secret.
+/// The capabilities guest with the default key-value store, the default
+/// SQLite database and a secret.
 fn caps_app() -> TestApp {
     TestApp::new(
         r#"
@@ -172,6 +173,7 @@ component = "caps"
 [component.caps]
 source = "{caps_p3}"
 key_value_stores = ["default"]
+sqlite_databases = ["default"]
 variables = { key = "{{ api_key }}" }
 "#,
     )
@@ -223,6 +225,32 @@ async fn apps_are_deployed_routed_by_host_isolated_and_restored() {
     let (_, gamma_sees) = host.get("gamma.localhost", get).await;
     assert!(!gamma_sees.contains("beta"), "gamma read beta's store: {gamma_sees}");
     assert_eq!(host.get("beta.localhost", "/?cap=var&name=key").await, (200, SECRET.into()));
+    // So is its default SQLite database.
+    let sql = |statement: &str| format!("/?cap=sqlite&db=default&sql={statement}");
+    for statement in
+        ["CREATE%20TABLE%20owners(name)", "INSERT%20INTO%20owners%20VALUES(%27beta%27)"]
+    {
+        let (status, body) = host.get("beta.localhost", &sql(statement)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let select = sql("SELECT%20name%20FROM%20owners");
+    let (status, rows) = host.get("beta.localhost", &select).await;
+    assert_eq!((status, rows.lines().nth(1)), (200, Some("t:beta")), "{rows}");
+    let (status, gamma_rows) = host.get("gamma.localhost", &select).await;
+    assert_eq!(status, 500, "gamma has no table of beta's: {gamma_rows}");
+    assert!(gamma_rows.contains("no such table"), "{gamma_rows}");
+    // And its own guest output.
+    assert_eq!(host.get("alpha.localhost", "/?stdout=alpha-only").await.0, 200);
+    let logs = |name: &'static str| {
+        let host = &host;
+        async move { host.admin(reqwest::Method::GET, &format!("/v1/apps/{name}/logs")).await.1 }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !logs("alpha").await.contains("alpha-only") {
+        assert!(std::time::Instant::now() < deadline, "alpha's output never reached its log");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!logs("beta").await.contains("alpha-only"));
 
     // The admin API and the CLI name the variable, never its value.
     let (status, listed) = host.admin(reqwest::Method::GET, "/v1/apps").await;
@@ -333,7 +361,7 @@ async fn apps_are_deployed_routed_by_host_isolated_and_restored() {
             })
             .and_then(|count| count.parse::<u64>().ok())
     };
-    assert_eq!(served("beta"), Some(3), "{metrics}");
+    assert_eq!(served("beta"), Some(6), "{metrics}");
     assert_eq!(served("gamma"), Some(1), "{metrics}");
     let alpha_ok = metrics
         .lines()
@@ -364,6 +392,7 @@ async fn apps_are_deployed_routed_by_host_isolated_and_restored() {
     assert_eq!(host.get("alpha.example.com", "/?env=VERSION").await, (200, "two".into()));
     assert_eq!(host.get("beta.localhost", get).await, (200, "beta".into()));
     assert_eq!(host.get("beta.localhost", "/?cap=var&name=key").await, (200, SECRET.into()));
+    assert_eq!(host.get("beta.localhost", &select).await.1.lines().nth(1), Some("t:beta"));
     assert_eq!(host.get("gamma.localhost", "/").await.0, 404);
     let list = host.cli(caps.path(), &["apps", "list"]);
     let list = String::from_utf8_lossy(&list.stdout).into_owned();
