@@ -461,6 +461,10 @@ impl Platform {
             .map_err(|e| failed(e.to_string()))?;
         let mut app = bantam_app::load(&manifest).map_err(|e| failed(e.to_string()))?;
         app.state_dir = self.state_dir(name);
+        // On this host the app is known by the name it was deployed as
+        // (several apps may share a manifest): in its traces and its
+        // `/.well-known/spin/info`, as in its metrics.
+        app.name = name.to_string();
         // The host's environment is not the tenant's: variables come
         // from the deploy only.
         let variable_sources = VariableSources {

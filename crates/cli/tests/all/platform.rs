@@ -17,8 +17,8 @@ const TOKEN: &str = "test-admin-token-0123456789";
 const SECRET: &str = "platform-s3cret-value";
 
 /// A running `bantam serve`.
-struct Host {
-    bantam: Bantam,
+pub struct Host {
+    pub bantam: Bantam,
     public: SocketAddr,
     admin: String,
 }
@@ -30,7 +30,7 @@ impl Host {
     }
 
     /// `bantam serve` as [`Host::start`], with more flags and environment.
-    fn start_with(data: &Path, flags: &[&str], env: &[(&str, &str)]) -> Self {
+    pub fn start_with(data: &Path, flags: &[&str], env: &[(&str, &str)]) -> Self {
         let data_arg = data.to_str().unwrap();
         let mut args = vec![
             "serve",
@@ -69,7 +69,7 @@ impl Host {
     }
 
     /// `bantam deploy` of the app in `dir`, which must succeed; its stdout.
-    fn deploy(&self, dir: &Path, args: &[&str]) -> String {
+    pub fn deploy(&self, dir: &Path, args: &[&str]) -> String {
         let mut all = vec!["deploy"];
         all.extend(args);
         let output = self.cli(dir, &all);
@@ -92,7 +92,7 @@ impl Host {
     }
 
     /// `GET http://<host>:<port><path>`: status and body.
-    async fn get(&self, host: &str, path: &str) -> (u16, String) {
+    pub async fn get(&self, host: &str, path: &str) -> (u16, String) {
         let url = format!("http://{host}:{}{path}", self.public.port());
         let response = self
             .client(&[host])
