@@ -76,17 +76,7 @@ impl Browser {
             .split('/')
             .next()
             .unwrap_or_else(|| panic!("no address in {browser_url}"));
-        let targets: Value = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
-            .get(format!("http://{address}/json/list"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let targets = crate::support::get_json(&format!("http://{address}/json/list")).await;
         let page_url = targets
             .as_array()
             .and_then(|targets| targets.iter().find(|t| t["type"] == "page"))

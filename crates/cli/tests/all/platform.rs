@@ -179,6 +179,20 @@ variables = { key = "{{ api_key }}" }
     )
 }
 
+/// A registry holding the probe answering `?env=VERSION` with `pulled`:
+/// the registry, the app, and its reference there.
+fn pushed_probe() -> (crate::services::Registry, TestApp, String) {
+    let registry = crate::services::Registry::start();
+    let app = probe_app("pulled");
+    let reference = registry.reference("probe:v1");
+    let cache = tempfile::tempdir().unwrap();
+    let env = [("BANTAM_REGISTRY_CACHE_DIR", cache.path().to_str().unwrap())];
+    let pushed =
+        crate::developer::bantam_env(app.path(), &["registry", "push", "-k", &reference], &env);
+    assert!(pushed.status.success(), "{}", crate::developer::text(&pushed));
+    (registry, app, reference)
+}
+
 fn data_dir() -> (tempfile::TempDir, PathBuf) {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
@@ -490,14 +504,7 @@ async fn the_dashboard_shows_the_apps_in_a_browser() {
 /// its own, open it, delete it (answering the confirmation).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_deploys_and_deletes_an_app_in_a_browser() {
-    let registry = crate::services::Registry::start();
-    let app = probe_app("pulled");
-    let reference = registry.reference("probe:v1");
-    let cache = tempfile::tempdir().unwrap();
-    let env = [("BANTAM_REGISTRY_CACHE_DIR", cache.path().to_str().unwrap())];
-    let pushed =
-        crate::developer::bantam_env(app.path(), &["registry", "push", "-k", &reference], &env);
-    assert!(pushed.status.success(), "{}", crate::developer::text(&pushed));
+    let (_registry, _app, reference) = pushed_probe();
     let (_root, data) = data_dir();
     let host = Host::start(&data);
     let browser = Browser::start().await;
@@ -688,14 +695,7 @@ async fn apps_have_their_own_limits() {
 /// JSON.
 #[tokio::test(flavor = "multi_thread")]
 async fn apps_deploy_from_a_registry_and_change_settings() {
-    let registry = crate::services::Registry::start();
-    let app = probe_app("pulled");
-    let reference = registry.reference("probe:v1");
-    let cache = tempfile::tempdir().unwrap();
-    let env = [("BANTAM_REGISTRY_CACHE_DIR", cache.path().to_str().unwrap())];
-    let pushed =
-        crate::developer::bantam_env(app.path(), &["registry", "push", "-k", &reference], &env);
-    assert!(pushed.status.success(), "{}", crate::developer::text(&pushed));
+    let (_registry, app, reference) = pushed_probe();
 
     let (_root, data) = data_dir();
     let host = Host::start_with(&data, &[], &[("BANTAM_LOG_FORMAT", "json")]);
