@@ -23,6 +23,7 @@ fn main() -> anyhow::Result<()> {
         component,
         &logs,
         bantam_capabilities::ComponentCapabilities::none(&component.id),
+        bantam_engine::AppLimits::default(),
     )?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
 

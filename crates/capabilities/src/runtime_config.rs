@@ -24,8 +24,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bantam_manifest::units::{format_duration, format_size};
 use indexmap::IndexMap;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The file name of the default key-value store, in the state directory.
 const DEFAULT_KEY_VALUE_FILE: &str = "sqlite_key_value.db";
@@ -98,36 +99,71 @@ pub enum SqliteConfig {
 /// The `[limits]` table: what one request and one instance may use. The
 /// same names as `bantam up`'s flags (`max_memory` or `max-memory` for
 /// `--max-memory`); a flag wins over the file. Unset fields keep their
-/// defaults.
+/// defaults. The deploy settings of `bantam serve` carry the same table,
+/// one per app; it is written back (serialised) in the same syntax.
 ///
 /// ```toml
 /// [limits]
 /// request_timeout = "30s"
 /// max_memory = "64MiB"
 /// ```
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct Limits {
     /// Wall-clock deadline of one request; zero for none.
-    #[serde(default, alias = "request-timeout", deserialize_with = "de::duration")]
+    #[serde(
+        default,
+        alias = "request-timeout",
+        deserialize_with = "de::duration",
+        serialize_with = "ser::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub request_timeout: Option<Duration>,
     /// Linear memory one instance may grow to, in bytes.
-    #[serde(default, alias = "max-memory", deserialize_with = "de::size")]
+    #[serde(
+        default,
+        alias = "max-memory",
+        deserialize_with = "de::size",
+        serialize_with = "ser::size",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_memory: Option<u64>,
     /// WebAssembly stack one instance may use, in bytes.
-    #[serde(default, alias = "max-stack-size", deserialize_with = "de::size")]
+    #[serde(
+        default,
+        alias = "max-stack-size",
+        deserialize_with = "de::size",
+        serialize_with = "ser::size",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_stack_size: Option<u64>,
     /// Largest request body a component is given, in bytes.
-    #[serde(default, alias = "max-request-body-size", deserialize_with = "de::size")]
+    #[serde(
+        default,
+        alias = "max-request-body-size",
+        deserialize_with = "de::size",
+        serialize_with = "ser::size",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_request_body_size: Option<u64>,
     /// Largest response body a component may send, in bytes.
-    #[serde(default, alias = "max-response-body-size", deserialize_with = "de::size")]
+    #[serde(
+        default,
+        alias = "max-response-body-size",
+        deserialize_with = "de::size",
+        serialize_with = "ser::size",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_response_body_size: Option<u64>,
     /// Instances of one component alive at once.
-    #[serde(default, alias = "max-instances-per-component")]
+    #[serde(
+        default,
+        alias = "max-instances-per-component",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_instances_per_component: Option<usize>,
     /// Outbound HTTP requests one instance may have in flight at once.
-    #[serde(default, alias = "max-outbound-connections")]
+    #[serde(default, alias = "max-outbound-connections", skip_serializing_if = "Option::is_none")]
     pub max_outbound_connections: Option<usize>,
 }
 
@@ -146,6 +182,45 @@ impl Limits {
             max_outbound_connections: self
                 .max_outbound_connections
                 .or(fallback.max_outbound_connections),
+        }
+    }
+
+    /// Every limit by its flag's name (`max-memory`), with its value as a
+    /// flag would write it (`64MiB`), or `None` where unset.
+    pub fn entries(&self) -> [(&'static str, Option<String>); 7] {
+        [
+            ("request-timeout", self.request_timeout.map(format_duration)),
+            ("max-memory", self.max_memory.map(format_size)),
+            ("max-stack-size", self.max_stack_size.map(format_size)),
+            ("max-request-body-size", self.max_request_body_size.map(format_size)),
+            ("max-response-body-size", self.max_response_body_size.map(format_size)),
+            (
+                "max-instances-per-component",
+                self.max_instances_per_component.map(|n| n.to_string()),
+            ),
+            ("max-outbound-connections", self.max_outbound_connections.map(|n| n.to_string())),
+        ]
+    }
+}
+
+/// Serialisers writing sizes and durations as text, in the syntax the
+/// deserializers read back.
+mod ser {
+    use std::time::Duration;
+
+    use serde::Serializer;
+
+    pub fn size<S: Serializer>(value: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(bytes) => s.serialize_str(&super::format_size(*bytes)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn duration<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(duration) => s.serialize_str(&super::format_duration(*duration)),
+            None => s.serialize_none(),
         }
     }
 }
@@ -371,6 +446,25 @@ type = "spin"
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("rc.toml:2:1") && err.contains("max_cpu"), "{err}");
+    }
+
+    #[test]
+    fn limits_are_written_as_they_are_read() {
+        let limits = Limits {
+            request_timeout: Some(Duration::from_millis(250)),
+            max_memory: Some(64 << 20),
+            max_instances_per_component: Some(20),
+            ..Limits::default()
+        };
+        let json = serde_json::to_string(&limits).unwrap();
+        assert_eq!(
+            json,
+            r#"{"request_timeout":"250ms","max_memory":"64MiB","max_instances_per_component":20}"#
+        );
+        assert_eq!(serde_json::from_str::<Limits>(&json).unwrap(), limits);
+        let entries = limits.entries();
+        assert_eq!(entries[0], ("request-timeout", Some("250ms".to_string())));
+        assert_eq!(entries[2], ("max-stack-size", None));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! routing; triggers decide when to instantiate and what to call.
 
 mod cache;
+mod limits;
 mod sandbox;
 mod stdio;
 
@@ -25,6 +26,7 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 pub use cache::CompileCache;
+pub use limits::{AppLimits, LimitError, size_limit};
 pub use sandbox::{HostState, RequestClock, Sandbox};
 pub use stdio::LogConfig;
 
@@ -52,19 +54,15 @@ pub struct EngineConfig {
     pub pooling: bool,
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
-    /// The largest linear memory one instance may grow to, in bytes.
+    /// The largest linear memory any instance may grow to, in bytes: the
+    /// size of a pooled memory slot. Each app's own limit
+    /// ([`AppLimits::max_memory`]) is at most this.
     pub max_instance_memory: usize,
     /// The most WebAssembly stack one instance may use, in bytes; deeper
     /// recursion traps.
     pub max_stack_size: usize,
     /// The most instances alive at once, across all components.
     pub max_instances: u32,
-    /// How long one instance may run (its request, response body
-    /// included) before it is interrupted; `None` for no limit.
-    pub request_timeout: Option<Duration>,
-    /// The most instances of one component alive at once; beyond it a
-    /// trigger turns requests away rather than queueing them.
-    pub max_instances_per_component: usize,
 }
 
 impl EngineConfig {
@@ -82,11 +80,9 @@ impl Default for EngineConfig {
         Self {
             pooling: true,
             cache_dir: Self::default_cache_dir(),
-            max_instance_memory: 256 << 20,
+            max_instance_memory: AppLimits::default().max_memory,
             max_stack_size: 1 << 20,
             max_instances: 1000,
-            request_timeout: Some(Duration::from_secs(60)),
-            max_instances_per_component: 1000,
         }
     }
 }
@@ -151,8 +147,6 @@ pub struct Engine {
     /// component many times over).
     compiled: Mutex<HashMap<[u8; 32], Weak<Component>>>,
     max_instance_memory: usize,
-    request_timeout: Option<Duration>,
-    max_instances_per_component: usize,
     epoch_ticker: EpochTicker,
 }
 
@@ -168,6 +162,8 @@ pub struct ComponentPre {
     pub instance_pre: InstancePre<HostState>,
     /// What each instance's sandbox holds (env, files, stdio).
     pub sandbox: Arc<Sandbox>,
+    /// What each instance and request may use: its app's limits.
+    pub limits: AppLimits,
     /// Whether the compiled code came from the cache.
     pub from_cache: bool,
 }
@@ -197,8 +193,6 @@ impl Engine {
             cache,
             compiled: Mutex::default(),
             max_instance_memory: config.max_instance_memory,
-            request_timeout: config.request_timeout,
-            max_instances_per_component: config.max_instances_per_component,
             epoch_ticker,
         })
     }
@@ -208,14 +202,22 @@ impl Engine {
         &self.engine
     }
 
+    /// The largest linear memory any instance may grow to: no app's
+    /// [`AppLimits::max_memory`] can be more.
+    pub fn max_instance_memory(&self) -> usize {
+        self.max_instance_memory
+    }
+
     /// Compile (or load from the cache), link and pre-instantiate a
-    /// component. Fails if the component is invalid or imports something
-    /// the host does not provide, naming the component and the import.
+    /// component, whose instances are held to `limits`. Fails if the
+    /// component is invalid or imports something the host does not
+    /// provide, naming the component and the import.
     pub fn prepare(
         &self,
         component: &bantam_app::Component,
         logs: &LogConfig,
         capabilities: Arc<bantam_capabilities::ComponentCapabilities>,
+        limits: AppLimits,
     ) -> Result<ComponentPre, EngineError> {
         let bytes = std::fs::read(&component.source).map_err(|source| EngineError::Read {
             component: component.id.clone(),
@@ -255,6 +257,7 @@ impl Engine {
             component: compiled,
             instance_pre,
             sandbox: Arc::new(Sandbox::new(component, logs, capabilities)),
+            limits,
             from_cache,
         })
     }
@@ -336,8 +339,8 @@ impl Engine {
     /// A fresh store for one instance of `pre`: its own memory, its own
     /// WASI context holding only what the manifest grants.
     pub fn new_store(&self, pre: &ComponentPre) -> wasmtime::Result<Store<HostState>> {
-        let mut state = pre.sandbox.new_host_state(self.max_instance_memory)?;
-        state.clock = RequestClock::start(self.request_timeout);
+        let mut state = pre.sandbox.new_host_state(pre.limits.max_memory)?;
+        state.clock = RequestClock::start(pre.limits.request_timeout);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         // Yield to the async scheduler on every epoch tick, so a guest that
@@ -376,16 +379,6 @@ impl Engine {
             Ok(wasmtime::UpdateDeadline::YieldCustom(1, pause))
         });
         Ok(store)
-    }
-
-    /// How long one request may take, if limited.
-    pub fn request_timeout(&self) -> Option<Duration> {
-        self.request_timeout
-    }
-
-    /// The most instances of one component alive at once.
-    pub fn max_instances_per_component(&self) -> usize {
-        self.max_instances_per_component
     }
 
     /// Stop the epoch ticker; called on shutdown.

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bantam_manifest::units::format_size;
+use bantam_manifest::units::human_size;
 use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
@@ -218,8 +218,8 @@ impl TerminalOutput {
         let mut line = format!(
             "{}{} of output suppressed (over {}/s)",
             self.prefix,
-            format_size(bytes),
-            format_size(self.rate)
+            human_size(bytes),
+            human_size(self.rate)
         );
         if let Some(log) = &self.log {
             line.push_str(&format!("; all of it is in {}", log.display()));

@@ -28,7 +28,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// A size in bytes for people to read: `512 B`, `3.2 KiB`, `1.5 MiB`.
-pub fn format_size(bytes: u64) -> String {
+pub fn human_size(bytes: u64) -> String {
     match bytes {
         0..1024 => format!("{bytes} B"),
         1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
@@ -52,6 +52,26 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A size as [`parse_size`] reads it: in the largest binary unit that
+/// divides it (`64MiB`), else in bytes (`1000B`).
+pub fn format_size(bytes: u64) -> String {
+    for (unit, scale) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes != 0 && bytes.is_multiple_of(scale) {
+            return format!("{}{unit}", bytes / scale);
+        }
+    }
+    format!("{bytes}B")
+}
+
+/// A duration as [`parse_duration`] reads it: whole seconds (`30s`), else
+/// milliseconds (`1500ms`).
+pub fn format_duration(duration: Duration) -> String {
+    match duration.subsec_millis() {
+        0 => format!("{}s", duration.as_secs()),
+        _ => format!("{}ms", duration.as_millis()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +86,17 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("1h").unwrap_err().contains("unknown duration unit"));
+    }
+
+    #[test]
+    fn sizes_and_durations_are_written_as_they_are_read() {
+        assert_eq!(format_size(64 << 20), "64MiB");
+        assert_eq!(format_size(1 << 30), "1GiB");
+        assert_eq!(format_size(1536), "1536B");
+        assert_eq!(format_size(1000), "1000B");
+        assert_eq!(format_size(0), "0B");
+        assert_eq!(format_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
     }
 }

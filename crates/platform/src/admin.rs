@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `GET /v1/apps` | list apps |
 //! | `PUT /v1/apps/<name>` | deploy or update: a bundle (`application/gzip`) or `{"reference": ..}` (JSON) |
-//! | `PATCH /v1/apps/<name>` | change variables or domains (JSON) |
+//! | `PATCH /v1/apps/<name>` | change variables, domains or limits (JSON) |
 //! | `GET /v1/apps/<name>` | one app with its deployment history |
 //! | `GET /v1/apps/<name>/logs?lines=N` | its components' recent output |
 //! | `DELETE /v1/apps/<name>` | remove it and its state |
@@ -243,9 +243,10 @@ fn result<T: serde::Serialize>(
 
 fn platform_error(error: &PlatformError) -> AdminResponse {
     let status = match error {
-        PlatformError::BadName(_) | PlatformError::BadDomain(_) | PlatformError::BadBundle(_) => {
-            StatusCode::BAD_REQUEST
-        }
+        PlatformError::BadName(_)
+        | PlatformError::BadDomain(_)
+        | PlatformError::BadBundle(_)
+        | PlatformError::BadLimit { .. } => StatusCode::BAD_REQUEST,
         PlatformError::DomainTaken { .. } => StatusCode::CONFLICT,
         PlatformError::NotFound(_) => StatusCode::NOT_FOUND,
         PlatformError::Prepare { .. } => StatusCode::UNPROCESSABLE_ENTITY,

@@ -2,7 +2,7 @@
 //!
 //! A gzipped tar holding `lock.json` (the app in Spin's locked format,
 //! the same JSON an OCI artifact carries, its content referenced by
-//! digest), `settings.json` (the deploy's variables and domains), and
+//! digest), `settings.json` (the deploy's variables, domains and limits), and
 //! `blobs/<hex>` for each component and file, named by the SHA-256 of its
 //! bytes. Using the registry's lock means a bundled app and a pulled app
 //! become a served app the same way, through the same validation.
@@ -126,6 +126,11 @@ mod tests {
         let settings = DeploySettings {
             variables: [("key".to_string(), "value".to_string())].into(),
             domains: Some(vec!["example.com".into()]),
+            limits: bantam_capabilities::runtime_config::Limits {
+                request_timeout: Some(std::time::Duration::from_secs(5)),
+                max_memory: Some(64 << 20),
+                ..Default::default()
+            },
         };
         let bundle = pack(&app, &settings).unwrap();
         let cache = Cache::new(dir.path().join("cache"));
@@ -133,6 +138,7 @@ mod tests {
         assert_eq!(lock.components.len(), 1);
         assert_eq!(unpacked.variables, settings.variables);
         assert_eq!(unpacked.domains, settings.domains);
+        assert_eq!(unpacked.limits, settings.limits);
         let digest = lock.components[0].source.content.digest.clone().unwrap();
         assert_eq!(std::fs::read(cache.blob_path(&digest)).unwrap(), bytes);
     }

@@ -8,10 +8,11 @@
 //! custom domains the deploy declared.
 //!
 //! Each app has its own state directory (`<data dir>/apps/<name>`: default
-//! key-value store, default SQLite database, logs), its own variables
-//! and its own metrics; nothing of one app is reachable from another. The
-//! apps and their settings are kept in `<data dir>/bantam.db` ([`store`])
-//! and prepared again when the host restarts.
+//! key-value store, default SQLite database, logs), its own variables, its
+//! own limits (the host's flags where its deploys set none) and its own
+//! metrics; nothing of one app is reachable from another. The apps and
+//! their settings are kept in `<data dir>/bantam.db` ([`store`]) and
+//! prepared again when the host restarts.
 //!
 //! An update is prepared completely (compiled, linked, stores open)
 //! before it takes any request, then swapped in atomically: requests in
@@ -27,11 +28,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use bantam_capabilities::runtime_config::Limits;
 use bantam_capabilities::{AppCapabilities, CapabilityConfig, VariableSources};
-use bantam_engine::{Engine, LogConfig};
+use bantam_engine::{AppLimits, Engine, LogConfig};
+use bantam_manifest::units::format_size;
 use bantam_registry::{Cache, LockedApp};
+use bantam_trigger_http::HttpTrigger;
 use bantam_trigger_http::metrics::AppMetrics;
-use bantam_trigger_http::{BodyLimits, HttpTrigger};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde::{Deserialize, Serialize};
@@ -51,6 +54,14 @@ pub enum PlatformError {
     /// A custom domain is not a host name.
     #[error("`{0}` is not a valid domain name")]
     BadDomain(String),
+    /// A limit the deploy sets cannot be used on this host.
+    #[error("app `{app}`: {message}")]
+    BadLimit {
+        /// The app name.
+        app: String,
+        /// Which limit, and why not.
+        message: String,
+    },
     /// A host name is already another app's.
     #[error("{domain} already belongs to app `{app}`")]
     DomainTaken {
@@ -102,10 +113,8 @@ pub struct PlatformConfig {
     pub data_dir: PathBuf,
     /// The port of the public listener, for the URLs the API reports.
     pub public_port: u16,
-    /// The largest request and response bodies, for every app.
-    pub body_limits: BodyLimits,
-    /// The most outbound HTTP requests one instance may have in flight.
-    pub max_outbound_connections: usize,
+    /// The limits of an app whose deploys set none: the host's flags.
+    pub limits: AppLimits,
     /// The size at which an app's log file is rotated.
     pub max_log_file_size: u64,
 }
@@ -121,6 +130,11 @@ pub struct DeploySettings {
     /// Custom domains; `None` keeps the ones already set.
     #[serde(default)]
     pub domains: Option<Vec<String>>,
+    /// The app's own limits, in the `[limits]` table's syntax; each one
+    /// set replaces the app's current one, the others are kept. Those no
+    /// deploy ever set are the host's.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// One deployed version of an app, serving.
@@ -200,8 +214,12 @@ impl Platform {
                 }
             };
             let metrics = Arc::new(AppMetrics::default());
-            let (release, error) = match platform.prepare(&name, &lock, &stored.variables, &metrics)
-            {
+            // The host may have restarted with other flags: an app whose
+            // own limits no longer fit is listed as failed, to be changed.
+            let prepared = platform.limits_of(&name, &stored.limits).and_then(|limits| {
+                platform.prepare(&name, &lock, &stored.variables, limits, &metrics)
+            });
+            let (release, error) = match prepared {
                 Ok(release) => (Some(Arc::new(release)), None),
                 Err(error) => {
                     tracing::error!("{error}; it is not served");
@@ -247,22 +265,29 @@ impl Platform {
         };
         let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
         let existing = self.read_apps().get(name).cloned();
-        let (mut variables, old_domains, created_at) = match &existing {
+        let (mut variables, old_domains, old_limits, created_at) = match &existing {
             Some(app) => {
                 let state = app.state.read().unwrap_or_else(|e| e.into_inner());
                 let stored = &state.stored;
-                (stored.variables.clone(), stored.domains.clone(), stored.created_at.clone())
+                (
+                    stored.variables.clone(),
+                    stored.domains.clone(),
+                    stored.limits.clone(),
+                    stored.created_at.clone(),
+                )
             }
-            None => (BTreeMap::new(), Vec::new(), store::now()),
+            None => (BTreeMap::new(), Vec::new(), Limits::default(), store::now()),
         };
         variables.extend(settings.variables);
         let domains = domains.unwrap_or(old_domains);
         self.check_domains_free(name, &domains)?;
+        let own_limits = settings.limits.or(old_limits);
+        let limits = self.limits_of(name, &own_limits)?;
 
         let version = lock.metadata.get("version").and_then(|v| v.as_str()).map(str::to_owned);
         let number = self.store.begin_deployment(name, version.as_deref(), source)?;
         let metrics = existing.as_ref().map_or_else(Default::default, |app| app.metrics.clone());
-        let release = match self.prepare(name, &lock, &variables, &metrics) {
+        let release = match self.prepare(name, &lock, &variables, limits, &metrics) {
             Ok(release) => Arc::new(release),
             Err(error) => {
                 self.store.finish_deployment(name, number, &format!("failed: {error}"))?;
@@ -274,6 +299,7 @@ impl Platform {
             lock: serde_json::to_string(&lock).expect("a lock serialises"),
             variables,
             domains,
+            limits: own_limits,
             deployment: number,
             created_at,
         };
@@ -304,8 +330,8 @@ impl Platform {
         Ok(self.summary(&app))
     }
 
-    /// Change the variables or domains of app `name`: a new deployment of
-    /// the release it runs.
+    /// Change the variables, domains or limits of app `name`: a new
+    /// deployment of the release it runs.
     pub fn update_settings(
         &self,
         name: &str,
@@ -390,13 +416,37 @@ impl Platform {
         self.config.data_dir.join("apps").join(name)
     }
 
+    /// The limits of app `name`, whose deploys set `own`: those, and the
+    /// host's for the rest. Refused: a stack size (the engine's, one for
+    /// every instance) and more memory than the host's slots hold.
+    fn limits_of(&self, name: &str, own: &Limits) -> Result<AppLimits, PlatformError> {
+        let refuse = |message: String| PlatformError::BadLimit { app: name.into(), message };
+        if own.max_stack_size.is_some() {
+            return Err(refuse(
+                "the stack size is the host's (bantam serve --max-stack-size), not an app's".into(),
+            ));
+        }
+        let limits = self.config.limits.with(own).map_err(|e| refuse(e.to_string()))?;
+        let most = self.engine.max_instance_memory();
+        if limits.max_memory > most {
+            return Err(refuse(format!(
+                "--max-memory {} is more than this host allows: its --max-memory is {}, the size of every instance's memory slot",
+                format_size(limits.max_memory as u64),
+                format_size(most as u64)
+            )));
+        }
+        Ok(limits)
+    }
+
     /// Lay the lock out, load it as an app whose state lives in the app's
-    /// own directory, open its capabilities and prepare its components.
+    /// own directory, open its capabilities and prepare its components,
+    /// held to `limits`.
     fn prepare(
         &self,
         name: &str,
         lock: &LockedApp,
         variables: &BTreeMap<String, String>,
+        limits: AppLimits,
         metrics: &AppMetrics,
     ) -> Result<Release, PlatformError> {
         let failed = |message: String| PlatformError::Prepare { app: name.into(), message };
@@ -411,6 +461,10 @@ impl Platform {
             .map_err(|e| failed(e.to_string()))?;
         let mut app = bantam_app::load(&manifest).map_err(|e| failed(e.to_string()))?;
         app.state_dir = self.state_dir(name);
+        // On this host the app is known by the name it was deployed as
+        // (several apps may share a manifest): in its traces and its
+        // `/.well-known/spin/info`, as in its metrics.
+        app.name = name.to_string();
         // The host's environment is not the tenant's: variables come
         // from the deploy only.
         let variable_sources = VariableSources {
@@ -422,7 +476,7 @@ impl Platform {
             CapabilityConfig {
                 runtime_config: None,
                 variable_sources,
-                max_outbound_connections: self.config.max_outbound_connections,
+                max_outbound_connections: limits.max_outbound_connections,
             },
         )
         .map_err(|e| failed(e.to_string()))?;
@@ -432,16 +486,9 @@ impl Platform {
             truncate: false,
             max_file_size: self.config.max_log_file_size,
         };
-        let trigger = HttpTrigger::prepare(
-            &self.engine,
-            &app,
-            &capabilities,
-            &logs,
-            self.config.body_limits,
-            metrics,
-            |_| {},
-        )
-        .map_err(|e| failed(e.to_string()))?;
+        let trigger =
+            HttpTrigger::prepare(&self.engine, &app, &capabilities, &logs, limits, metrics, |_| {})
+                .map_err(|e| failed(e.to_string()))?;
         Ok(Release { trigger, _app: app, _layout: layout })
     }
 
@@ -487,6 +534,15 @@ impl Platform {
             None => Vec::new(),
         };
         let metrics = MetricsSummary::of(&app.metrics);
+        let own = state.stored.limits.entries();
+        let in_force = state.stored.limits.clone().or(self.config.limits.to_table()).entries();
+        let limits = in_force
+            .into_iter()
+            .zip(own)
+            .filter_map(|((name, value), (_, own))| {
+                Some(LimitSummary { name, value: value?, set: own.is_some() })
+            })
+            .collect();
         AppSummary {
             name: app.name.clone(),
             status: if state.error.is_none() { "serving" } else { "failed" },
@@ -507,6 +563,7 @@ impl Platform {
                     set: state.stored.variables.contains_key(name),
                 })
                 .collect(),
+            limits,
             metrics,
         }
     }
@@ -561,6 +618,8 @@ pub struct AppSummary {
     pub routes: Vec<RouteSummary>,
     /// Its variables: names and whether set, never values.
     pub variables: Vec<VariableSummary>,
+    /// Its limits, the host's where its deploys set none.
+    pub limits: Vec<LimitSummary>,
     /// Its traffic so far.
     pub metrics: MetricsSummary,
 }
@@ -582,6 +641,18 @@ pub struct VariableSummary {
     /// Whether the manifest marks it secret.
     pub secret: bool,
     /// Whether a deploy set a value (else the default is used).
+    pub set: bool,
+}
+
+/// A limit of an app.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitSummary {
+    /// The name of the flag that sets it (`max-memory`).
+    pub name: &'static str,
+    /// Its value, as the flag writes it (`64MiB`, `30s`; a zero
+    /// `request-timeout` is none).
+    pub value: String,
+    /// Whether the app's deploys set it (else it is the host's).
     pub set: bool,
 }
 

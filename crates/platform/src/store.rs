@@ -1,6 +1,6 @@
 //! What the host remembers across restarts: `<data dir>/bantam.db`
-//! (SQLite), one row per deployed app (its live lock, variables and
-//! domains) and one per deployment attempt (the history).
+//! (SQLite), one row per deployed app (its live lock, variables, domains
+//! and own limits) and one per deployment attempt (the history).
 //!
 //! Variable values, secrets included, are stored here so that a restarted
 //! host can serve its apps again; the file is created readable by its
@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
+use bantam_capabilities::runtime_config::Limits;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
@@ -22,7 +23,8 @@ CREATE TABLE IF NOT EXISTS apps (
     variables  TEXT NOT NULL,
     domains    TEXT NOT NULL,
     deployment INTEGER NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    limits     TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS deployments (
     app         TEXT NOT NULL,
@@ -46,6 +48,8 @@ pub struct StoredApp {
     pub variables: BTreeMap<String, String>,
     /// Custom domains it answers on, besides `<name>.localhost`.
     pub domains: Vec<String>,
+    /// The limits its deploys set (the host's flags stand for the rest).
+    pub limits: Limits,
     /// The number of its live deployment.
     pub deployment: u64,
     /// When it was first deployed (RFC 3339).
@@ -60,7 +64,7 @@ pub struct DeploymentRecord {
     /// The app's own version (`[application] version`), if it has one.
     pub version: Option<String>,
     /// Where it came from: `bundle` or `oci:<reference>`, `settings` for a
-    /// change of variables or domains.
+    /// change of variables, domains or limits.
     pub source: String,
     /// When (RFC 3339).
     pub deployed_at: String,
@@ -87,6 +91,19 @@ impl Store {
         }
         connection.execute_batch("PRAGMA journal_mode = WAL;").map_err(db_error)?;
         connection.execute_batch(SCHEMA).map_err(db_error)?;
+        // A database made before apps had their own limits.
+        let has_limits: bool = connection
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('apps') WHERE name = 'limits'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(db_error)?;
+        if !has_limits {
+            connection
+                .execute_batch("ALTER TABLE apps ADD COLUMN limits TEXT NOT NULL DEFAULT '{}'")
+                .map_err(db_error)?;
+        }
         Ok(Self { connection: Mutex::new(connection) })
     }
 
@@ -99,7 +116,8 @@ impl Store {
         let connection = self.connection();
         let mut statement = connection
             .prepare(
-                "SELECT name, lock, variables, domains, deployment, created_at FROM apps ORDER BY name",
+                "SELECT name, lock, variables, domains, deployment, created_at, limits
+                 FROM apps ORDER BY name",
             )
             .map_err(db_error)?;
         let rows = statement
@@ -111,18 +129,21 @@ impl Store {
                     row.get::<_, String>(3)?,
                     row.get::<_, i64>(4)?,
                     row.get::<_, String>(5)?,
+                    row.get::<_, String>(6)?,
                 ))
             })
             .map_err(db_error)?;
         let mut apps = Vec::new();
         for row in rows {
-            let (name, lock, variables, domains, deployment, created_at) = row.map_err(db_error)?;
+            let (name, lock, variables, domains, deployment, created_at, limits) =
+                row.map_err(db_error)?;
             let corrupt = |what: &str, e: serde_json::Error| {
                 PlatformError::Database(format!("app `{name}`: stored {what} do not parse: {e}"))
             };
             apps.push(StoredApp {
                 variables: serde_json::from_str(&variables).map_err(|e| corrupt("variables", e))?,
                 domains: serde_json::from_str(&domains).map_err(|e| corrupt("domains", e))?,
+                limits: serde_json::from_str(&limits).map_err(|e| corrupt("limits", e))?,
                 name,
                 lock,
                 deployment: deployment as u64,
@@ -136,20 +157,22 @@ impl Store {
     pub fn save_app(&self, app: &StoredApp) -> Result<(), PlatformError> {
         let variables = serde_json::to_string(&app.variables).expect("a map serialises");
         let domains = serde_json::to_string(&app.domains).expect("a list serialises");
+        let limits = serde_json::to_string(&app.limits).expect("limits serialise");
         let connection = self.connection();
         connection
             .execute(
-                "INSERT INTO apps (name, lock, variables, domains, deployment, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO apps (name, lock, variables, domains, deployment, created_at, limits)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (name) DO UPDATE SET lock = ?2, variables = ?3, domains = ?4,
-                     deployment = ?5",
+                     deployment = ?5, limits = ?7",
                 params![
                     app.name,
                     app.lock,
                     variables,
                     domains,
                     app.deployment as i64,
-                    app.created_at
+                    app.created_at,
+                    limits
                 ],
             )
             .map_err(db_error)?;
@@ -266,6 +289,11 @@ mod tests {
             lock: "{}".into(),
             variables: BTreeMap::from([("token".into(), "s3cret".into())]),
             domains: vec!["shop.example.com".into()],
+            limits: Limits {
+                max_memory: Some(64 << 20),
+                request_timeout: Some(std::time::Duration::from_millis(1500)),
+                ..Limits::default()
+            },
             deployment,
             created_at: now(),
         }
@@ -293,6 +321,7 @@ mod tests {
         assert_eq!(apps[0].deployment, 2);
         assert_eq!(apps[0].variables["token"], "s3cret");
         assert_eq!(apps[0].domains, ["shop.example.com"]);
+        assert_eq!(apps[0].limits, app("shop", 2).limits);
         let outcomes: Vec<_> =
             store.history("shop").unwrap().into_iter().map(|d| d.outcome).collect();
         assert_eq!(outcomes, ["failed: no", "live", "replaced"]);
@@ -300,6 +329,27 @@ mod tests {
         assert!(store.apps().unwrap().is_empty());
         assert!(store.history("shop").unwrap().is_empty());
         assert!(!store.delete_app("shop").unwrap());
+    }
+
+    #[test]
+    fn a_database_from_before_per_app_limits_is_brought_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bantam.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE apps (name TEXT PRIMARY KEY, lock TEXT NOT NULL,
+                     variables TEXT NOT NULL, domains TEXT NOT NULL,
+                     deployment INTEGER NOT NULL, created_at TEXT NOT NULL);
+                 INSERT INTO apps VALUES ('old', '{}', '{}', '[]', 1, '2026-01-01T00:00:00Z');",
+            )
+            .unwrap();
+        let store = Store::open(&path).unwrap();
+        let apps = store.apps().unwrap();
+        assert_eq!(apps[0].name, "old");
+        assert_eq!(apps[0].limits, Limits::default(), "no limits of its own");
+        store.save_app(&app("old", 2)).unwrap();
+        assert_eq!(store.apps().unwrap()[0].limits, app("old", 2).limits);
     }
 
     #[cfg(unix)]

@@ -165,8 +165,8 @@ impl HttpComponent {
             ),
         };
         let source = Arc::new(InstanceSource {
-            capacity: Arc::new(tokio::sync::Semaphore::new(engine.max_instances_per_component())),
-            timeout: engine.request_timeout(),
+            capacity: Arc::new(tokio::sync::Semaphore::new(pre.limits.max_instances_per_component)),
+            timeout: pre.limits.request_timeout,
             engine,
             pre,
             proxy_pre,
@@ -182,7 +182,7 @@ impl HttpComponent {
         })
     }
 
-    /// Handle one request, within the engine's request timeout: in a fresh
+    /// Handle one request, within its app's request timeout: in a fresh
     /// instance, or, if the component opted in to reuse, in an instance
     /// kept for `connection`'s requests. The instance's outbound HTTP
     /// requests carry `outbound_headers` (trace context). An `Err` has been

@@ -5,8 +5,8 @@
 //! component's pre-instance and calls its handler -> the response streams
 //! back. [`server`] accepts connections and shuts down gracefully.
 //!
-//! Everything that can be decided once is decided in [`HttpTrigger::new`]
-//! at start-up: routes are parsed and ordered, components are checked for
+//! Everything that can be decided once is decided in
+//! [`HttpTrigger::prepare`] at start-up: routes are parsed and ordered, components are checked for
 //! an HTTP export. The per-request path only matches and instantiates.
 
 pub mod executor;
@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use bantam_app::{App, Executor, Route, RoutePattern};
 use bantam_capabilities::{AppCapabilities, CapabilityError};
-use bantam_engine::{ComponentPre, Engine, EngineError, LogConfig};
+use bantam_engine::{AppLimits, ComponentPre, Engine, EngineError, LogConfig};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -89,40 +89,18 @@ pub struct HttpTrigger {
     app_info: Bytes,
     /// The application's name, for traces.
     app_name: String,
-    max_request_body: u64,
-    max_response_body: u64,
+    /// The app's limits; each component's pre-instance carries them too.
+    limits: AppLimits,
 }
 
 /// The client address a chained request appears to come from, as in Spin.
 const CHAINED_CLIENT: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
-/// The default largest request body a guest is given: 100 MiB.
-pub const DEFAULT_MAX_REQUEST_BODY: u64 = 100 << 20;
-/// The default largest response body a guest may send: 1 GiB.
-pub const DEFAULT_MAX_RESPONSE_BODY: u64 = 1 << 30;
-
-/// The largest bodies a trigger lets through.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyLimits {
-    /// Request bodies: larger declared ones get 413, a streamed one fails
-    /// the guest's read.
-    pub request: u64,
-    /// Response bodies: a larger declared one is answered 500, a streamed
-    /// one is cut off.
-    pub response: u64,
-}
-
-impl Default for BodyLimits {
-    fn default() -> Self {
-        Self { request: DEFAULT_MAX_REQUEST_BODY, response: DEFAULT_MAX_RESPONSE_BODY }
-    }
-}
-
 impl HttpTrigger {
     /// Compile, link and pre-instantiate every component of `app` that a
-    /// route reaches, granting each its capabilities, and build the
-    /// trigger, counting its requests in `metrics`. `on_component` is
+    /// route reaches, granting each its capabilities and holding it to
+    /// `limits`, and build the trigger, counting its requests in `metrics`. `on_component` is
     /// told each component id before it is prepared (compiling a large
     /// one can take seconds). Components no trigger reaches cost nothing
     /// and cannot stop the app.
@@ -131,7 +109,7 @@ impl HttpTrigger {
         app: &App,
         capabilities: &AppCapabilities,
         logs: &LogConfig,
-        limits: BodyLimits,
+        limits: AppLimits,
         metrics: &AppMetrics,
         mut on_component: impl FnMut(&str),
     ) -> Result<Arc<Self>, TriggerError> {
@@ -140,22 +118,20 @@ impl HttpTrigger {
             if app.http_routes.iter().any(|r| r.component == component.id) {
                 let granted = capabilities.for_component(component)?;
                 on_component(&component.id);
-                prepared.push(engine.prepare(component, logs, granted)?);
+                prepared.push(engine.prepare(component, logs, granted, limits)?);
             }
         }
-        let mut trigger = Self::new(engine.clone(), app, prepared, metrics)?;
-        trigger.max_request_body = limits.request;
-        trigger.max_response_body = limits.response;
-        let trigger = Arc::new(trigger);
+        let trigger = Arc::new(Self::new(engine.clone(), app, prepared, limits, metrics)?);
         capabilities.serve_local_requests(trigger.local_handler());
         Ok(trigger)
     }
 
     /// Build the trigger from a loaded app and its prepared components.
-    pub fn new(
+    fn new(
         engine: Arc<Engine>,
         app: &App,
         prepared: Vec<ComponentPre>,
+        limits: AppLimits,
         metrics: &AppMetrics,
     ) -> Result<Self, TriggerError> {
         let mut by_id: HashMap<String, ComponentPre> =
@@ -213,8 +189,7 @@ impl HttpTrigger {
             chained_route,
             app_info: Bytes::from(app_info.to_string()),
             app_name: app.name.clone(),
-            max_request_body: DEFAULT_MAX_REQUEST_BODY,
-            max_response_body: DEFAULT_MAX_RESPONSE_BODY,
+            limits,
         })
     }
 
@@ -338,7 +313,7 @@ impl HttpTrigger {
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        let max = self.max_request_body;
+        let max = self.limits.max_request_body_size;
         let response = if declared.is_some_and(|length| length > max) {
             text(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -394,7 +369,7 @@ impl HttpTrigger {
 impl HttpTrigger {
     /// Hold a guest's response to the response body limit.
     fn limit_response(&self, component: &str, response: Response<WasiBody>) -> Response<WasiBody> {
-        let max = self.max_response_body;
+        let max = self.limits.max_response_body_size;
         let declared = response
             .headers()
             .get(http::header::CONTENT_LENGTH)

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bantam_capabilities::VariableSources;
-use bantam_manifest::units::format_size;
+use bantam_manifest::units::human_size;
 use bantam_platform::DeploySettings;
 use clap::{Args, Subcommand};
 use serde_json::Value;
+
+use super::up::AppLimitArgs;
 
 /// Where the admin API is and how to authenticate.
 #[derive(Debug, Clone, Args)]
@@ -39,8 +41,10 @@ pub struct AdminArgs {
 #[command(after_help = "Examples:\n  \
     bantam deploy --token $TOKEN                         ./spin.toml as its app name\n  \
     bantam deploy -f shop/ --name shop --variable api_key=@key.txt --domain shop.example.com\n  \
-    bantam deploy --from-registry ghcr.io/me/shop:v1 --name shop\n\n\
-    Deploying an existing name updates it with no dropped request.")]
+    bantam deploy --from-registry ghcr.io/me/shop:v1 --name shop\n  \
+    bantam deploy --name shop --request-timeout 5s --max-memory 64MiB\n\n\
+    Deploying an existing name updates it with no dropped request. Variables,\n\
+    domains and limits set before are kept unless given again.")]
 pub struct DeployArgs {
     /// The application: a spin.toml or a directory holding one (default:
     /// spin.toml here or in a parent directory).
@@ -75,6 +79,10 @@ pub struct DeployArgs {
     /// The admin API.
     #[command(flatten)]
     pub admin: AdminArgs,
+    /// The app's own limits; those it never sets are the host's flags.
+    /// Its memory cannot be more than the host's `--max-memory`.
+    #[command(flatten, next_help_heading = "Limits of this app [default: the host's]")]
+    pub limits: AppLimitArgs,
 }
 
 /// `bantam apps ...`.
@@ -90,7 +98,8 @@ pub enum AppsCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Show one app: hosts, routes, variables (never values), history.
+    /// Show one app: hosts, routes, variables (never values), limits,
+    /// history.
     Info {
         /// The app name.
         name: String,
@@ -181,6 +190,7 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let settings = DeploySettings {
         variables: sources.flags.into_iter().collect(),
         domains: (!args.domains.is_empty()).then(|| args.domains.clone()),
+        limits: args.limits.to_table(),
     };
     let (name, body) = match &args.from_registry {
         Some(reference) => {
@@ -212,7 +222,7 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write the bundle to {}", path.display()))?;
         println!(
             "Wrote the bundle of `{name}` ({}) to {}",
-            format_size(body.1.len() as u64),
+            human_size(body.1.len() as u64),
             path.display()
         );
         return Ok(());
@@ -221,7 +231,7 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let size = body.1.len();
     let spinner = crate::terminal::spinner(format!(
         "Deploying `{name}` ({}) to {}",
-        format_size(size as u64),
+        human_size(size as u64),
         admin.base
     ));
     let outcome = admin.call(reqwest::Method::PUT, &format!("/v1/apps/{name}"), Some(body));
@@ -305,7 +315,7 @@ pub fn apps(command: AppsCommand) -> anyhow::Result<()> {
     }
 }
 
-/// URLs, routes and variables of an app as the API returns it.
+/// URLs, routes, variables and limits of an app as the API returns it.
 fn print_app(app: &Value) {
     if let Some(error) = app.get("error").and_then(Value::as_str) {
         println!("  Error: {error}");
@@ -332,6 +342,20 @@ fn print_app(app: &Value) {
                 "  {name}{}: {}",
                 if secret { " (secret)" } else { "" },
                 if set { "set" } else { "default" }
+            );
+        }
+    }
+    let limits = app.get("limits").and_then(Value::as_array).cloned().unwrap_or_default();
+    if !limits.is_empty() {
+        println!("Limits:");
+        for limit in limits {
+            let field = |key| limit.get(key).and_then(Value::as_str).unwrap_or_default();
+            let set = limit.get("set").and_then(Value::as_bool).unwrap_or(false);
+            println!(
+                "  {}: {}{}",
+                field("name"),
+                field("value"),
+                if set { "" } else { " (the host's)" }
             );
         }
     }

@@ -17,7 +17,9 @@ use super::up::{Host, ServingArgs, shutdown_signal};
     bantam serve --admin-token \"$(openssl rand -hex 16)\"\n  \
     bantam serve --listen 0.0.0.0:80 --admin-listen 127.0.0.1:3001 --data-dir /var/lib/bantam\n\n\
     Apps answer on http://<app>.localhost:<port>/ and on the domains their deploy names.\n\
-    Deploy with `bantam deploy`; the dashboard is at the admin address.")]
+    Deploy with `bantam deploy`; the dashboard is at the admin address.\n\
+    The limit flags are every app's defaults: a deploy may set its own, its\n\
+    --max-memory up to the host's (the size of every instance's memory slot).")]
 pub struct ServeArgs {
     /// The public address apps are served on. Port 0 picks a free port.
     #[arg(long, env = "BANTAM_LISTEN", default_value = "127.0.0.1:3000", value_name = "ADDR")]
@@ -66,8 +68,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         PlatformConfig {
             data_dir: data_dir.clone(),
             public_port: public_address.port(),
-            body_limits: host.body_limits(),
-            max_outbound_connections: host.max_outbound_connections(),
+            limits: host.limits(),
             max_log_file_size: args.serving.max_log_file_size,
         },
         host.engine().clone(),

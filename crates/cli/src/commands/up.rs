@@ -12,16 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bantam_capabilities::outbound_http::DEFAULT_MAX_OUTBOUND_CONNECTIONS;
 use bantam_capabilities::runtime_config::Limits;
 use bantam_capabilities::{AppCapabilities, CapabilityConfig, RuntimeConfig, VariableSources};
-use bantam_engine::{Engine, EngineConfig, LogConfig};
+use bantam_engine::{AppLimits, Engine, EngineConfig, LogConfig, size_limit};
 use bantam_manifest::units::{parse_duration, parse_size};
+use bantam_trigger_http::HttpTrigger;
 use bantam_trigger_http::metrics::AppMetrics;
 use bantam_trigger_http::server::{self, Shutdown};
-use bantam_trigger_http::{
-    BodyLimits, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY, HttpTrigger,
-};
 use clap::Args;
 use clap::builder::TypedValueParser;
 
@@ -141,6 +138,20 @@ pub struct ServingArgs {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Limits")]
 pub struct LimitArgs {
+    /// The limits `bantam serve` also takes per app.
+    #[command(flatten)]
+    pub app: AppLimitArgs,
+    /// WebAssembly stack one instance may use; deeper recursion traps:
+    /// 500 [1MiB].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub max_stack_size: Option<u64>,
+}
+
+/// The limit flags an app may have its own of: `bantam up`'s, and
+/// `bantam deploy`'s for one app of `bantam serve` (defaults in
+/// brackets: `bantam up`'s, and those of a host that sets none).
+#[derive(Debug, Clone, Args)]
+pub struct AppLimitArgs {
     /// How long one request may take before it is answered 504 and its
     /// instance stopped, even a guest in a busy loop; 0 for no limit [60s].
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
@@ -149,10 +160,6 @@ pub struct LimitArgs {
     /// fails its request with 500 [256MiB].
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub max_memory: Option<u64>,
-    /// WebAssembly stack one instance may use; deeper recursion traps:
-    /// 500 [1MiB].
-    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
-    pub max_stack_size: Option<u64>,
     /// The largest request body a component is given: larger declared
     /// bodies get 413, a streamed body past it fails the guest's read
     /// [100MiB].
@@ -172,58 +179,41 @@ pub struct LimitArgs {
     pub max_outbound_connections: Option<usize>,
 }
 
-/// The limits in force: flags, then the runtime config, then defaults.
-#[derive(Debug)]
-struct EffectiveLimits {
-    request_timeout: Option<Duration>,
-    max_memory: usize,
-    max_stack_size: usize,
-    max_request_body_size: u64,
-    max_response_body_size: u64,
-    max_instances_per_component: usize,
-    max_outbound_connections: usize,
-}
-
-impl LimitArgs {
-    fn resolve(&self, file: Option<&RuntimeConfig>) -> anyhow::Result<EffectiveLimits> {
-        let flags = Limits {
+impl AppLimitArgs {
+    /// The limits these flags set, as the `[limits]` table would.
+    pub fn to_table(&self) -> Limits {
+        Limits {
             request_timeout: self.request_timeout,
             max_memory: self.max_memory,
-            max_stack_size: self.max_stack_size,
+            max_stack_size: None,
             max_request_body_size: self.max_request_body_size,
             max_response_body_size: self.max_response_body_size,
             max_instances_per_component: self.max_instances_per_component,
             max_outbound_connections: self.max_outbound_connections,
-        };
+        }
+    }
+}
+
+/// The limits in force: flags, then the runtime config, then defaults.
+#[derive(Debug)]
+struct EffectiveLimits {
+    /// The app's (or, for `bantam serve`, every app's default).
+    app: AppLimits,
+    /// The engine's, for every instance.
+    max_stack_size: usize,
+}
+
+impl LimitArgs {
+    fn resolve(&self, file: Option<&RuntimeConfig>) -> anyhow::Result<EffectiveLimits> {
+        let flags = Limits { max_stack_size: self.max_stack_size, ..self.app.to_table() };
         let limits = flags.or(file.map(|f| f.limits.clone()).unwrap_or_default());
-        let bytes = |value: Option<u64>, default: usize, name: &str| match value {
-            None => Ok(default),
-            Some(0) => bail!("--{name} must be more than 0"),
-            Some(n) => usize::try_from(n).with_context(|| format!("--{name} is too large")),
-        };
-        let defaults = EngineConfig::default();
         Ok(EffectiveLimits {
-            request_timeout: match limits.request_timeout {
-                None => defaults.request_timeout,
-                Some(Duration::ZERO) => None,
-                Some(timeout) => Some(timeout),
-            },
-            max_memory: bytes(limits.max_memory, defaults.max_instance_memory, "max-memory")?,
-            max_stack_size: bytes(
+            app: AppLimits::default().with(&limits)?,
+            max_stack_size: size_limit(
                 limits.max_stack_size,
-                defaults.max_stack_size,
+                EngineConfig::default().max_stack_size,
                 "max-stack-size",
             )?,
-            max_request_body_size: limits.max_request_body_size.unwrap_or(DEFAULT_MAX_REQUEST_BODY),
-            max_response_body_size: limits
-                .max_response_body_size
-                .unwrap_or(DEFAULT_MAX_RESPONSE_BODY),
-            max_instances_per_component: limits
-                .max_instances_per_component
-                .unwrap_or(defaults.max_instances_per_component),
-            max_outbound_connections: limits
-                .max_outbound_connections
-                .unwrap_or(DEFAULT_MAX_OUTBOUND_CONNECTIONS),
         })
     }
 }
@@ -322,10 +312,8 @@ impl Host {
                 (Some(dir), false) => Some(dir.clone()),
                 (None, false) => EngineConfig::default_cache_dir(),
             },
-            request_timeout: limits.request_timeout,
-            max_instance_memory: limits.max_memory,
+            max_instance_memory: limits.app.max_memory,
             max_stack_size: limits.max_stack_size,
-            max_instances_per_component: limits.max_instances_per_component,
             ..EngineConfig::default()
         })?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -341,17 +329,10 @@ impl Host {
         &self.engine
     }
 
-    /// The body limits in force.
-    pub fn body_limits(&self) -> BodyLimits {
-        BodyLimits {
-            request: self.limits.max_request_body_size,
-            response: self.limits.max_response_body_size,
-        }
-    }
-
-    /// The most outbound HTTP requests one instance may have in flight.
-    pub fn max_outbound_connections(&self) -> usize {
-        self.limits.max_outbound_connections
+    /// The limits of the app (`bantam up`), or the default limits of
+    /// every app (`bantam serve`).
+    pub fn limits(&self) -> AppLimits {
+        self.limits.app
     }
 
     /// Open the app's capabilities, compile and link its components: a
@@ -373,7 +354,7 @@ impl Host {
         let capabilities = capabilities(
             args,
             runtime_config,
-            &self.limits,
+            &self.limits.app,
             app,
             &self.cwd,
             &self.runtime,
@@ -387,7 +368,7 @@ impl Host {
             app,
             &capabilities,
             &logs,
-            self.body_limits(),
+            self.limits.app,
             &AppMetrics::default(),
             |id| {
                 let next = crate::terminal::spinner(format!("Preparing component `{id}`"));
@@ -455,7 +436,7 @@ pub fn load_runtime_config(args: &UpArgs, cwd: &Path) -> anyhow::Result<Option<R
 fn capabilities(
     args: &UpArgs,
     runtime_config: Option<RuntimeConfig>,
-    limits: &EffectiveLimits,
+    limits: &AppLimits,
     app: &bantam_app::App,
     cwd: &Path,
     runtime: &tokio::runtime::Runtime,

@@ -1,6 +1,7 @@
 //! End-to-end tests of `bantam`: real guests built from source, served by
 //! the real binary over HTTP on a free loopback port.
 
+mod browser;
 mod services;
 mod support;
 

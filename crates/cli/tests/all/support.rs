@@ -292,7 +292,8 @@ pub async fn get(url: &str) -> (u16, String) {
     (status, response.text().await.unwrap())
 }
 
-/// A GET request answered with the probe's JSON echo.
+/// A GET request answered 200 with JSON (such as the probe's echo): the
+/// value.
 pub async fn get_json(url: &str) -> serde_json::Value {
     let (status, body) = get(url).await;
     assert_eq!(status, 200, "GET {url}: {body}");

@@ -98,6 +98,22 @@ allowed_outbound_hosts = ["http://127.0.0.1:{port}"]
     // Spans are batched; shutting down sends them.
     bantam.terminate();
     assert_eq!(bantam.wait(std::time::Duration::from_secs(15)), Some(0));
+    let spans = exported_spans(&seen, "traced-test");
+    let span = spans
+        .iter()
+        .find(|s| s["spanId"].as_str() == Some(server_span.as_str()))
+        .unwrap_or_else(|| panic!("no span {server_span} in {spans:#?}"));
+    assert_eq!(span["traceId"], TRACE_ID);
+    assert_eq!(span["parentSpanId"], CALLER_SPAN);
+    assert_eq!(span["name"], "GET /api/...");
+    assert_eq!(attribute(span, "bantam.component").unwrap()["stringValue"], "caps");
+    let status = attribute(span, "http.response.status_code").unwrap()["intValue"].clone();
+    assert!(status == 200 || status == "200", "{status}");
+}
+
+/// The spans the recorder received as OTLP JSON, each resource checked to
+/// be `service`.
+fn exported_spans(seen: &Seen, service: &str) -> Vec<serde_json::Value> {
     let exported: Vec<String> = seen
         .lock()
         .unwrap()
@@ -106,42 +122,65 @@ allowed_outbound_hosts = ["http://127.0.0.1:{port}"]
         .map(|(.., body)| body.clone())
         .collect();
     assert!(!exported.is_empty(), "no spans were exported; {:?}", seen.lock().unwrap());
-    let spans: Vec<serde_json::Value> = exported
+    exported
         .iter()
         .flat_map(|body| {
             let export: serde_json::Value = serde_json::from_str(body).unwrap();
             let mut spans = Vec::new();
             for resource in export["resourceSpans"].as_array().into_iter().flatten() {
-                let service = resource["resource"]["attributes"]
+                let name = resource["resource"]["attributes"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .find(|a| a["key"] == "service.name")
                     .map(|a| a["value"]["stringValue"].clone());
-                assert_eq!(service, Some("traced-test".into()), "{body}");
+                assert_eq!(name, Some(service.into()), "{body}");
                 for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
                     spans.extend(scope["spans"].as_array().into_iter().flatten().cloned());
                 }
             }
             spans
         })
-        .collect();
-    let span = spans
+        .collect()
+}
+
+/// The value of attribute `key` of `span`.
+fn attribute(span: &serde_json::Value, key: &str) -> Option<serde_json::Value> {
+    span["attributes"].as_array()?.iter().find(|a| a["key"] == key).map(|a| a["value"].clone())
+}
+
+/// On `bantam serve`, each span names the app as the host knows it: two
+/// apps deployed from one manifest are told apart.
+#[tokio::test(flavor = "multi_thread")]
+async fn platform_spans_name_the_app_as_deployed() {
+    let (port, seen) = recorder().await;
+    let app = TestApp::single("probe", r#"source = "{p3}""#);
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let endpoint = format!("http://127.0.0.1:{port}/collector");
+    let mut host = crate::platform::Host::start_with(
+        &data,
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_SERVICE_NAME", "platform-test"),
+        ],
+    );
+    for name in ["one", "two"] {
+        host.deploy(app.path(), &["--name", name]);
+        let host_name = format!("{name}.localhost");
+        assert_eq!(host.get(&host_name, "/?status=201").await.0, 201);
+        let (_, info) = host.get(&host_name, "/.well-known/spin/info").await;
+        let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+        assert_eq!(info["name"], name);
+    }
+    host.bantam.terminate();
+    assert_eq!(host.bantam.wait(std::time::Duration::from_secs(15)), Some(0));
+    let mut apps: Vec<String> = exported_spans(&seen, "platform-test")
         .iter()
-        .find(|s| s["spanId"].as_str() == Some(server_span.as_str()))
-        .unwrap_or_else(|| panic!("no span {server_span} in {spans:#?}"));
-    assert_eq!(span["traceId"], TRACE_ID);
-    assert_eq!(span["parentSpanId"], CALLER_SPAN);
-    assert_eq!(span["name"], "GET /api/...");
-    let attribute = |key: &str| {
-        span["attributes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["key"] == key)
-            .map(|a| a["value"].clone())
-    };
-    assert_eq!(attribute("bantam.component").unwrap()["stringValue"], "caps");
-    let status = attribute("http.response.status_code").unwrap()["intValue"].clone();
-    assert!(status == 200 || status == "200", "{status}");
+        .filter_map(|span| Some(attribute(span, "bantam.app")?["stringValue"].as_str()?.to_owned()))
+        .collect();
+    apps.sort();
+    assert_eq!(apps, ["one", "two"]);
 }
