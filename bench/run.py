@@ -6,10 +6,12 @@
 
 It measures, with a load generator in a separate process on loopback:
   * hello-world throughput and latency through `bantam up` (a wasi:http 0.3
-    spin-sdk 7 guest, a 0.2 spin-sdk 5.2 guest and a plain 0.2 guest), next
-    to a native hyper server (the ceiling) and `wasmtime serve` of the same
-    wasmtime version on the same component;
-  * p99 latency at half of the peak rate (oha's fixed-rate mode);
+    spin-sdk 7 guest, a 0.2 spin-sdk 5.2 guest and a plain 0.2 guest, each
+    with a fresh instance per request, then with the per-connection
+    instance reuse a component can opt in to), next to a native hyper
+    server (the ceiling) and `wasmtime serve` of the same wasmtime version
+    on the same component;
+  * p99 latency at half of each server's peak rate (oha's fixed-rate mode);
   * per-request instantiation inside the engine, and memory per instance;
   * start-up to the first 200, with a cold and a warm compile cache, and the
     first request to a large (componentize-py) component;
@@ -195,8 +197,11 @@ def main():
     target = ROOT / "target" / profile
     bantam, native, instantiate = target / "bantam", target / "native-hello", target / "instantiate"
     guests = ROOT / "tests/guests/target/wasm32-wasip2/release"
+    # Hello world in each shape: what `bantam new -t http-rust` makes
+    # (spin-sdk 7, wasi:http 0.3), the same with spin-sdk 5.2 (wasi:http
+    # 0.2), and a plain wasi:http 0.2 component without an SDK.
     p3, p2, plain, caps = (guests / f"{n}.wasm" for n in
-                           ("http_p3_probe", "http_p2_probe", "wasi_http_plain", "capabilities_p3"))
+                           ("hello_p3", "hello_p2", "wasi_http_plain", "capabilities_p3"))
 
     wasmtime = oha = None
     if args.smoke:
@@ -214,6 +219,18 @@ def main():
                       [str(bantam), "up", "-f", str(app), "--listen", "127.0.0.1:{port}", "-q",
                        "-L", "", "--cache-dir", str(compile_cache), *extra], path, env=env)
 
+    def reusing(guest):
+        """An app of `guest` that opts in to instance reuse (per client
+        connection), up to 128 requests per instance as `wasmtime serve`
+        and Spin reuse wasi:http 0.3 instances by default."""
+        app = work / f"reuse-{guest.stem}"
+        app.mkdir(exist_ok=True)
+        (app / "spin.toml").write_text(
+            'spin_manifest_version = 2\n[application]\nname = "reuse"\n[[trigger.http]]\n'
+            f'route = "/..."\ncomponent = "hello"\n[component.hello]\nsource = "{guest}"\n'
+            '[component.hello.tool.bantam]\ninstance_reuse = { max_requests = 128 }\n')
+        return app
+
     report = []
     out = report.append
     out(f"## Results ({'smoke' if args.smoke else 'full'} run)\n")
@@ -229,9 +246,9 @@ def main():
         rows.append(("native hyper", "-", throughput(s, args)))
     native_rps = rows[0][2]["rps"]
     guests_under_test = ((plain, "plain wasi:http 0.2", "/"),
-                         (p3, "spin-sdk 7 (wasi:http 0.3)", "/?status=200"),
-                         (p2, "spin-sdk 5.2 (wasi:http 0.2)", "/?status=200"))
-    wasmtime_rps = {}
+                         (p3, "spin-sdk 7 (wasi:http 0.3)", "/"),
+                         (p2, "spin-sdk 5.2 (wasi:http 0.2)", "/"))
+    wasmtime_rps, wasmtime_reuse_rps = {}, {}
     if wasmtime:
         for guest, label, path in guests_under_test:
             # Like for like: a fresh instance per request, as Bantam makes.
@@ -252,15 +269,22 @@ def main():
                     log(f"wasmtime serve cannot run {guest.name}: {error}")
                     continue
                 rows.append((f"wasmtime serve {WASMTIME_VERSION}{suffix}", label, r))
-                if not suffix:
-                    wasmtime_rps[label] = r["rps"]
+                (wasmtime_reuse_rps if suffix else wasmtime_rps)[label] = r["rps"]
+    bantam_rps = {}
     for guest, label, path in guests_under_test:
         with bantam_up(guest, path) as s:
             rows.append(("bantam up", label, throughput(s, args)))
-        if guest == p3:
-            bantam_p3_rps = rows[-1][2]["rps"]
+        bantam_rps[guest] = rows[-1][2]["rps"]
+    for guest, label, path in guests_under_test:
+        with bantam_up(reusing(guest), path) as s:
+            rows.append(("bantam up (opt-in: instance reuse per connection)", label,
+                         throughput(s, args)))
     for server, guest, r in rows:
-        baseline = wasmtime_rps.get(guest) if server == "bantam up" else None
+        # Like with like: fresh instances against fresh instances, reuse
+        # against `wasmtime serve`'s own reuse.
+        baseline = {"bantam up": wasmtime_rps}.get(server, {}).get(guest)
+        if "reuse" in server:
+            baseline = wasmtime_reuse_rps.get(guest)
         vs_wasmtime = f"{r['rps'] / baseline:.2f}x" if baseline else "-"
         out(f"| {server} | {guest} | {fmt_rps(r)} | {r['p50']:.2f} | {r['p99']:.2f} | "
             f"{r['p999']:.2f} | {r['cpu_us']:.0f} | {r['rps'] / native_rps:.2f}x | {vs_wasmtime} |")
@@ -271,10 +295,12 @@ def main():
         out("### Latency at half of peak throughput\n")
         out("| Server | Rate (req/s) | Achieved | p99 ms |")
         out("|---|---|---|---|")
-        for name, peak, make in (
-            ("native hyper", native_rps, lambda: Server("native", [str(native), "127.0.0.1:{port}"], "/")),
-            ("bantam up, spin-sdk 7", bantam_p3_rps, lambda: bantam_up(p3, "/?status=200")),
-        ):
+        servers = [("native hyper", native_rps,
+                    lambda: Server("native", [str(native), "127.0.0.1:{port}"], "/"))]
+        for guest, label, path in guests_under_test:
+            servers.append((f"bantam up, {label}", bantam_rps[guest],
+                            lambda guest=guest, path=path: bantam_up(guest, path)))
+        for name, peak, make in servers:
             with make() as s:
                 p99, achieved = oha_p99_at_rate(oha, s.url, peak / 2, max(args.duration, 2))
                 out(f"| {name} | {peak / 2:,.0f} | {achieved:,.0f} | {p99:.2f} |")
@@ -300,8 +326,8 @@ def main():
     out("|---|---|---|")
     shutil.rmtree(compile_cache, ignore_errors=True)
     for cache_state in ("cold", "warm"):
-        with bantam_up(p3, "/?status=200") as s:
-            out(f"| spin-sdk 7 probe ({p3.stat().st_size // 1024} KiB) | {cache_state} | {s.startup:.3f} |")
+        with bantam_up(p3, "/") as s:
+            out(f"| spin-sdk 7 hello ({p3.stat().st_size // 1024} KiB) | {cache_state} | {s.startup:.3f} |")
     py_app = python_app(work, cache) if not args.smoke else None
     if py_app:
         wasm = py_app / "app.wasm"
@@ -331,11 +357,11 @@ def main():
     out("")
 
     # 6. Scaling.
-    out("### Scaling (spin-sdk 7 guest)\n")
+    out("### Scaling (spin-sdk 7 hello)\n")
     out("| Serving threads (--threads) | Connections | Requests/s | p99 ms | Peak RSS MiB |")
     out("|---|---|---|---|---|")
     for workers, connections in ((1, 64), (2, 64), (2, 256), (2, 1024)):
-        with bantam_up(p3, "/?status=200", "--threads", str(workers)) as s:
+        with bantam_up(p3, "/", "--threads", str(workers)) as s:
             r = throughput(s, args, connections=connections)
             out(f"| {workers} | {connections} | {fmt_rps(r)} | {r['p99']:.2f} | {s.peak_rss_mib():.0f} |")
     out("")
