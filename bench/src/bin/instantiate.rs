@@ -8,6 +8,11 @@ use std::time::{Duration, Instant};
 
 use bantam_engine::{Engine, EngineConfig, LogConfig};
 
+/// The allocator the `bantam` binary uses, so that the comparison is of
+/// the work done, not of the allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let path = std::path::PathBuf::from(args.next().expect("a component path"));

@@ -14,6 +14,11 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
+/// The allocator the `bantam` binary uses, so that the comparison is of
+/// the work done, not of the allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let addr: std::net::SocketAddr = args.next().unwrap_or("127.0.0.1:0".into()).parse()?;
