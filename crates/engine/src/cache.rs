@@ -1,10 +1,11 @@
 //! The compile cache: precompiled components on disk, keyed by content.
 //!
 //! Compiling a component with Cranelift takes from tens of milliseconds to
-//! seconds; loading a precompiled one is a memory map. The key is a SHA-256
-//! of the component bytes together with wasmtime's compatibility hash of the
-//! engine settings, so a change of wasmtime version or engine configuration
-//! never loads stale code. Entries are written to a temporary file and
+//! seconds; loading a precompiled one is a memory map. The key is the
+//! SHA-256 of the component bytes (which the engine computes once, for
+//! sharing compiled code too) together with wasmtime's compatibility hash
+//! of the engine settings, so a change of wasmtime version or engine
+//! configuration never loads stale code. Entries are written to a temporary file and
 //! renamed into place, so concurrent `bantam up`s never see half a file.
 
 use std::hash::Hasher;
@@ -25,14 +26,16 @@ impl CompileCache {
         Self { dir }
     }
 
-    /// The component for `bytes`: from the cache when present and usable,
-    /// otherwise compiled and stored. Returns whether it came from the cache.
+    /// The component for `bytes`, whose SHA-256 is `digest`: from the
+    /// cache when present and usable, otherwise compiled and stored.
+    /// Returns whether it came from the cache.
     pub fn load_or_compile(
         &self,
         engine: &wasmtime::Engine,
+        digest: &[u8; 32],
         bytes: &[u8],
     ) -> wasmtime::Result<(Component, bool)> {
-        let path = self.dir.join(format!("{}.cwasm", cache_key(engine, bytes)));
+        let path = self.dir.join(format!("{}.cwasm", cache_key(engine, digest)));
         if path.is_file() {
             match load(engine, &path) {
                 Ok(component) => return Ok((component, true)),
@@ -71,8 +74,10 @@ fn load(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Component> {
     unsafe { Component::deserialize_file(engine, path) }
 }
 
-/// SHA-256 over the component bytes and the engine's compatibility hash.
-fn cache_key(engine: &wasmtime::Engine, bytes: &[u8]) -> String {
+/// SHA-256 over the engine's compatibility hash and the digest of the
+/// component bytes (hashing the bytes again would cost a large component,
+/// a 20 MiB Python app say, tens of milliseconds at every start).
+fn cache_key(engine: &wasmtime::Engine, digest: &[u8; 32]) -> String {
     struct ShaHasher(Sha256);
     impl Hasher for ShaHasher {
         fn finish(&self) -> u64 {
@@ -84,6 +89,6 @@ fn cache_key(engine: &wasmtime::Engine, bytes: &[u8]) -> String {
     }
     let mut hasher = ShaHasher(Sha256::new());
     std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
-    hasher.0.update(bytes);
+    hasher.0.update(digest);
     hex::encode(hasher.0.finalize())
 }

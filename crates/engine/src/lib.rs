@@ -276,7 +276,7 @@ impl Engine {
         // deploying the same new bytes at once may both compile; the
         // second copy simply replaces the first in the map.
         let (component, from_cache) = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, bytes)?,
+            Some(cache) => cache.load_or_compile(&self.engine, &key, bytes)?,
             None => (Component::new(&self.engine, bytes)?, false),
         };
         let component = Arc::new(component);
