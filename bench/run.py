@@ -14,7 +14,7 @@ It measures, with a load generator in a separate process on loopback:
   * p99 latency at half of each server's peak rate (oha's fixed-rate mode);
   * per-request instantiation inside the engine, and memory per instance;
   * start-up to the first 200, with a cold and a warm compile cache, and the
-    first request to a large (componentize-py) component;
+    first request to large (componentize-js, componentize-py) components;
   * key-value set/get through a guest against the embedded store, next to
     native rusqlite doing the same statements;
   * throughput with 1 and 2 worker threads, and peak memory as concurrency
@@ -328,14 +328,17 @@ def main():
     for cache_state in ("cold", "warm"):
         with bantam_up(p3, "/") as s:
             out(f"| spin-sdk 7 hello ({p3.stat().st_size // 1024} KiB) | {cache_state} | {s.startup:.3f} |")
-    py_app = python_app(work, cache) if not args.smoke else None
-    if py_app:
-        wasm = py_app / "app.wasm"
+    # Large components, as the official JavaScript and Python toolchains
+    # make them (several MiB of interpreter and runtime).
+    for label, make in (("componentize-js", js_app), ("componentize-py", python_app)):
+        large = make(cache) if not args.smoke else None
+        if large is None:
+            out(f"| {label} app | | skipped ({'smoke run' if args.smoke else 'toolchain missing'}) |")
+            continue
+        app, wasm = large
         for cache_state in ("cold", "warm"):
-            with bantam_up(py_app, "/") as s:
-                out(f"| componentize-py app ({wasm.stat().st_size // (1 << 20)} MiB) | {cache_state} | {s.startup:.3f} |")
-    else:
-        out("| componentize-py app | | skipped (smoke run) |")
+            with bantam_up(app, "/") as s:
+                out(f"| {label} app ({wasm.stat().st_size / (1 << 20):.0f} MiB) | {cache_state} | {s.startup:.3f} |")
     out("")
 
     # 5. Key-value.
@@ -370,10 +373,12 @@ def main():
     print("\n".join(report))
 
 
-def python_app(work, cache):
-    """A componentize-py app from the http-py template, built once in the cache."""
+def python_app(cache):
+    """A componentize-py app from the http-py template, built once in the
+    cache: (app directory, component)."""
     app = cache / "py-app"
-    if not (app / "app.wasm").exists():
+    wasm = app / "app.wasm"
+    if not wasm.exists():
         shutil.rmtree(app, ignore_errors=True)
         bantam = ROOT / "target/release/bantam"
         run([str(bantam), "new", "-t", "http-py", "py-app", "-a", "-o", str(app)], cwd=cache)
@@ -381,7 +386,23 @@ def python_app(work, cache):
         run([str(app / ".venv/bin/pip"), "install", "-q", "-r", "requirements.txt"], cwd=app)
         env = {**os.environ, "PATH": f"{app / '.venv/bin'}:{os.environ['PATH']}"}
         run([str(bantam), "build"], cwd=app, env=env)
-    return app
+    return app, wasm
+
+
+def js_app(cache):
+    """A componentize-js app from the http-js template (its build runs npm),
+    built once in the cache: (app directory, component), or None without
+    npm."""
+    if not shutil.which("npm"):
+        return None
+    app = cache / "js-app"
+    wasm = app / "dist/js-app.wasm"
+    if not wasm.exists():
+        shutil.rmtree(app, ignore_errors=True)
+        bantam = ROOT / "target/release/bantam"
+        run([str(bantam), "new", "-t", "http-js", "js-app", "-a", "-o", str(app)], cwd=cache)
+        run([str(bantam), "build"], cwd=app)
+    return app, wasm
 
 
 if __name__ == "__main__":
