@@ -1,11 +1,25 @@
 //! The probe on `wasi:http/handler@0.3.0`, built with the Rust spin-sdk 7.
+//!
+//! Besides the shared behaviours (`probe-logic`), some of this SDK's own:
+//!
+//! - `stream=N`: 200 with N bytes of `x`, made 64 KiB at a time as the
+//!   host takes them (the guest never holds more than one chunk).
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
 use spin_sdk::http::body::IncomingBodyExt;
-use spin_sdk::http::{IntoResponse, Request};
+use spin_sdk::http::{BoxBody, IntoResponse, Request, box_body};
 use spin_sdk::http_service;
 
 #[http_service]
 async fn handle(request: Request) -> impl IntoResponse {
+    let query = request.uri().query().unwrap_or("");
+    if let Some(length) = query.strip_prefix("stream=") {
+        let body = Stream { left: length.parse().unwrap_or(0) };
+        return spin_sdk::http::Response::builder().status(200).body(box_body(body)).unwrap();
+    }
     let method = request.method().to_string();
     let uri = request.uri().to_string();
     let headers = request
@@ -17,9 +31,40 @@ async fn handle(request: Request) -> impl IntoResponse {
         .collect();
     let body = request.into_body().bytes().await.unwrap_or_default().to_vec();
     let response = probe_logic::handle("spin-sdk-7", &method, &uri, headers, body);
+    respond(response.status, response.content_type, response.body)
+}
+
+fn respond(
+    status: u16,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> spin_sdk::http::Response<BoxBody> {
     spin_sdk::http::Response::builder()
-        .status(response.status)
-        .header("content-type", response.content_type)
-        .body(spin_sdk::http::FullBody::new(bytes::Bytes::from(response.body)))
+        .status(status)
+        .header("content-type", content_type)
+        .body(box_body(spin_sdk::http::FullBody::new(body.into())))
         .unwrap()
+}
+
+/// A body of `left` more bytes of `x`, a chunk each time it is polled.
+struct Stream {
+    left: usize,
+}
+
+impl http_body::Body for Stream {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        static CHUNK: [u8; 64 << 10] = [b'x'; 64 << 10];
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let length = self.left.min(CHUNK.len());
+        self.left -= length;
+        Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(&CHUNK[..length])))))
+    }
 }
