@@ -272,6 +272,41 @@ async fn huge_responses_are_cut_off_without_starving_the_neighbour() {
     assert!(output.contains("component `hostile` streamed more than 1048576 bytes"), "{output}");
 }
 
+/// A guest's work after its response (a task it spawned) stops with the
+/// response: computing after each answer cannot pile up beside the
+/// neighbour, and waiting after it holds no instance.
+#[tokio::test]
+async fn work_after_the_response_stops_with_it() {
+    let app = TestApp::new(APP);
+    let bantam = app.up(&[]);
+    let (during, answers) =
+        measure("work after the response", &bantam, "after=loop", cores()).await;
+    assert!(!answers.is_empty());
+    for answer in answers {
+        assert_eq!(answer, (200, "answered".to_string()));
+    }
+    assert!(during < RESPONSIVE, "neighbour median {during:?}");
+
+    // More guests waiting after their answer than the instance pool holds
+    // (1,000): were they kept, the pool would be full.
+    let waiters: Vec<_> = (0..4)
+        .map(|_| {
+            let url = bantam.url("/hostile?after=park");
+            tokio::spawn(async move {
+                let client = fresh_connections();
+                for _ in 0..300 {
+                    assert_eq!(hostile_get(&client, &url).await, (200, "answered".to_string()));
+                }
+            })
+        })
+        .collect();
+    for waiter in waiters {
+        waiter.await.unwrap();
+    }
+    let (status, _) = get(&bantam.url("/healthy?status=200")).await;
+    assert_eq!(status, 200, "the instance pool has room");
+}
+
 #[tokio::test]
 async fn a_guest_hoarding_host_resources_hits_its_table_limit() {
     let app = TestApp::new(

@@ -3,7 +3,10 @@
 //! Besides the shared behaviours (`probe-logic`), some of this SDK's own:
 //!
 //! - `stream=N`: 200 with N bytes of `x`, made 64 KiB at a time as the
-//!   host takes them (the guest never holds more than one chunk).
+//!   host takes them (the guest never holds more than one chunk);
+//! - `after=loop`: answers 200 `answered`, then computes forever (a task
+//!   spawned by the handler, working after the response);
+//! - `after=park`: answers 200 `answered`, then waits for an hour.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,6 +15,7 @@ use bytes::Bytes;
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{BoxBody, IntoResponse, Request, box_body};
 use spin_sdk::http_service;
+use spin_sdk::wasip3::clocks::monotonic_clock;
 
 #[http_service]
 async fn handle(request: Request) -> impl IntoResponse {
@@ -19,6 +23,21 @@ async fn handle(request: Request) -> impl IntoResponse {
     if let Some(length) = query.strip_prefix("stream=") {
         let body = Stream { left: length.parse().unwrap_or(0) };
         return spin_sdk::http::Response::builder().status(200).body(box_body(body)).unwrap();
+    }
+    if let Some(after) = query.strip_prefix("after=") {
+        let loops = after == "loop";
+        spin_sdk::wasip3::spawn(async move {
+            // Let the SDK send the response first.
+            monotonic_clock::wait_for(10_000_000).await;
+            if loops {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            monotonic_clock::wait_for(3_600_000_000_000).await;
+        });
+        return respond(200, "text/plain", "answered");
     }
     let method = request.method().to_string();
     let uri = request.uri().to_string();
