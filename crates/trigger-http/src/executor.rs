@@ -6,13 +6,15 @@
 //! reads which from the component's type. Requests are dispatched through
 //! wasmtime-wasi-http's `ProxyHandler`, which drives the instance until its
 //! response body is complete; our [`Instances`] tell it to make a fresh
-//! store and instance for every request and never reuse one.
+//! store and instance for every request, never reuse one, and stop it as
+//! soon as its request lets go of it (see [`claim`](crate::claim)).
 //!
 //! A component whose manifest opts in (`[component.<id>.tool.bantam]
 //! instance_reuse`) has its instances serve several requests, but only of
 //! one [`ClientConnection`]: each connection gets its own pool of
-//! instances, which end when it closes or after the idle timeout. Each
-//! request in a reused instance gets the full request timeout.
+//! instances, which end when it closes or after the idle timeout, or when
+//! the guest works on while no request holds the instance. Each request in
+//! a reused instance gets the full request timeout.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::claim::{self, Claim, Claimed, Closed, Expiry, Holds, Idle, LetGo};
 use crate::metrics::{ComponentMetrics, InFlight};
 use bantam_engine::{ComponentPre, Engine, HostState};
 use bantam_manifest::InstanceReuse;
@@ -29,7 +32,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::{Store, StoreContextMut};
 use wasmtime_wasi_http::handler::{
     HandlerState, Instance, InstantiationError, ProxyHandler, ProxyPre, ShouldAccept,
-    TrapOrPanicError, WorkerExpiration, WorkerState, WorkerStatus,
+    TrapOrPanicError, WorkerState,
 };
 
 /// Which HTTP interface a component exports.
@@ -203,11 +206,15 @@ impl HttpComponent {
             }
             _ => &self.single_use,
         };
-        let handled = instances.handle(outbound_headers, request);
+        // Dropped on every way out: a timeout, a client gone before the
+        // response, or the end of the response body.
+        let (claim, claimed) = claim::new();
+        let handled = instances.handle((outbound_headers, claimed), request);
         let timeout = self.source.timeout;
         let result = match timeout {
-            // The instance itself is interrupted by its epoch deadline just
-            // after this fires (see `Engine::new_store`).
+            // Returning drops the claim, which stops the instance (or, if it
+            // holds the store, its epoch deadline interrupts it just after
+            // this fires, see `Engine::new_store`).
             Some(timeout) => match tokio::time::timeout(timeout, handled).await {
                 Ok(result) => result,
                 Err(_) => {
@@ -221,7 +228,10 @@ impl HttpComponent {
             None => handled.await,
         };
         let result = result.map(|response| {
-            response.map(|body| InFlightBody { body, _alive: alive }.boxed_unsync())
+            response.map(|body| {
+                let claim = claim.answered();
+                InFlightBody { body, _alive: alive, _claim: claim }.boxed_unsync()
+            })
         });
         result.map_err(|error| {
             // On a busy machine the instance's epoch deadline can interrupt
@@ -233,8 +243,7 @@ impl HttpComponent {
                 );
                 return HandleError::TimedOut;
             }
-            if let Some(failed) =
-                error.downcast_ref::<InstantiationError<Option<http::HeaderMap>>>()
+            if let Some(failed) = error.downcast_ref::<InstantiationError<RequestData>>()
                 && failed.error.is::<AtCapacity>()
             {
                 tracing::warn!(
@@ -258,7 +267,7 @@ impl HttpComponent {
 
 /// One client connection, as far as instances care: the instances that
 /// components with `instance_reuse` keep for its requests, and only its.
-/// They go when the connection does (see [`Idle`]), so no instance ever
+/// They go when the connection does (see [`Closed`]), so no instance ever
 /// serves two clients' requests.
 pub struct ClientConnection {
     /// The client's address.
@@ -304,24 +313,6 @@ impl Drop for ClientConnection {
     }
 }
 
-/// Set when a client connection is gone: its idle instances end at once.
-#[derive(Default)]
-struct Closed {
-    flag: std::sync::atomic::AtomicBool,
-    notify: Arc<tokio::sync::Notify>,
-}
-
-impl Closed {
-    fn close(&self) {
-        self.flag.store(true, std::sync::atomic::Ordering::Release);
-        self.notify.notify_waiters();
-    }
-
-    fn is_closed(&self) -> bool {
-        self.flag.load(std::sync::atomic::Ordering::Acquire)
-    }
-}
-
 /// What every instance of one component is made from.
 struct InstanceSource {
     engine: Arc<Engine>,
@@ -357,10 +348,10 @@ impl Instances {
 
 impl HandlerState for Instances {
     type StoreData = HostState;
-    type WorkerExpiration = Idle;
+    type WorkerExpiration = Expiry;
     type WorkerState = Worker;
 
-    async fn instantiate(&self) -> wasmtime::Result<Instance<HostState, Idle, Worker>> {
+    async fn instantiate(&self) -> wasmtime::Result<Instance<HostState, Expiry, Worker>> {
         let source = &self.source;
         let Ok(permit) = Arc::clone(&source.capacity).try_acquire_owned() else {
             return Err(AtCapacity.into());
@@ -371,13 +362,19 @@ impl HandlerState for Instances {
         let elapsed = started.elapsed();
         source.metrics.instantiation.observe(elapsed);
         tracing::trace!(component = %source.pre.id, ?elapsed, "instantiated");
+        let idle = self
+            .reuse
+            .zip(self.closed.clone())
+            .map(|(reuse, closed)| Idle { timeout: reuse.idle_timeout, closed });
+        let (expiration, holds) = Expiry::new(idle);
         Ok(Instance {
             store,
             proxy,
             view: wasmtime_wasi_http::WasiHttpView::http,
-            expiration: Idle::new(self.reuse, self.closed.clone()),
+            expiration,
             state: Worker {
                 component: source.pre.id.clone(),
+                holds,
                 max_requests: self.reuse.map_or(1, |reuse| reuse.max_requests as usize),
                 max_concurrent: self.reuse.map_or(1, |reuse| reuse.max_concurrent as usize),
                 _permit: permit,
@@ -386,60 +383,15 @@ impl HandlerState for Instances {
     }
 }
 
-/// When a reused instance ends while it waits for its connection's next
-/// request: after the idle timeout, or at once when the connection closes.
-/// Deadlines of requests are the limits' business (epoch interruption).
-struct Idle {
-    idle_timeout: Option<std::time::Duration>,
-    closed: Option<Arc<Closed>>,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    close: Option<Pin<Box<tokio::sync::futures::OwnedNotified>>>,
-}
+/// Headers for an instance's outbound requests (trace context), and the
+/// request's claim on the instance.
+type RequestData = (Option<http::HeaderMap>, Claimed);
 
-impl Idle {
-    fn new(reuse: Option<InstanceReuse>, closed: Option<Arc<Closed>>) -> Self {
-        Self {
-            idle_timeout: reuse.map(|reuse| reuse.idle_timeout),
-            closed,
-            timer: None,
-            close: None,
-        }
-    }
-}
-
-impl WorkerExpiration for Idle {
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        status: WorkerStatus,
-        since: Instant,
-    ) -> Poll<()> {
-        let Some(idle_timeout) = self.idle_timeout else { return Poll::Pending };
-        if status != WorkerStatus::Idle {
-            return Poll::Pending;
-        }
-        if let Some(closed) = self.closed.clone() {
-            // Registered before the flag is read, so a close in between
-            // still wakes this worker.
-            let close =
-                self.close.get_or_insert_with(|| Box::pin(closed.notify.clone().notified_owned()));
-            if close.as_mut().poll(cx).is_ready() || closed.is_closed() {
-                return Poll::Ready(());
-            }
-        }
-        let expires = tokio::time::Instant::from_std(since + idle_timeout);
-        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(expires)));
-        if timer.deadline() != expires {
-            timer.as_mut().reset(expires);
-        }
-        timer.as_mut().poll(cx)
-    }
-}
-
-/// The state of one instance: how many requests it may still take, and
-/// its place under the component's instance limit.
+/// The state of one instance: how many requests it may still take, which
+/// hold it, and its place under the component's instance limit.
 struct Worker {
     component: String,
+    holds: Holds,
     max_requests: usize,
     max_concurrent: usize,
     _permit: tokio::sync::OwnedSemaphorePermit,
@@ -447,8 +399,7 @@ struct Worker {
 
 impl WorkerState for Worker {
     type StoreData = HostState;
-    /// Headers for the instance's outbound requests (trace context).
-    type RequestData = Option<http::HeaderMap>;
+    type RequestData = RequestData;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
         if total >= self.max_requests {
@@ -463,33 +414,46 @@ impl WorkerState for Worker {
     fn on_request_start(
         &self,
         mut store: StoreContextMut<'_, HostState>,
-        outbound_headers: Option<http::HeaderMap>,
+        (outbound_headers, claimed): RequestData,
         _task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>> {
         store.data_mut().begin_request(outbound_headers);
+        self.holds.take(claimed);
         Box::pin(std::future::pending())
     }
 
     fn drop(&self, store: Store<HostState>, result: wasmtime::Result<()>) {
         // A trap inside the instance's event loop ends the worker: this is
         // where its cause arrives (the request only learns that the worker
-        // died, see `HttpComponent::handle`).
-        if let Err(error) = result {
-            tracing::error!(
+        // died, see `HttpComponent::handle`). An instance stopped because no
+        // request holds it ends with an error too, but nothing failed; nor
+        // did anything when a request already gave up (its timeout is
+        // logged by `HttpComponent::handle`) and the instance is then
+        // interrupted at its deadline.
+        match (result, self.holds.let_go()) {
+            (Ok(()), _) => {}
+            (Err(_), Some(LetGo::RequestGivenUp)) => tracing::debug!(
+                "component `{}`: instance stopped, its request given up before the response",
+                self.component
+            ),
+            // Work after the responses, cut short.
+            (Err(_), Some(LetGo::ResponsesDone)) if self.holds.stopped() => {}
+            (Err(error), _) => tracing::error!(
                 "component `{}` failed: {}",
                 self.component,
                 bantam_engine::describe(&error)
-            );
+            ),
         }
         drop(store);
     }
 }
 
-/// A response body that keeps its request in the in-flight count until
-/// the body is done or dropped.
+/// A response body that keeps its request in the in-flight count, and
+/// its claim on the instance, until the body is done or dropped.
 struct InFlightBody {
     body: wasmtime_wasi_http::WasiBody,
     _alive: InFlight,
+    _claim: Claim,
 }
 
 impl http_body::Body for InFlightBody {

@@ -9,6 +9,7 @@
 //! [`HttpTrigger::prepare`] at start-up: routes are parsed and ordered, components are checked for
 //! an HTTP export. The per-request path only matches and instantiates.
 
+mod claim;
 pub mod executor;
 pub mod headers;
 pub mod metrics;

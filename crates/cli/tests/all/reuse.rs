@@ -123,3 +123,24 @@ async fn each_request_in_a_kept_instance_has_the_full_timeout() {
     // A request over it is still cut off.
     assert_eq!(served(&client, &bantam, "/kept/?sleep-ms=3000").await, "504 request timed out\n");
 }
+
+/// A kept instance whose guest goes on working after its response, for
+/// no request, is stopped: the connection's next request gets a new one.
+#[tokio::test]
+async fn a_kept_instance_working_after_its_response_is_stopped() {
+    let guest = crate::support::guest("http_p3_probe");
+    let app = reuse_app(&guest, "{ max_requests = 10 }");
+    let bantam = app.up(&[]);
+    let client = connection();
+    assert_eq!(served(&client, &bantam, "/kept/?served").await, "200 served 1");
+    assert_eq!(served(&client, &bantam, "/kept/?served").await, "200 served 2");
+    for after in ["park", "loop"] {
+        assert_eq!(
+            served(&client, &bantam, &format!("/kept/?after={after}")).await,
+            "200 answered"
+        );
+        // The guest starts its work 10 ms after answering.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(served(&client, &bantam, "/kept/?served").await, "200 served 1", "{after}");
+    }
+}

@@ -236,10 +236,15 @@ impl Bantam {
     /// Wait until the output contains `needle` (guest output is written
     /// asynchronously to the response).
     pub fn wait_for_output(&self, needle: &str) -> String {
+        self.wait_for_any_output(&[needle])
+    }
+
+    /// Wait until the output contains one of `needles`.
+    pub fn wait_for_any_output(&self, needles: &[&str]) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let text = self.output();
-            if text.contains(needle) || Instant::now() > deadline {
+            if needles.iter().any(|needle| text.contains(needle)) || Instant::now() > deadline {
                 return text;
             }
             std::thread::sleep(Duration::from_millis(20));
