@@ -188,18 +188,95 @@ impl Limits {
     /// Every limit by its flag's name (`max-memory`), with its value as a
     /// flag would write it (`64MiB`), or `None` where unset.
     pub fn entries(&self) -> [(&'static str, Option<String>); 7] {
-        [
-            ("request-timeout", self.request_timeout.map(format_duration)),
-            ("max-memory", self.max_memory.map(format_size)),
-            ("max-stack-size", self.max_stack_size.map(format_size)),
-            ("max-request-body-size", self.max_request_body_size.map(format_size)),
-            ("max-response-body-size", self.max_response_body_size.map(format_size)),
-            (
-                "max-instances-per-component",
-                self.max_instances_per_component.map(|n| n.to_string()),
-            ),
-            ("max-outbound-connections", self.max_outbound_connections.map(|n| n.to_string())),
-        ]
+        LimitName::ALL.map(|name| (name.as_str(), self.value(name)))
+    }
+
+    /// Limit `name` as a flag would write it, or `None` where unset.
+    pub fn value(&self, name: LimitName) -> Option<String> {
+        match name {
+            LimitName::RequestTimeout => self.request_timeout.map(format_duration),
+            LimitName::MaxMemory => self.max_memory.map(format_size),
+            LimitName::MaxStackSize => self.max_stack_size.map(format_size),
+            LimitName::MaxRequestBodySize => self.max_request_body_size.map(format_size),
+            LimitName::MaxResponseBodySize => self.max_response_body_size.map(format_size),
+            LimitName::MaxInstancesPerComponent => {
+                self.max_instances_per_component.map(|n| n.to_string())
+            }
+            LimitName::MaxOutboundConnections => {
+                self.max_outbound_connections.map(|n| n.to_string())
+            }
+        }
+    }
+
+    /// Unset limit `name`, so that the fallback's stands in [`Limits::or`].
+    pub fn clear(&mut self, name: LimitName) {
+        match name {
+            LimitName::RequestTimeout => self.request_timeout = None,
+            LimitName::MaxMemory => self.max_memory = None,
+            LimitName::MaxStackSize => self.max_stack_size = None,
+            LimitName::MaxRequestBodySize => self.max_request_body_size = None,
+            LimitName::MaxResponseBodySize => self.max_response_body_size = None,
+            LimitName::MaxInstancesPerComponent => self.max_instances_per_component = None,
+            LimitName::MaxOutboundConnections => self.max_outbound_connections = None,
+        }
+    }
+}
+
+/// One limit of [`Limits`], named as its flag is (`max-memory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitName {
+    /// `request-timeout`.
+    RequestTimeout,
+    /// `max-memory`.
+    MaxMemory,
+    /// `max-stack-size`.
+    MaxStackSize,
+    /// `max-request-body-size`.
+    MaxRequestBodySize,
+    /// `max-response-body-size`.
+    MaxResponseBodySize,
+    /// `max-instances-per-component`.
+    MaxInstancesPerComponent,
+    /// `max-outbound-connections`.
+    MaxOutboundConnections,
+}
+
+impl LimitName {
+    /// Every limit, in the order listings show them.
+    pub const ALL: [LimitName; 7] = [
+        LimitName::RequestTimeout,
+        LimitName::MaxMemory,
+        LimitName::MaxStackSize,
+        LimitName::MaxRequestBodySize,
+        LimitName::MaxResponseBodySize,
+        LimitName::MaxInstancesPerComponent,
+        LimitName::MaxOutboundConnections,
+    ];
+
+    /// Its flag's name: `max-memory`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitName::RequestTimeout => "request-timeout",
+            LimitName::MaxMemory => "max-memory",
+            LimitName::MaxStackSize => "max-stack-size",
+            LimitName::MaxRequestBodySize => "max-request-body-size",
+            LimitName::MaxResponseBodySize => "max-response-body-size",
+            LimitName::MaxInstancesPerComponent => "max-instances-per-component",
+            LimitName::MaxOutboundConnections => "max-outbound-connections",
+        }
+    }
+
+    /// The limit named `name` in either spelling the `[limits]` table
+    /// takes (`max-memory` or `max_memory`).
+    pub fn from_name(name: &str) -> Option<LimitName> {
+        let flag = name.replace('_', "-");
+        Self::ALL.into_iter().find(|limit| limit.as_str() == flag)
+    }
+}
+
+impl std::fmt::Display for LimitName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -465,6 +542,26 @@ type = "spin"
         let entries = limits.entries();
         assert_eq!(entries[0], ("request-timeout", Some("250ms".to_string())));
         assert_eq!(entries[2], ("max-stack-size", None));
+    }
+
+    #[test]
+    fn a_cleared_limit_falls_back_and_every_name_reads_back() {
+        let mut own = Limits {
+            request_timeout: Some(Duration::from_secs(1)),
+            max_memory: Some(16 << 20),
+            ..Limits::default()
+        };
+        own.clear(LimitName::RequestTimeout);
+        let host = Limits { request_timeout: Some(Duration::from_secs(60)), ..Limits::default() };
+        let in_force = own.or(host);
+        assert_eq!(in_force.value(LimitName::RequestTimeout).as_deref(), Some("60s"));
+        assert_eq!(in_force.value(LimitName::MaxMemory).as_deref(), Some("16MiB"));
+
+        for name in LimitName::ALL {
+            assert_eq!(LimitName::from_name(name.as_str()), Some(name));
+            assert_eq!(LimitName::from_name(&name.as_str().replace('-', "_")), Some(name));
+        }
+        assert_eq!(LimitName::from_name("max-cpu"), None);
     }
 
     #[test]

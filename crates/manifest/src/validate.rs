@@ -145,16 +145,15 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<AppManifest, ManifestE
     }
 
     let manifest_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let context = ComponentContext {
+        source: &source,
+        manifest_dir: &manifest_dir,
+        app_variables: &variables,
+    };
     let mut components = IndexMap::new();
     for (id, component) in &raw.component {
         check_id(&source, id, IdKind::Component)?;
-        let component = convert_component(
-            &source,
-            &manifest_dir,
-            id.get_ref(),
-            component.get_ref(),
-            &variables,
-        )?;
+        let component = convert_component(&context, id.get_ref(), component.get_ref())?;
         components.insert(id.get_ref().clone(), component);
     }
 
@@ -178,14 +177,12 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<AppManifest, ManifestE
             ));
         }
         let component = component_reference(
-            &source,
-            &manifest_dir,
+            &context,
             trigger,
             trigger_span,
             trigger_id,
             &route_label,
             &mut components,
-            &variables,
         )?;
         let executor = convert_executor(&source, trigger.executor.as_ref(), &route_label)?;
         if let Route::Public(pattern) = &route {
@@ -412,18 +409,28 @@ fn convert_route(
     }
 }
 
+/// What converting any component needs besides the component itself,
+/// whether it is a `[component.<id>]` table or inline in a trigger.
+struct ComponentContext<'a> {
+    /// The manifest, for the locations of errors.
+    source: &'a Source<'a>,
+    /// The directory its paths are relative to.
+    manifest_dir: &'a Path,
+    /// The application variables its own variables may refer to.
+    app_variables: &'a IndexMap<String, Variable>,
+}
+
 /// The id of the component a trigger names, adding inline components
 /// (`component = { source = ... }`) under a generated id.
 fn component_reference(
-    source: &Source<'_>,
-    manifest_dir: &Path,
+    context: &ComponentContext<'_>,
     trigger: &RawHttpTrigger,
     trigger_span: Range<usize>,
     trigger_id: &str,
     route_label: &str,
     components: &mut IndexMap<String, Component>,
-    app_variables: &IndexMap<String, Variable>,
 ) -> Result<String, ManifestError> {
+    let source = context.source;
     let Some(reference) = &trigger.component else {
         return Err(source.error(trigger_span, format!("{route_label}: missing field `component`")));
     };
@@ -458,7 +465,7 @@ fn component_reference(
                     .find(|id| !components.contains_key(id))
                     .expect("some number is free")
             };
-            let component = convert_component(source, manifest_dir, &id, &raw, app_variables)?;
+            let component = convert_component(context, &id, &raw)?;
             components.insert(id.clone(), component);
             Ok(id)
         }
@@ -508,12 +515,11 @@ fn convert_executor(
 }
 
 fn convert_component(
-    source: &Source<'_>,
-    manifest_dir: &Path,
+    context: &ComponentContext<'_>,
     id: &str,
     raw: &RawComponent,
-    app_variables: &IndexMap<String, Variable>,
 ) -> Result<Component, ManifestError> {
+    let ComponentContext { source, manifest_dir, app_variables } = *context;
     if let Some(dependencies) = &raw.dependencies
         && !dependencies.get_ref().is_empty()
     {

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `GET /v1/apps` | list apps |
 //! | `PUT /v1/apps/<name>` | deploy or update: a bundle (`application/gzip`) or `{"reference": ..}` (JSON) |
-//! | `PATCH /v1/apps/<name>` | change variables, domains or limits (JSON) |
+//! | `PATCH /v1/apps/<name>` | change variables, domains or limits, or reset limits to the host's (JSON: [`DeploySettings`]) |
 //! | `GET /v1/apps/<name>` | one app with its deployment history |
 //! | `GET /v1/apps/<name>/logs?lines=N` | its components' recent output |
 //! | `DELETE /v1/apps/<name>` | remove it and its state |

@@ -131,6 +131,9 @@ mod tests {
                 max_memory: Some(64 << 20),
                 ..Default::default()
             },
+            reset_limits: vec![crate::ResetLimit::One(
+                bantam_capabilities::runtime_config::LimitName::MaxOutboundConnections,
+            )],
         };
         let bundle = pack(&app, &settings).unwrap();
         let cache = Cache::new(dir.path().join("cache"));
@@ -139,6 +142,7 @@ mod tests {
         assert_eq!(unpacked.variables, settings.variables);
         assert_eq!(unpacked.domains, settings.domains);
         assert_eq!(unpacked.limits, settings.limits);
+        assert_eq!(unpacked.reset_limits, settings.reset_limits);
         let digest = lock.components[0].source.content.digest.clone().unwrap();
         assert_eq!(std::fs::read(cache.blob_path(&digest)).unwrap(), bytes);
     }

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use bantam_capabilities::runtime_config::Limits;
+use bantam_capabilities::runtime_config::{LimitName, Limits};
 use bantam_capabilities::{AppCapabilities, CapabilityConfig, VariableSources};
 use bantam_engine::{AppLimits, Engine, LogConfig};
 use bantam_manifest::units::format_size;
@@ -135,7 +135,69 @@ pub struct DeploySettings {
     /// deploy ever set are the host's.
     #[serde(default)]
     pub limits: Limits,
+    /// Own limits the app gives up, before `limits` are applied: each then
+    /// follows the host's flag again (a value set later, or after a
+    /// restart with other flags), as if no deploy had set it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reset_limits: Vec<ResetLimit>,
 }
+
+/// Which of an app's own limits a deploy resets: one by its flag's name
+/// (`max-memory`, or `max_memory` as in the `[limits]` table), or `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ResetLimit {
+    /// Every limit.
+    All,
+    /// This one.
+    One(LimitName),
+}
+
+impl ResetLimit {
+    /// Unset the limits this names in `own`.
+    pub fn apply(self, own: &mut Limits) {
+        match self {
+            ResetLimit::All => *own = Limits::default(),
+            ResetLimit::One(name) => own.clear(name),
+        }
+    }
+}
+
+impl std::str::FromStr for ResetLimit {
+    type Err = UnknownLimit;
+
+    fn from_str(name: &str) -> Result<Self, UnknownLimit> {
+        if name == "all" {
+            return Ok(ResetLimit::All);
+        }
+        LimitName::from_name(name).map(ResetLimit::One).ok_or_else(|| UnknownLimit(name.into()))
+    }
+}
+
+impl TryFrom<String> for ResetLimit {
+    type Error = UnknownLimit;
+
+    fn try_from(name: String) -> Result<Self, UnknownLimit> {
+        name.parse()
+    }
+}
+
+impl From<ResetLimit> for String {
+    fn from(reset: ResetLimit) -> String {
+        match reset {
+            ResetLimit::All => "all".into(),
+            ResetLimit::One(name) => name.as_str().into(),
+        }
+    }
+}
+
+/// A limit to reset that does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "there is no limit `{0}` to reset: name one of {known}, or `all`",
+    known = LimitName::ALL.map(LimitName::as_str).join(", ")
+)]
+pub struct UnknownLimit(String);
 
 /// One deployed version of an app, serving.
 struct Release {
@@ -265,7 +327,7 @@ impl Platform {
         };
         let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
         let existing = self.read_apps().get(name).cloned();
-        let (mut variables, old_domains, old_limits, created_at) = match &existing {
+        let (mut variables, old_domains, mut old_limits, created_at) = match &existing {
             Some(app) => {
                 let state = app.state.read().unwrap_or_else(|e| e.into_inner());
                 let stored = &state.stored;
@@ -281,6 +343,9 @@ impl Platform {
         variables.extend(settings.variables);
         let domains = domains.unwrap_or(old_domains);
         self.check_domains_free(name, &domains)?;
+        for reset in &settings.reset_limits {
+            reset.apply(&mut old_limits);
+        }
         let own_limits = settings.limits.or(old_limits);
         let limits = self.limits_of(name, &own_limits)?;
 
@@ -819,6 +884,45 @@ mod tests {
         for bad in ["", "Shop", "-a", "a-", "a.b", "a_b", &"x".repeat(64), "../etc"] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn limits_to_reset_are_named_as_flags_or_all() {
+        let settings: DeploySettings =
+            serde_json::from_str(r#"{ "reset_limits": ["max-memory", "request_timeout", "all"] }"#)
+                .unwrap();
+        assert_eq!(
+            settings.reset_limits,
+            [
+                ResetLimit::One(LimitName::MaxMemory),
+                ResetLimit::One(LimitName::RequestTimeout),
+                ResetLimit::All
+            ]
+        );
+        let json = serde_json::to_string(&settings).unwrap();
+        assert!(
+            json.contains(r#""reset_limits":["max-memory","request-timeout","all"]"#),
+            "{json}"
+        );
+        let error = serde_json::from_str::<DeploySettings>(r#"{ "reset_limits": ["max-cpu"] }"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(
+                "there is no limit `max-cpu` to reset: name one of request-timeout, max-memory,"
+            ) && error.contains("max-outbound-connections, or `all`"),
+            "{error}"
+        );
+
+        let mut own = Limits {
+            max_memory: Some(1 << 20),
+            max_outbound_connections: Some(2),
+            ..Limits::default()
+        };
+        ResetLimit::One(LimitName::MaxMemory).apply(&mut own);
+        assert_eq!(own, Limits { max_outbound_connections: Some(2), ..Limits::default() });
+        ResetLimit::All.apply(&mut own);
+        assert_eq!(own, Limits::default());
     }
 
     #[test]

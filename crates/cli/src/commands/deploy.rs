@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bantam_capabilities::VariableSources;
 use bantam_manifest::units::human_size;
-use bantam_platform::DeploySettings;
+use bantam_platform::{DeploySettings, ResetLimit};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
@@ -42,9 +42,10 @@ pub struct AdminArgs {
     bantam deploy --token $TOKEN                         ./spin.toml as its app name\n  \
     bantam deploy -f shop/ --name shop --variable api_key=@key.txt --domain shop.example.com\n  \
     bantam deploy --from-registry ghcr.io/me/shop:v1 --name shop\n  \
-    bantam deploy --name shop --request-timeout 5s --max-memory 64MiB\n\n\
+    bantam deploy --name shop --request-timeout 5s --max-memory 64MiB\n  \
+    bantam deploy --name shop --reset-limit max-memory   the host's --max-memory again\n\n\
     Deploying an existing name updates it with no dropped request. Variables,\n\
-    domains and limits set before are kept unless given again.")]
+    domains and limits set before are kept unless given again or reset.")]
 pub struct DeployArgs {
     /// The application: a spin.toml or a directory holding one (default:
     /// spin.toml here or in a parent directory).
@@ -83,6 +84,15 @@ pub struct DeployArgs {
     /// Its memory cannot be more than the host's `--max-memory`.
     #[command(flatten, next_help_heading = "Limits of this app [default: the host's]")]
     pub limits: AppLimitArgs,
+    /// Give up this app's own limit (a flag's name, such as `max-memory`,
+    /// or `all`; repeatable): it follows the host's flag again. Limits
+    /// given in the same deploy are set after the reset.
+    #[arg(
+        long = "reset-limit",
+        value_name = "LIMIT",
+        help_heading = "Limits of this app [default: the host's]"
+    )]
+    pub reset_limits: Vec<ResetLimit>,
 }
 
 /// `bantam apps ...`.
@@ -191,6 +201,7 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         variables: sources.flags.into_iter().collect(),
         domains: (!args.domains.is_empty()).then(|| args.domains.clone()),
         limits: args.limits.to_table(),
+        reset_limits: args.reset_limits.clone(),
     };
     let (name, body) = match &args.from_registry {
         Some(reference) => {
@@ -401,6 +412,48 @@ mod tests {
         assert_eq!(host_name_of("My Shop_2"), "my-shop-2");
         assert_eq!(host_name_of("--hello--"), "hello");
         assert_eq!(host_name_of(&"a".repeat(80)).len(), 63);
+    }
+
+    /// `bantam deploy`'s flags alone.
+    #[derive(Debug, clap::Parser)]
+    struct DeployOnly {
+        #[command(flatten)]
+        args: DeployArgs,
+    }
+
+    #[test]
+    fn limits_to_reset_are_flag_names_or_all() {
+        use bantam_capabilities::runtime_config::LimitName;
+        use clap::Parser;
+
+        let parsed = DeployOnly::try_parse_from([
+            "bantam deploy",
+            "--reset-limit",
+            "max-memory",
+            "--reset-limit",
+            "request_timeout",
+            "--reset-limit",
+            "all",
+        ])
+        .unwrap();
+        assert_eq!(
+            parsed.args.reset_limits,
+            [
+                ResetLimit::One(LimitName::MaxMemory),
+                ResetLimit::One(LimitName::RequestTimeout),
+                ResetLimit::All
+            ]
+        );
+
+        let error = DeployOnly::try_parse_from(["bantam deploy", "--reset-limit", "max-cpu"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(
+                "invalid value 'max-cpu' for '--reset-limit <LIMIT>': there is no limit `max-cpu` to reset: name one of request-timeout, max-memory, max-stack-size, max-request-body-size, max-response-body-size, max-instances-per-component, max-outbound-connections, or `all`"
+            ),
+            "{error}"
+        );
     }
 
     #[test]

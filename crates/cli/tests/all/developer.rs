@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use crate::services::{Registry, require};
 use crate::support::{Bantam, get};
@@ -59,11 +60,23 @@ async fn new_add_build_and_serve_a_rust_app() {
     assert!(manifest.contains("workdir = \"hello\""), "{manifest}");
 
     // `build --up`: the build streams cargo's output behind the component
-    // id, then the app serves.
-    let server = Bantam::spawn(&app, &["build", "--up"], &[]).unwrap_or_else(|out| panic!("{out}"));
+    // id, then the app serves. From scratch, cargo would compile the
+    // app's ~110 crates (about 100 s of CPU: minutes on a busy 2-core
+    // machine); it takes the guests' compiled ones instead and compiles
+    // the app and the few crates the guests enable other features of.
+    let reuse = crate::support::reuse_guest_dependencies(&app.join("hello"));
+    let env: Vec<(&str, &str)> = reuse.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // The deadline is there to catch a hang, so it allows even the build
+    // from scratch on a busy machine.
+    let server = Bantam::spawn_within(&app, &["build", "--up"], &env, Duration::from_secs(600))
+        .unwrap_or_else(|out| panic!("{out}"));
     let output = server.output();
     assert!(output.contains("Building component `hello`"), "{output}");
     assert!(output.contains("[hello] "), "cargo output is prefixed:\n{output}");
+    // Losing that reuse would not fail the test on a quiet machine, only
+    // make it slow and then flaky: said here instead.
+    let compiled = output.matches("Compiling ").count();
+    assert!(compiled < 40, "cargo compiled {compiled} crates, not the guests':\n{output}");
     let (status, body) = get(&server.url("/hello/there")).await;
     assert_eq!((status, body.as_str()), (200, "Hello World!\n"));
     let (status, _) = get(&server.url("/elsewhere")).await;

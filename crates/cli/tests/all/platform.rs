@@ -593,7 +593,8 @@ async fn the_dashboard_deploys_and_deletes_an_app_in_a_browser() {
 
 /// Each app is held to its own limits, the host's flags standing for those
 /// its deploys do not set; they are kept across updates and restarts,
-/// changed by PATCH, and a memory limit past the host's is refused.
+/// changed by PATCH, reset to the host's by a deploy or PATCH, and a
+/// memory limit past the host's is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn apps_have_their_own_limits() {
     let (_root, data) = data_dir();
@@ -688,6 +689,43 @@ async fn apps_have_their_own_limits() {
     assert_eq!(host.get("strict.localhost", slow).await, (200, "slept 2000".into()));
     strict_memory_and_body(&host).await;
     assert!(host.info("strict").contains("request-timeout: 10s\n"));
+
+    // A reset limit follows the host's flag again; the others are kept.
+    let shown = host.deploy(updated.path(), &["--name", "strict", "--reset-limit", "max-memory"]);
+    assert!(shown.contains("max-memory: 64MiB (the host's)\n"), "{shown}");
+    assert!(shown.contains("request-timeout: 10s\n"), "{shown}");
+    let (status, body) = host.get("strict.localhost", big).await;
+    assert_eq!((status, body.len()), (200, 20_000_000), "the host's 64MiB again");
+    assert_eq!(host.post("strict.localhost", "/?echo", vec![b'x'; 2048]).await.0, 413);
+
+    // An unknown name is refused, listing the known ones.
+    let known = "name one of request-timeout, max-memory, max-stack-size, max-request-body-size, max-response-body-size, max-instances-per-component, max-outbound-connections, or `all`";
+    let output =
+        host.cli(updated.path(), &["deploy", "--name", "strict", "--reset-limit", "max-cpu"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("there is no limit `max-cpu` to reset: {known}")), "{stderr}");
+    let (status, body) =
+        host.patch("strict", serde_json::json!({ "reset_limits": ["max_cpu"] })).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains(&format!("there is no limit `max_cpu` to reset: {known}")), "{body}");
+
+    // PATCH resets every one.
+    let (status, body) = host.patch("strict", serde_json::json!({ "reset_limits": ["all"] })).await;
+    assert_eq!(status, 200, "{body}");
+    let shown: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for limit in shown["limits"].as_array().unwrap() {
+        assert_eq!(limit["set"], false, "{limit}");
+    }
+    assert_eq!(host.post("strict.localhost", "/?echo", vec![b'x'; 2048]).await.0, 200);
+
+    // After a restart with other flags, the reset limits follow those.
+    drop(host);
+    let host = Host::start_with(&data, &["--max-memory", "64MiB", "--request-timeout", "1s"], &[]);
+    let info = host.info("strict");
+    assert!(info.contains("request-timeout: 1s (the host's)\n"), "{info}");
+    assert!(info.contains("max-memory: 64MiB (the host's)\n"), "{info}");
+    assert_eq!(host.get("strict.localhost", slow).await, (504, "request timed out\n".into()));
 }
 
 /// A deploy the host pulls from a registry, then a change of its domains

@@ -41,6 +41,40 @@ pub fn guests() -> &'static Path {
     })
 }
 
+/// Environment with which cargo builds a spin-sdk 7 app (the `http-rust`
+/// template's) in `crate_dir` from the dependencies the guests compiled,
+/// instead of compiling its ~110 crates again: minutes on a busy machine.
+/// Cargo reuses a compiled crate only for the same version, features and
+/// compiler flags, so the app gets the guests' `Cargo.lock` (their versions,
+/// not whatever crates.io has published since) and their release profile
+/// (`CARGO_PROFILE_RELEASE_*`), and cargo's build directory
+/// (`build.build-dir`, intermediate artifacts only) is theirs. The app's
+/// `.wasm` is still written to its own `target/`, where its manifest points.
+pub fn reuse_guest_dependencies(crate_dir: &Path) -> Vec<(String, String)> {
+    let root = repo_root().join("tests/guests");
+    // Their dependencies are compiled, and no build of theirs runs beside.
+    guests();
+    std::fs::copy(root.join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()).unwrap();
+    let profile = manifest["profile"]["release"].as_table().expect("the guests' release profile");
+    let mut env: Vec<(String, String)> = profile
+        .iter()
+        .map(|(key, value)| {
+            let value = match value {
+                toml::Value::String(text) => text.clone(),
+                toml::Value::Table(_) | toml::Value::Array(_) => {
+                    panic!("profile.release.{key}: only plain values can be passed as variables")
+                }
+                other => other.to_string(),
+            };
+            (format!("CARGO_PROFILE_RELEASE_{}", key.to_uppercase().replace('-', "_")), value)
+        })
+        .collect();
+    env.push(("CARGO_BUILD_BUILD_DIR".into(), root.join("target").display().to_string()));
+    env
+}
+
 /// The path of guest component `name` (crate name with `_`).
 pub fn guest(name: &str) -> String {
     let path = guests().join(format!("{name}.wasm"));
@@ -132,6 +166,11 @@ impl TestApp {
     }
 }
 
+/// How long `bantam up` may take to serve, to catch a hang: the slowest
+/// start-up, a JavaScript app's 12 MB component compiled with no compile
+/// cache, took 30 s on 2 cores at a load average of 4.5.
+const START_UP: Duration = Duration::from_secs(180);
+
 /// A running `bantam up` process; stopped on drop.
 pub struct Bantam {
     child: Child,
@@ -152,17 +191,33 @@ impl Bantam {
         let dir = if app.is_dir() { app } else { app.parent().unwrap() };
         let mut args = vec!["up".as_ref(), "-f".as_ref(), app.as_os_str()];
         args.extend(extra.iter().map(std::ffi::OsStr::new));
-        Self::launch(dir, &args, env)
+        Self::launch(dir, &args, env, START_UP)
     }
 
     /// `bantam <args> --listen 127.0.0.1:0` in `dir` (a command that ends
-    /// up serving, such as `build --up`), waiting until it serves.
+    /// up serving, such as `serve`), waiting until it serves.
     pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
-        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
-        Self::launch(dir, &args, env)
+        Self::spawn_within(dir, args, env, START_UP)
     }
 
-    fn launch(dir: &Path, args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Result<Self, String> {
+    /// As [`Bantam::spawn`], for a command that does more before it serves
+    /// (such as `build --up`), given `deadline` for all of it.
+    pub fn spawn_within(
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        deadline: Duration,
+    ) -> Result<Self, String> {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        Self::launch(dir, &args, env, deadline)
+    }
+
+    fn launch(
+        dir: &Path,
+        args: &[&std::ffi::OsStr],
+        env: &[(&str, &str)],
+        deadline: Duration,
+    ) -> Result<Self, String> {
         let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bantam-compile-cache");
         let mut child = Command::new(env!("CARGO_BIN_EXE_bantam"))
             .args(args)
@@ -203,7 +258,7 @@ impl Bantam {
                 }
             });
         }
-        let deadline = Instant::now() + Duration::from_secs(180);
+        let deadline = Instant::now() + deadline;
         loop {
             let text = output.0.lock().unwrap().clone();
             if let Some(at) = text.find("Serving http://") {
