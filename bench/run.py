@@ -283,7 +283,7 @@ def main():
         # Like with like: fresh instances against fresh instances, reuse
         # against `wasmtime serve`'s own reuse.
         baseline = {"bantam up": wasmtime_rps}.get(server, {}).get(guest)
-        if "reuse" in server:
+        if server.startswith("bantam") and "reuse" in server:
             baseline = wasmtime_reuse_rps.get(guest)
         vs_wasmtime = f"{r['rps'] / baseline:.2f}x" if baseline else "-"
         out(f"| {server} | {guest} | {fmt_rps(r)} | {r['p50']:.2f} | {r['p99']:.2f} | "
