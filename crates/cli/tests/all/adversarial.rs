@@ -422,3 +422,42 @@ async fn output_floods_reach_the_terminal_only_up_to_its_rate() {
         "figures: attack=terminal flood requests={requests} logged={logged} shown={shown} seconds={elapsed:.1}"
     );
 }
+
+/// Reaching for what was not granted is refused at once and costs the
+/// neighbour nothing: outbound requests to the cloud metadata address and
+/// to loopback (SSRF) from a component granted no host, and reads through
+/// `..` and absolute paths from a component with no files.
+#[tokio::test]
+async fn refused_outbound_requests_and_path_traversal_fail_alone() {
+    let ssrf = TestApp::new(&APP.replacen(
+        "[component.hostile]\nsource = \"{p3}\"",
+        "[component.hostile]\nsource = \"{caps_p3}\"",
+        1,
+    ));
+    let bantam = ssrf.up(&[]);
+    for (name, target) in [
+        ("SSRF to the metadata address", "http://169.254.169.254/latest/meta-data/"),
+        ("SSRF to loopback", "http://127.0.0.1:22/"),
+    ] {
+        let (during, answers) =
+            measure(name, &bantam, &format!("cap=http&url={target}"), cores()).await;
+        assert!(!answers.is_empty());
+        for (status, body) in answers {
+            assert_eq!(status, 500, "{name}: {body}");
+            assert!(body.contains("HttpRequestDenied"), "{name}: {body}");
+        }
+        assert!(during < RESPONSIVE, "{name}: neighbour median {during:?}");
+    }
+    drop(bantam);
+
+    let app = TestApp::new(APP);
+    let bantam = app.up(&[]);
+    let (during, answers) =
+        measure("path traversal", &bantam, "file=/../../../../etc/passwd", cores()).await;
+    assert!(!answers.is_empty());
+    for (status, body) in answers {
+        assert_ne!(status, 200, "{body}");
+        assert!(body.starts_with("error: ") && !body.contains("root:"), "{body}");
+    }
+    assert!(during < RESPONSIVE, "path traversal: neighbour median {during:?}");
+}
