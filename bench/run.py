@@ -373,36 +373,36 @@ def main():
     print("\n".join(report))
 
 
-def python_app(cache):
-    """A componentize-py app from the http-py template, built once in the
-    cache: (app directory, component)."""
-    app = cache / "py-app"
-    wasm = app / "app.wasm"
+def template_app(cache, template, name, component, prepare=lambda app: os.environ):
+    """An app from one of `bantam new`'s templates, built once in the cache:
+    (app directory, its component). `prepare` readies the toolchain in the
+    new app and returns the environment its build runs in."""
+    app = cache / name
+    wasm = app / component
     if not wasm.exists():
         shutil.rmtree(app, ignore_errors=True)
         bantam = ROOT / "target/release/bantam"
-        run([str(bantam), "new", "-t", "http-py", "py-app", "-a", "-o", str(app)], cwd=cache)
+        run([str(bantam), "new", "-t", template, name, "-a", "-o", str(app)], cwd=cache)
+        run([str(bantam), "build"], cwd=app, env=prepare(app))
+    return app, wasm
+
+
+def python_app(cache):
+    """A componentize-py app (http-py), its requirements in a virtual
+    environment as the template's README says."""
+    def venv(app):
         run([sys.executable, "-m", "venv", str(app / ".venv")])
         run([str(app / ".venv/bin/pip"), "install", "-q", "-r", "requirements.txt"], cwd=app)
-        env = {**os.environ, "PATH": f"{app / '.venv/bin'}:{os.environ['PATH']}"}
-        run([str(bantam), "build"], cwd=app, env=env)
-    return app, wasm
+        return {**os.environ, "PATH": f"{app / '.venv/bin'}:{os.environ['PATH']}"}
+    return template_app(cache, "http-py", "py-app", "app.wasm", venv)
 
 
 def js_app(cache):
-    """A componentize-js app from the http-js template (its build runs npm),
-    built once in the cache: (app directory, component), or None without
+    """A componentize-js app (http-js; its build runs npm), or None without
     npm."""
     if not shutil.which("npm"):
         return None
-    app = cache / "js-app"
-    wasm = app / "dist/js-app.wasm"
-    if not wasm.exists():
-        shutil.rmtree(app, ignore_errors=True)
-        bantam = ROOT / "target/release/bantam"
-        run([str(bantam), "new", "-t", "http-js", "js-app", "-a", "-o", str(app)], cwd=cache)
-        run([str(bantam), "build"], cwd=app)
-    return app, wasm
+    return template_app(cache, "http-js", "js-app", "dist/js-app.wasm")
 
 
 if __name__ == "__main__":
