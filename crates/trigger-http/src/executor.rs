@@ -211,19 +211,20 @@ impl HttpComponent {
         let (claim, claimed) = claim::new();
         let handled = instances.handle((outbound_headers, claimed), request);
         let timeout = self.source.timeout;
+        let timed_out = |timeout: std::time::Duration| {
+            tracing::error!(
+                "component `{}` did not answer within {timeout:?}: the request timed out",
+                self.id
+            );
+            HandleError::TimedOut
+        };
         let result = match timeout {
             // Returning drops the claim, which stops the instance (or, if it
             // holds the store, its epoch deadline interrupts it just after
             // this fires, see `Engine::new_store`).
             Some(timeout) => match tokio::time::timeout(timeout, handled).await {
                 Ok(result) => result,
-                Err(_) => {
-                    tracing::error!(
-                        "component `{}` did not answer within {timeout:?}: the request timed out",
-                        self.id
-                    );
-                    return Err(HandleError::TimedOut);
-                }
+                Err(_) => return Err(timed_out(timeout)),
             },
             None => handled.await,
         };
@@ -237,11 +238,7 @@ impl HttpComponent {
             // On a busy machine the instance's epoch deadline can interrupt
             // it before the timer above fires: that is still a timeout.
             if let Some(timeout) = timeout.filter(|timeout| started.elapsed() >= *timeout) {
-                tracing::error!(
-                    "component `{}` did not answer within {timeout:?}: the request timed out",
-                    self.id
-                );
-                return HandleError::TimedOut;
+                return timed_out(timeout);
             }
             if let Some(failed) = error.downcast_ref::<InstantiationError<RequestData>>()
                 && failed.error.is::<AtCapacity>()
