@@ -207,7 +207,7 @@ impl HttpTrigger {
     ) -> Response<WasiBody> {
         let request =
             request.map(|body| body.map_err(wasmtime_wasi_http::Error::Hyper).boxed_unsync());
-        self.handle_from(request, None, connection.client, Some(connection)).await
+        self.handle_from(request, None, Some(connection)).await
     }
 
     /// Serve a request one of the app's components sent to
@@ -228,7 +228,7 @@ impl HttpTrigger {
             tracing::info!("service chaining: no component `{callee}` with an HTTP trigger");
             return Err(wasmtime_wasi_http::Error::DestinationNotFound);
         }
-        Ok(self.handle_from(request, callee, CHAINED_CLIENT, None).await)
+        Ok(self.handle_from(request, callee, None).await)
     }
 
     /// Answer requests the app's components send to each other with this
@@ -248,12 +248,12 @@ impl HttpTrigger {
 
     /// Route (or, chained, go straight to `callee`), inject Spin's
     /// headers, and run the component; a request from a client connection
-    /// may be served by an instance kept for that connection.
+    /// may be served by an instance kept for that connection, and one from
+    /// none (chained) appears to come from [`CHAINED_CLIENT`].
     async fn handle_from(
         &self,
         request: Request<WasiBody>,
         callee: Option<&str>,
-        client: SocketAddr,
         connection: Option<&ClientConnection>,
     ) -> Response<WasiBody> {
         let (mut parts, body) = request.into_parts();
@@ -309,6 +309,7 @@ impl HttpTrigger {
             return empty(StatusCode::BAD_REQUEST);
         };
         parts.uri = full_uri;
+        let client = connection.map_or(CHAINED_CLIENT, |connection| connection.client);
         headers::inject(&mut parts.headers, full_url, &matched.target.headers, &matched, client);
         let declared = parts
             .headers
