@@ -400,6 +400,10 @@ async fn output_floods_reach_the_terminal_only_up_to_its_rate() {
         requests += 2;
     }
     assert_eq!(get(&bantam.url("/healthy?flood=1")).await.0, 200);
+    // The neighbour's line is waited for on its own: a notice printed
+    // during the flood is already in the output, and the reader of the
+    // server's pipe may not have caught up with the line yet.
+    bantam.wait_for_output("[healthy] 00000000 x");
     let output = bantam.wait_for_output("of output suppressed (over 16.0 KiB/s)");
     let elapsed = started.elapsed().as_secs_f64();
 
