@@ -9,6 +9,8 @@ mod telemetry;
 mod templates;
 mod terminal;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use clap::{Parser, Subcommand};
 
 /// mimalloc's per-thread free lists suit the request path, which allocates
@@ -16,6 +18,25 @@ use clap::{Parser, Subcommand};
 /// chunks) on every request: measured in `BENCHMARKS.md`.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Whether `main` set `RUST_LIB_BACKTRACE` itself: build commands then run
+/// without it, in the environment the user gave.
+pub(crate) static ERROR_BACKTRACES_TURNED_OFF: AtomicBool = AtomicBool::new(false);
+
+/// Errors are ordinary values on the request path (wasmtime makes one each
+/// time it drops an instance's store), and with `RUST_BACKTRACE=1` in the
+/// environment, common in development shells and images, each captured a
+/// stack backtrace: 7-9% of the server's CPU under load (BENCHMARKS.md).
+/// `RUST_LIB_BACKTRACE` governs error backtraces apart from panics', so
+/// unless the user set it, error backtraces are off and panics keep theirs.
+#[allow(unsafe_code)] // `set_var` is sound while no other thread runs.
+fn turn_off_error_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: first thing in `main`, before any other thread exists.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+        ERROR_BACKTRACES_TURNED_OFF.store(true, Ordering::Relaxed);
+    }
+}
 
 /// Bantam runs Spin applications: serverless WebAssembly components, a fresh
 /// sandboxed instance for every request.
@@ -96,6 +117,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    turn_off_error_backtraces();
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let traces = telemetry::init_from_env();

@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser};
@@ -114,14 +115,13 @@ fn run_prefixed(
     workdir: &Path,
     id: &str,
 ) -> std::io::Result<std::process::ExitStatus> {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .current_dir(workdir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let mut child = Command::new("sh");
+    child.arg("-c").arg(command).current_dir(workdir);
+    if crate::ERROR_BACKTRACES_TURNED_OFF.load(Ordering::Relaxed) {
+        child.env_remove("RUST_LIB_BACKTRACE");
+    }
+    let mut child =
+        child.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let prefix = format!("[{id}] ");
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");

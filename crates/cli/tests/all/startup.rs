@@ -117,10 +117,13 @@ async fn up_build_runs_build_commands_before_loading_the_app() {
     // The source does not exist until the build command makes it.
     let app = TestApp::single(
         "built",
-        "source = \"out/built.wasm\"\nbuild = { command = \"mkdir -p out && cp {p3} out/built.wasm\" }",
+        "source = \"out/built.wasm\"\nbuild = { command = \"mkdir -p out && cp {p3} out/built.wasm && echo lib backtraces: ${RUST_LIB_BACKTRACE-unset}\" }",
     );
     let bantam = app.up(&["--build"]);
     let (status, body) = get(&bantam.url("/?status=201")).await;
     assert_eq!((status, body.as_str()), (201, "status 201"));
-    assert!(bantam.output().contains("Building component `built`"), "{}", bantam.output());
+    let output = bantam.output();
+    assert!(output.contains("Building component `built`"), "{output}");
+    // Bantam turns error backtraces off for itself, not for the build.
+    assert!(output.contains("[built] lib backtraces: unset"), "{output}");
 }
