@@ -338,6 +338,31 @@ pub fn add_to_linker<T: Send + 'static>(
     bindings::Host_::add_to_linker::<T, Capabilities>(linker, view)
 }
 
+/// Add the capability interfaces that have no `async` function in their
+/// WIT to `linker`, for an engine without component-model concurrency:
+/// Spin's version 2 interfaces (`fermyon:spin/*@2.0.0`, spin-sdk 2 to 5),
+/// `wasi:keyvalue` and `wasi:config`. Spin's version 3 interfaces are
+/// `async` in their WIT and need [`add_to_linker`]'s engine.
+pub fn add_sync_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> CapabilitiesView<'_>,
+) -> wasmtime::Result<()> {
+    use bindings::{fermyon::spin, wasi};
+    spin::key_value::add_to_linker::<T, Capabilities>(linker, view)?;
+    spin::variables::add_to_linker::<T, Capabilities>(linker, view)?;
+    spin::sqlite::add_to_linker::<T, Capabilities>(linker, view)?;
+    spin::redis::add_to_linker::<T, Capabilities>(linker, view)?;
+    spin::mqtt::add_to_linker::<T, Capabilities>(linker, view)?;
+    spin::postgres::add_to_linker::<T, Capabilities>(linker, view)?;
+    spin::mysql::add_to_linker::<T, Capabilities>(linker, view)?;
+    spin::llm::add_to_linker::<T, Capabilities>(linker, view)?;
+    wasi::keyvalue::store::add_to_linker::<T, Capabilities>(linker, view)?;
+    wasi::keyvalue::atomics::add_to_linker::<T, Capabilities>(linker, view)?;
+    wasi::keyvalue::batch::add_to_linker::<T, Capabilities>(linker, view)?;
+    wasi::config::store::add_to_linker::<T, Capabilities>(linker, view)?;
+    Ok(())
+}
+
 /// Check that `component` may connect to `url` (`redis://host:port`,
 /// `postgres://user@host/db`, ...), by its `allowed_outbound_hosts`, and
 /// return where it leads. A refusal is logged, naming the entry that is

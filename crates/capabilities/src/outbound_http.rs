@@ -311,9 +311,11 @@ const SELF_AUTHORITY: &str = "self";
 /// here by functions that give such a request the authority `self` and
 /// then call the originals; `send_request` serves it in-process if the
 /// component was granted `http://self` or `https://self`. Call after
-/// wasmtime-wasi-http's own `add_to_linker`.
+/// wasmtime-wasi-http's own `add_to_linker`; the 0.3 `send` only if the
+/// linker's engine is `concurrent` (has component-model concurrency).
 pub fn add_relative_urls_to_linker<T: wasmtime_wasi_http::WasiHttpView + 'static>(
     linker: &mut wasmtime::component::Linker<T>,
+    concurrent: bool,
 ) -> wasmtime::Result<()> {
     use wasmtime::component::{Accessor, Resource};
     use wasmtime_wasi_http::WasiHttp;
@@ -352,6 +354,10 @@ pub fn add_relative_urls_to_linker<T: wasmtime_wasi_http::WasiHttpView + 'static
             })
         },
     )?;
+    if !concurrent {
+        linker.allow_shadowing(false);
+        return Ok(());
+    }
     linker.instance("wasi:http/client@0.3.0")?.func_wrap_concurrent(
         "send",
         |accessor: &Accessor<T>, (request,): (Resource<wasmtime_wasi_http::p3::Request>,)| {

@@ -1,9 +1,15 @@
 //! The wasmtime engine behind Bantam.
 //!
-//! One [`Engine`] per process. It owns the wasmtime engine (pooling
-//! allocator, copy-on-write memory images, epoch interruption), the
-//! [`Linker`] holding every host interface a guest may import, and the
-//! compile cache. [`Engine::prepare`] turns an app component into a
+//! One [`Engine`] per process. It owns two wasmtime engines (pooling
+//! allocator, copy-on-write memory images, epoch interruption), each with
+//! the [`Linker`] holding the host interfaces a guest may import, and the
+//! compile cache. One engine has the component model's concurrency
+//! (`wasi:http` 0.3, Spin's version 3 interfaces, whose functions are
+//! `async`); the other has none, and serves components that import only
+//! synchronous interfaces (WASI and `wasi:http` 0.2, Spin's version 2
+//! interfaces): their stores skip the concurrency machinery's set-up and
+//! every call skips its task bookkeeping. [`Engine::prepare`] picks the
+//! engine from the component's imports and turns it into a
 //! [`ComponentPre`]: compiled (or loaded from the cache), linked, and
 //! pre-instantiated once at start-up, so that serving a request only has to
 //! create a fresh [`Store`] and instantiate.
@@ -138,16 +144,52 @@ pub fn describe(error: &wasmtime::Error) -> String {
 /// The process-wide WebAssembly engine: wasmtime, the host interfaces and
 /// the compile cache.
 pub struct Engine {
-    engine: wasmtime::Engine,
-    linker: Linker<HostState>,
+    /// With the component model's concurrency: serves any component.
+    concurrent: LinkedEngine,
+    /// Without it: components that import only synchronous interfaces.
+    sync: LinkedEngine,
     cache: Option<CompileCache>,
-    /// Compiled components by the SHA-256 of their bytes, while any
-    /// prepared component uses them: apps deploying the same bytes share
-    /// one copy of the code (a host of many tenants often runs one
-    /// component many times over).
-    compiled: Mutex<HashMap<[u8; 32], Weak<Component>>>,
+    /// Compiled components by the SHA-256 of their bytes and whether they
+    /// were compiled for the concurrent engine, while any prepared
+    /// component uses them: apps deploying the same bytes share one copy
+    /// of the code (a host of many tenants often runs one component many
+    /// times over).
+    compiled: Mutex<HashMap<CodeKey, Weak<Component>>>,
     max_instance_memory: usize,
     epoch_ticker: EpochTicker,
+}
+
+/// What compiled code is shared by: the SHA-256 of the component's bytes,
+/// and whether it was compiled for the concurrent engine.
+type CodeKey = ([u8; 32], bool);
+
+/// A wasmtime engine and the host interfaces linked for it.
+struct LinkedEngine {
+    engine: wasmtime::Engine,
+    linker: Linker<HostState>,
+}
+
+impl LinkedEngine {
+    /// The engine, pooling if asked and possible, and its linker; with the
+    /// component model's concurrency if `concurrent`.
+    fn new(config: &EngineConfig, concurrent: bool) -> Result<Self, EngineError> {
+        let engine = match config.pooling {
+            true => match wasmtime::Engine::new(&wasmtime_config(config, true, concurrent)) {
+                Ok(engine) => engine,
+                Err(error) => {
+                    tracing::warn!(
+                        "pooling allocator unavailable ({}); using on-demand allocation",
+                        describe(&error)
+                    );
+                    new_wasmtime_engine(config, false, concurrent)?
+                }
+            },
+            false => new_wasmtime_engine(config, false, concurrent)?,
+        };
+        let linker =
+            host_linker(&engine, concurrent).map_err(|e| EngineError::Config(describe(&e)))?;
+        Ok(Self { engine, linker })
+    }
 }
 
 /// A component ready to serve: compiled, linked against the host
@@ -171,35 +213,18 @@ pub struct ComponentPre {
 impl Engine {
     /// Build the engine. Errors only if wasmtime rejects the configuration.
     pub fn new(config: &EngineConfig) -> Result<Self, EngineError> {
-        let engine = match config.pooling {
-            true => match wasmtime::Engine::new(&wasmtime_config(config, true)) {
-                Ok(engine) => engine,
-                Err(error) => {
-                    tracing::warn!(
-                        "pooling allocator unavailable ({}); using on-demand allocation",
-                        describe(&error)
-                    );
-                    new_wasmtime_engine(config, false)?
-                }
-            },
-            false => new_wasmtime_engine(config, false)?,
-        };
-        let linker = host_linker(&engine).map_err(|e| EngineError::Config(describe(&e)))?;
+        let concurrent = LinkedEngine::new(config, true)?;
+        let sync = LinkedEngine::new(config, false)?;
         let cache = config.cache_dir.clone().map(CompileCache::new);
-        let epoch_ticker = EpochTicker::start(engine.clone());
+        let epoch_ticker = EpochTicker::start([concurrent.engine.clone(), sync.engine.clone()]);
         Ok(Self {
-            engine,
-            linker,
+            concurrent,
+            sync,
             cache,
             compiled: Mutex::default(),
             max_instance_memory: config.max_instance_memory,
             epoch_ticker,
         })
-    }
-
-    /// The wasmtime engine, for triggers that need to name it.
-    pub fn wasmtime(&self) -> &wasmtime::Engine {
-        &self.engine
     }
 
     /// The largest linear memory any instance may grow to: no app's
@@ -224,20 +249,75 @@ impl Engine {
             path: component.source.clone(),
             source,
         })?;
-        let compile_error = |error: wasmtime::Error| EngineError::Compile {
-            component: component.id.clone(),
-            path: component.source.clone(),
-            message: describe(&error),
-        };
         let started = Instant::now();
-        let (compiled, from_cache) = self.compiled(&bytes).map_err(compile_error)?;
+        // A component that needs no concurrency goes to the engine without
+        // it; one the name check misjudges (it does not compile or link
+        // there) goes to the other.
+        let without_concurrency = (component.instance_reuse.is_none()
+            && needs_no_concurrency(&bytes))
+        .then(|| self.linked_without_concurrency(component, &bytes))
+        .flatten();
+        let concurrent = without_concurrency.is_none();
+        let (compiled, from_cache, instance_pre) = match without_concurrency {
+            Some(linked) => linked,
+            None => self.linked_concurrent(component, &bytes)?,
+        };
         tracing::debug!(
             component = %component.id,
             from_cache,
+            concurrent,
             elapsed = ?started.elapsed(),
             "component ready"
         );
-        let instance_pre = match self.linker.instantiate_pre(&compiled) {
+        Ok(ComponentPre {
+            id: component.id.clone(),
+            component: compiled,
+            instance_pre,
+            sandbox: Arc::new(Sandbox::new(component, logs, capabilities)),
+            limits,
+            from_cache,
+        })
+    }
+
+    /// `component` (of `bytes`) compiled and linked for the engine without
+    /// concurrency, and whether its code was not compiled now; `None`
+    /// (logged at debug level) if it does not compile or link there.
+    fn linked_without_concurrency(
+        &self,
+        component: &bantam_app::Component,
+        bytes: &[u8],
+    ) -> Option<(Arc<Component>, bool, InstancePre<HostState>)> {
+        let linked = self.compiled(bytes, false).and_then(|(compiled, from_cache)| {
+            let instance_pre = self.sync.linker.instantiate_pre(&compiled)?;
+            Ok((compiled, from_cache, instance_pre))
+        });
+        match linked {
+            Ok(linked) => Some(linked),
+            Err(error) => {
+                tracing::debug!(
+                    component = %component.id,
+                    "not prepared without concurrency: {}",
+                    describe(&error)
+                );
+                None
+            }
+        }
+    }
+
+    /// `component` (of `bytes`) compiled and linked for the concurrent
+    /// engine, and whether its code was not compiled now.
+    fn linked_concurrent(
+        &self,
+        component: &bantam_app::Component,
+        bytes: &[u8],
+    ) -> Result<(Arc<Component>, bool, InstancePre<HostState>), EngineError> {
+        let (compiled, from_cache) =
+            self.compiled(bytes, true).map_err(|error| EngineError::Compile {
+                component: component.id.clone(),
+                path: component.source.clone(),
+                message: describe(&error),
+            })?;
+        let instance_pre = match self.concurrent.linker.instantiate_pre(&compiled) {
             Ok(pre) => pre,
             // Guests built against a release candidate of an interface whose
             // final version Bantam serves (componentize-py's spin-sdk 5
@@ -252,22 +332,21 @@ impl Engine {
                 message: describe(&error),
             })?,
         };
-        Ok(ComponentPre {
-            id: component.id.clone(),
-            component: compiled,
-            instance_pre,
-            sandbox: Arc::new(Sandbox::new(component, logs, capabilities)),
-            limits,
-            from_cache,
-        })
+        Ok((compiled, from_cache, instance_pre))
     }
 
-    /// The compiled code for `bytes`: shared with a component already
-    /// prepared from the same bytes, else loaded from the compile cache or
-    /// compiled. Whether it was not compiled now.
-    fn compiled(&self, bytes: &[u8]) -> wasmtime::Result<(Arc<Component>, bool)> {
+    /// The compiled code for `bytes`, for the `concurrent` engine or the
+    /// other: shared with a component already prepared from the same
+    /// bytes, else loaded from the compile cache or compiled. Whether it
+    /// was not compiled now.
+    fn compiled(&self, bytes: &[u8], concurrent: bool) -> wasmtime::Result<(Arc<Component>, bool)> {
         use sha2::Digest as _;
-        let key: [u8; 32] = sha2::Sha256::digest(bytes).into();
+        let digest: [u8; 32] = sha2::Sha256::digest(bytes).into();
+        let key = (digest, concurrent);
+        let engine = match concurrent {
+            true => &self.concurrent.engine,
+            false => &self.sync.engine,
+        };
         let lock = || self.compiled.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(shared) = lock().get(&key).and_then(Weak::upgrade) {
             return Ok((shared, true));
@@ -276,8 +355,8 @@ impl Engine {
         // deploying the same new bytes at once may both compile; the
         // second copy simply replaces the first in the map.
         let (component, from_cache) = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, &key, bytes)?,
-            None => (Component::new(&self.engine, bytes)?, false),
+            Some(cache) => cache.load_or_compile(engine, &digest, bytes)?,
+            None => (Component::new(engine, bytes)?, false),
         };
         let component = Arc::new(component);
         let mut compiled = lock();
@@ -292,9 +371,10 @@ impl Engine {
     /// it imports no such interface.
     fn with_prerelease_stubs(&self, component: &Component) -> Option<Linker<HostState>> {
         use wasmtime::component::types::ComponentItem;
+        let engine = &self.concurrent.engine;
         let ty = component.component_type();
         let stubbed: Vec<(String, wasmtime::component::types::ComponentInstance)> = ty
-            .imports(&self.engine)
+            .imports(engine)
             .filter_map(|(name, import)| match import.ty {
                 ComponentItem::ComponentInstance(instance) if is_release_candidate(name) => {
                     Some((name.to_owned(), instance))
@@ -305,12 +385,12 @@ impl Engine {
         if stubbed.is_empty() {
             return None;
         }
-        let mut linker = self.linker.clone();
+        let mut linker = self.concurrent.linker.clone();
         for (name, instance) in stubbed {
             tracing::debug!(import = %name, "stubbing a release-candidate import");
             let mut root = linker.root();
             let Ok(mut stub) = root.instance(&name) else { continue };
-            for (export, item) in instance.exports(&self.engine) {
+            for (export, item) in instance.exports(engine) {
                 let what = format!("{name}#{export}");
                 let defined = match item.ty {
                     ComponentItem::ComponentFunc(func) if func.async_() => stub
@@ -341,7 +421,7 @@ impl Engine {
     pub fn new_store(&self, pre: &ComponentPre) -> wasmtime::Result<Store<HostState>> {
         let mut state = pre.sandbox.new_host_state(pre.limits.max_memory)?;
         state.clock = RequestClock::start(pre.limits.request_timeout);
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(pre.instance_pre.engine(), state);
         store.limiter(|state| &mut state.limits);
         // Yield to the async scheduler on every epoch tick, so a guest that
         // computes without pause cannot starve other requests on its thread;
@@ -390,15 +470,17 @@ impl Engine {
 fn new_wasmtime_engine(
     config: &EngineConfig,
     pooling: bool,
+    concurrent: bool,
 ) -> Result<wasmtime::Engine, EngineError> {
-    wasmtime::Engine::new(&wasmtime_config(config, pooling))
+    wasmtime::Engine::new(&wasmtime_config(config, pooling, concurrent))
         .map_err(|e| EngineError::Config(describe(&e)))
 }
 
-fn wasmtime_config(config: &EngineConfig, pooling: bool) -> Config {
+fn wasmtime_config(config: &EngineConfig, pooling: bool, concurrent: bool) -> Config {
     let mut wasmtime = Config::new();
     wasmtime.wasm_component_model(true);
-    wasmtime.wasm_component_model_async(true);
+    wasmtime.wasm_component_model_async(concurrent);
+    wasmtime.concurrency_support(concurrent);
     wasmtime.epoch_interruption(true);
     wasmtime.memory_init_cow(true);
     wasmtime.max_wasm_stack(config.max_stack_size);
@@ -438,18 +520,75 @@ fn wasmtime_config(config: &EngineConfig, pooling: bool) -> Config {
 
 /// The linker with every host interface Bantam provides: WASI 0.2 and 0.3
 /// (cli, clocks, filesystem, random, sockets, io), `wasi:http` 0.2 and 0.3,
-/// and the capabilities (key-value, SQLite, variables, ...). Linking an
-/// interface grants nothing by itself: each capability checks the
-/// component's grants when called.
-fn host_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
+/// and the capabilities (key-value, SQLite, variables, ...); for an engine
+/// without concurrency, only the synchronous ones (WASI and `wasi:http`
+/// 0.2, Spin's version 2 interfaces, see [`needs_no_concurrency`]).
+/// Linking an interface grants nothing by itself: each capability checks
+/// the component's grants when called.
+fn host_linker(engine: &wasmtime::Engine, concurrent: bool) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    wasmtime_wasi::p3::add_to_linker(&mut linker)?;
-    wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
-    bantam_capabilities::outbound_http::add_relative_urls_to_linker(&mut linker)?;
-    bantam_capabilities::add_to_linker(&mut linker, HostState::capabilities)?;
+    if concurrent {
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    }
+    bantam_capabilities::outbound_http::add_relative_urls_to_linker(&mut linker, concurrent)?;
+    match concurrent {
+        true => bantam_capabilities::add_to_linker(&mut linker, HostState::capabilities)?,
+        false => bantam_capabilities::add_sync_to_linker(&mut linker, HostState::capabilities)?,
+    }
     Ok(linker)
+}
+
+/// Whether a component, by the names of its imports and exports, needs
+/// nothing of the component model's concurrency: every name is a WASI 0.2
+/// interface (`wasi:http` 0.2, `wasi:keyvalue` and `wasi:config` drafts
+/// included) or one of Spin's version 2 interfaces, all of which the
+/// linker without concurrency provides. A component that cannot be read
+/// needs the concurrent engine, whose compiler explains what is wrong.
+fn needs_no_concurrency(bytes: &[u8]) -> bool {
+    use wasmparser::{Parser, Payload};
+    fn synchronous(name: &str) -> bool {
+        match name.split_once('@') {
+            Some((interface, version)) => {
+                (interface.starts_with("wasi:") && version.starts_with("0.2."))
+                    || (interface.starts_with("fermyon:spin/") && version == "2.0.0")
+            }
+            None => false,
+        }
+    }
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        let names: Vec<&str> = match payload {
+            Ok(Payload::ModuleSection { .. } | Payload::ComponentSection { .. }) => {
+                depth += 1;
+                continue;
+            }
+            Ok(Payload::End(_)) => {
+                depth = depth.saturating_sub(1);
+                continue;
+            }
+            Ok(Payload::ComponentImportSection(section)) if depth == 0 => {
+                match section.into_iter().map(|i| i.map(|i| i.name.name)).collect() {
+                    Ok(names) => names,
+                    Err(_) => return false,
+                }
+            }
+            Ok(Payload::ComponentExportSection(section)) if depth == 0 => {
+                match section.into_iter().map(|e| e.map(|e| e.name.name)).collect() {
+                    Ok(names) => names,
+                    Err(_) => return false,
+                }
+            }
+            Ok(_) => continue,
+            Err(_) => return false,
+        };
+        if !names.into_iter().all(synchronous) {
+            return false;
+        }
+    }
+    true
 }
 
 /// A thread that advances the engine's epoch every [`EPOCH_TICK`].
@@ -458,7 +597,7 @@ struct EpochTicker {
 }
 
 impl EpochTicker {
-    fn start(engine: wasmtime::Engine) -> Self {
+    fn start(engines: [wasmtime::Engine; 2]) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         std::thread::Builder::new()
@@ -466,7 +605,9 @@ impl EpochTicker {
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+                    for engine in &engines {
+                        engine.increment_epoch();
+                    }
                 }
             })
             .expect("spawning the epoch thread");
@@ -505,6 +646,41 @@ mod tests {
     /// The smallest component: the preamble of an empty one.
     const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
 
+    /// A component importing an instance named `name` (of type 0: names
+    /// are read before anything is validated).
+    fn importing(name: &str) -> Vec<u8> {
+        let mut section = vec![1, 0x00, name.len() as u8];
+        section.extend_from_slice(name.as_bytes());
+        section.extend_from_slice(&[0x04, 0x00]);
+        let mut bytes = EMPTY_COMPONENT.to_vec();
+        bytes.extend_from_slice(&[10, section.len() as u8]);
+        bytes.extend(section);
+        bytes
+    }
+
+    #[test]
+    fn only_components_of_synchronous_interfaces_go_without_concurrency() {
+        assert!(needs_no_concurrency(EMPTY_COMPONENT));
+        for synchronous in [
+            "wasi:http/types@0.2.6",
+            "wasi:cli/environment@0.2.0",
+            "wasi:keyvalue/store@0.2.0-draft2",
+            "fermyon:spin/key-value@2.0.0",
+        ] {
+            assert!(needs_no_concurrency(&importing(synchronous)), "{synchronous}");
+        }
+        for concurrent in [
+            "wasi:http/types@0.3.0",
+            "wasi:http/types@0.3.0-rc-2026-03-15",
+            "spin:key-value/key-value@3.0.0",
+            "fermyon:spin/key-value@2.1.0",
+            "unversioned",
+        ] {
+            assert!(!needs_no_concurrency(&importing(concurrent)), "{concurrent}");
+        }
+        assert!(!needs_no_concurrency(b"not a component"));
+    }
+
     #[test]
     fn components_of_the_same_bytes_share_their_code_while_used() {
         let engine = Engine::new(&EngineConfig {
@@ -513,12 +689,12 @@ mod tests {
             ..EngineConfig::default()
         })
         .unwrap();
-        let (first, first_reused) = engine.compiled(EMPTY_COMPONENT).unwrap();
-        let (second, second_reused) = engine.compiled(EMPTY_COMPONENT).unwrap();
+        let (first, first_reused) = engine.compiled(EMPTY_COMPONENT, true).unwrap();
+        let (second, second_reused) = engine.compiled(EMPTY_COMPONENT, true).unwrap();
         assert!(Arc::ptr_eq(&first, &second));
         assert_eq!((first_reused, second_reused), (false, true));
         drop((first, second));
-        let (_third, third_reused) = engine.compiled(EMPTY_COMPONENT).unwrap();
+        let (_third, third_reused) = engine.compiled(EMPTY_COMPONENT, true).unwrap();
         assert!(!third_reused, "nothing used the code any more: compiled again");
         assert_eq!(engine.compiled.lock().unwrap().len(), 1, "the dead entry was dropped");
     }

@@ -3,18 +3,24 @@
 //! A component serves HTTP by exporting either `wasi:http/handler@0.3.x`
 //! (Rust `spin-sdk` 7) or `wasi:http/incoming-handler@0.2.x` (older SDKs,
 //! JavaScript, Python, plain `wasi:http` components); [`HttpExport::detect`]
-//! reads which from the component's type. Requests are dispatched through
-//! wasmtime-wasi-http's `ProxyHandler`, which drives the instance until its
-//! response body is complete; our [`Instances`] tell it to make a fresh
-//! store and instance for every request, never reuse one, and stop it as
-//! soon as its request lets go of it (see [`claim`](crate::claim)).
+//! reads which from the component's type. A request to a 0.2 component gets
+//! a fresh instance whose `handle` export is called directly ([`direct`]).
+//! Requests to 0.3 components are dispatched through wasmtime-wasi-http's
+//! `ProxyHandler`, which drives the instance's component-model-async event
+//! loop until its response body is complete; our [`Instances`] tell it to
+//! make a fresh store and instance for every request, never reuse one.
+//! Either way an instance is stopped as soon as its request lets go of it
+//! (see [`claim`](crate::claim)).
 //!
 //! A component whose manifest opts in (`[component.<id>.tool.bantam]
 //! instance_reuse`) has its instances serve several requests, but only of
 //! one [`ClientConnection`]: each connection gets its own pool of
 //! instances, which end when it closes or after the idle timeout, or when
 //! the guest works on while no request holds the instance. Each request in
-//! a reused instance gets the full request timeout.
+//! a reused instance gets the full request timeout. Reused instances, of
+//! either interface, go through `ProxyHandler`.
+
+mod direct;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -46,10 +52,10 @@ pub enum HttpExport {
 
 impl HttpExport {
     /// Read the export from the component's type; `None` if it has neither.
-    pub fn detect(pre: &ComponentPre, engine: &wasmtime::Engine) -> Option<Self> {
+    pub fn detect(pre: &ComponentPre) -> Option<Self> {
         let ty = pre.component.component_type();
         let mut found = None;
-        for (name, item) in ty.exports(engine) {
+        for (name, item) in ty.exports(pre.component.engine()) {
             if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
                 continue;
             }
@@ -107,9 +113,10 @@ pub struct HttpComponent {
     /// Which export is called.
     pub export: HttpExport,
     source: Arc<InstanceSource>,
-    /// A fresh instance for every request: all requests of a component
-    /// without `instance_reuse`, and those that come from no client
-    /// connection (service chaining) otherwise.
+    /// A fresh instance for every request of a 0.3 component: all its
+    /// requests without `instance_reuse`, and those that come from no
+    /// client connection (service chaining) otherwise. (A 0.2 component's
+    /// single-use instances are called directly, see [`direct`].)
     single_use: ProxyHandler<Instances>,
     /// The manifest's explicit opt-in to reusing instances within one
     /// client connection.
@@ -139,12 +146,11 @@ impl HttpComponent {
         reuse: Option<InstanceReuse>,
         metrics: Arc<ComponentMetrics>,
     ) -> Result<Self, ExecutorError> {
-        let wasmtime_engine = engine.wasmtime();
-        let Some(export) = HttpExport::detect(&pre, wasmtime_engine) else {
+        let Some(export) = HttpExport::detect(&pre) else {
             let exports = pre
                 .component
                 .component_type()
-                .exports(wasmtime_engine)
+                .exports(pre.component.engine())
                 .map(|(name, _)| format!("`{name}`"))
                 .collect::<Vec<_>>();
             return Err(ExecutorError::NoHttpExport {
@@ -198,18 +204,21 @@ impl HttpComponent {
     ) -> Result<wasmtime_wasi_http::handler::Response, HandleError> {
         let alive = self.metrics.instance_alive();
         let started = Instant::now();
-        let kept;
-        let instances = match (self.reuse, connection) {
-            (Some(reuse), Some(connection)) => {
-                kept = connection.instances(&self.source, reuse);
-                &kept
-            }
-            _ => &self.single_use,
+        let reused = match (self.reuse, connection) {
+            (Some(reuse), Some(connection)) => Some(connection.instances(&self.source, reuse)),
+            _ => None,
         };
         // Dropped on every way out: a timeout, a client gone before the
         // response, or the end of the response body.
         let (claim, claimed) = claim::new();
-        let handled = instances.handle((outbound_headers, claimed), request);
+        let data = (outbound_headers, claimed);
+        let handled = async {
+            match (&self.source.proxy_pre, &reused) {
+                (ProxyPre::P2(pre), None) => direct::handle(&self.source, pre, request, data).await,
+                (_, Some(reused)) => reused.handle(data, request).await,
+                (_, None) => self.single_use.handle(data, request).await,
+            }
+        };
         let timeout = self.source.timeout;
         let timed_out = |timeout: std::time::Duration| {
             tracing::error!(
@@ -240,9 +249,11 @@ impl HttpComponent {
             if let Some(timeout) = timeout.filter(|timeout| started.elapsed() >= *timeout) {
                 return timed_out(timeout);
             }
-            if let Some(failed) = error.downcast_ref::<InstantiationError<RequestData>>()
-                && failed.error.is::<AtCapacity>()
-            {
+            let at_capacity = error.is::<AtCapacity>()
+                || error
+                    .downcast_ref::<InstantiationError<RequestData>>()
+                    .is_some_and(|failed| failed.error.is::<AtCapacity>());
+            if at_capacity {
                 tracing::warn!(
                     "component `{}` is at its instance limit: request turned away",
                     self.id
@@ -420,28 +431,29 @@ impl WorkerState for Worker {
     }
 
     fn drop(&self, store: Store<HostState>, result: wasmtime::Result<()>) {
-        // A trap inside the instance's event loop ends the worker: this is
-        // where its cause arrives (the request only learns that the worker
-        // died, see `HttpComponent::handle`). An instance stopped because no
-        // request holds it ends with an error too, but nothing failed; nor
-        // did anything when a request already gave up (its timeout is
-        // logged by `HttpComponent::handle`) and the instance is then
-        // interrupted at its deadline.
-        match (result, self.holds.let_go()) {
-            (Ok(()), _) => {}
-            (Err(_), Some(LetGo::RequestGivenUp)) => tracing::debug!(
-                "component `{}`: instance stopped, its request given up before the response",
-                self.component
-            ),
-            // Work after the responses, cut short.
-            (Err(_), Some(LetGo::ResponsesDone)) if self.holds.stopped() => {}
-            (Err(error), _) => tracing::error!(
-                "component `{}` failed: {}",
-                self.component,
-                bantam_engine::describe(&error)
-            ),
-        }
+        log_instance_end(&self.component, result, &self.holds);
         drop(store);
+    }
+}
+
+/// Log how an instance of `component` ended, given how its requests let go
+/// of it. A trap inside the instance (its event loop, or a 0.2 handler
+/// after its response) ends it: this is where its cause arrives. An
+/// instance stopped because no request holds it ends with an error too,
+/// but nothing failed; nor did anything when a request already gave up
+/// (its timeout is logged by `HttpComponent::handle`) and the instance is
+/// then interrupted at its deadline.
+fn log_instance_end(component: &str, result: wasmtime::Result<()>, holds: &Holds) {
+    match (result, holds.let_go()) {
+        (Ok(()), _) => {}
+        (Err(_), Some(LetGo::RequestGivenUp)) => tracing::debug!(
+            "component `{component}`: instance stopped, its request given up before the response"
+        ),
+        // Work after the responses, cut short.
+        (Err(_), Some(LetGo::ResponsesDone)) if holds.stopped() => {}
+        (Err(error), _) => {
+            tracing::error!("component `{component}` failed: {}", bantam_engine::describe(&error))
+        }
     }
 }
 

@@ -62,21 +62,52 @@ async fn a_guest_in_a_busy_loop_is_stopped_at_the_request_timeout() {
 
 #[tokio::test]
 async fn a_component_at_its_instance_limit_turns_requests_away_with_503() {
-    let app = TestApp::single("narrow", r#"source = "{p3}""#);
+    for guest in ["{p3}", "{p2}"] {
+        let app = TestApp::single("narrow", &format!(r#"source = "{guest}""#));
+        let bantam = app.up(&["--max-instances-per-component", "1"]);
+        let url = bantam.url("/?sleep-ms=1500");
+        let slow = tokio::spawn(async move { get(&url).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+        let response = reqwest::get(bantam.url("/?status=200")).await.unwrap();
+        assert_eq!(response.status(), 503, "{guest}");
+        assert_eq!(response.headers()["retry-after"], "1");
+        let output = bantam.wait_for_output("at its instance limit");
+        assert!(output.contains("component `narrow` is at its instance limit"), "{output}");
+
+        assert_eq!(slow.await.unwrap(), (200, "slept 1500".to_string()), "{guest}");
+        let (status, _) = get(&bantam.url("/?status=200")).await;
+        assert_eq!(status, 200, "{guest}: the permit is returned with the response");
+    }
+}
+
+/// A `wasi:http` 0.2 handler may go on after setting its response, until
+/// it returns: that work stops with the response, and its instance is
+/// gone, so that one instance at most serves request after request.
+#[tokio::test]
+async fn a_handlers_work_after_its_response_stops_with_it() {
+    let app = TestApp::single("lingering", r#"source = "{plain}""#);
     let bantam = app.up(&["--max-instances-per-component", "1"]);
-    let url = bantam.url("/?sleep-ms=1500");
-    let slow = tokio::spawn(async move { get(&url).await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-
-    let response = reqwest::get(bantam.url("/?status=200")).await.unwrap();
-    assert_eq!(response.status(), 503);
-    assert_eq!(response.headers()["retry-after"], "1");
-    let output = bantam.wait_for_output("at its instance limit");
-    assert!(output.contains("component `narrow` is at its instance limit"), "{output}");
-
-    assert_eq!(slow.await.unwrap(), (200, "slept 1500".to_string()));
-    let (status, _) = get(&bantam.url("/?status=200")).await;
-    assert_eq!(status, 200, "the permit is returned with the response");
+    for after in ["loop", "park", "loop", "park"] {
+        let url = bantam.url(&format!("/?after={after}"));
+        // The previous instance is stopped as its response ends, which can
+        // be a moment after the client has read it.
+        let mut answer = get(&url).await;
+        for _ in 0..20 {
+            if answer.0 != 503 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            answer = get(&url).await;
+        }
+        let (status, body) = answer;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "hello from plain wasi:http"),
+            "after={after}: the previous instance no longer holds the only place"
+        );
+    }
+    assert!(!bantam.output().contains("failed"), "nothing failed:\n{}", bantam.output());
 }
 
 #[tokio::test]
