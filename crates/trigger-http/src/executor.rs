@@ -260,8 +260,11 @@ impl HttpComponent {
                 );
                 return HandleError::Busy;
             }
-            // A dead worker's cause is logged once, by `Worker::drop`.
-            if error.downcast_ref::<TrapOrPanicError>().is_none() {
+            // A failed instance's cause is logged once, where it ended
+            // (`log_instance_end`).
+            if error.downcast_ref::<TrapOrPanicError>().is_none()
+                && !error.is::<direct::InstanceFailed>()
+            {
                 tracing::error!(
                     "component `{}` failed: {}",
                     self.id,

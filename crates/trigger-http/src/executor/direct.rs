@@ -14,7 +14,6 @@
 use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::future::{Either, select};
@@ -36,10 +35,17 @@ const NO_RESPONSE: &str = "guest never invoked `response-outparam::set` method";
 #[error("instance stopped: its request let go of it")]
 struct Stopped;
 
+/// The instance failed before its response; its cause has been logged
+/// where the instance ended, as for `ProxyHandler`'s workers.
+#[derive(Debug, thiserror::Error)]
+#[error("the instance failed before its response")]
+pub(super) struct InstanceFailed;
+
 /// Serve `request` in a fresh instance of `source`'s component, whose
-/// pre-instance is `pre`. Errors the request saw (a trap before the
-/// response, no response at all) are returned, not logged; an error after
-/// the response has been sent is logged here.
+/// pre-instance is `pre`. How the instance ended is logged when it ends
+/// (by `log_instance_end`, whichever way the request went); a request
+/// whose instance failed before its response gets [`InstanceFailed`], one
+/// whose guest returned without a response an error saying so.
 pub(super) async fn handle(
     source: &Arc<InstanceSource>,
     pre: &ProxyPre<HostState>,
@@ -60,15 +66,7 @@ pub(super) async fn handle(
     let (send, response) = tokio::sync::oneshot::channel();
     let mut http = store.data_mut().http();
     let request = http.new_incoming_request(Scheme::Http, request)?;
-    let answered = Arc::new(AtomicBool::new(false));
-    let outparam = http.new_response_outparam_from_callback({
-        let answered = Arc::clone(&answered);
-        move |response| {
-            answered.store(true, Ordering::Release);
-            // The request may have given up already; nothing to tell then.
-            _ = send.send(response);
-        }
-    })?;
+    let outparam = http.new_response_outparam(send)?;
     let (expiry, holds) = Expiry::new(None);
     holds.take(claimed);
     let instance_source = Arc::clone(source);
@@ -86,19 +84,16 @@ pub(super) async fn handle(
         };
         drop(store);
         drop(permit);
-        // Before its response, the request is waiting for this outcome.
-        if !answered.load(Ordering::Acquire) && holds.let_go().is_none() {
-            return result;
-        }
+        let failed = result.is_err();
         log_instance_end(&instance_source.pre.id, result, &holds);
-        Ok(())
+        failed
     });
     match response.await {
         Ok(response) => Ok(response?),
         // The guest's store is gone, and the sender in it: the task is over.
         Err(_) => match task.await {
-            Ok(Ok(())) => Err(wasmtime::format_err!("{NO_RESPONSE}")),
-            Ok(Err(error)) => Err(error),
+            Ok(false) => Err(wasmtime::format_err!("{NO_RESPONSE}")),
+            Ok(true) => Err(InstanceFailed.into()),
             Err(panicked) => Err(wasmtime::format_err!("the instance's task failed: {panicked}")),
         },
     }
