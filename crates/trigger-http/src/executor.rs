@@ -37,7 +37,7 @@ use wasmtime::component::GuestTaskId;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::{Store, StoreContextMut};
 use wasmtime_wasi_http::handler::{
-    HandlerState, Instance, InstantiationError, ProxyHandler, ProxyPre, ShouldAccept,
+    HandlerState, Instance, InstantiationError, Proxy, ProxyHandler, ProxyPre, ShouldAccept,
     TrapOrPanicError, WorkerState,
 };
 
@@ -213,8 +213,10 @@ impl HttpComponent {
         let (claim, claimed) = claim::new();
         let data = (outbound_headers, claimed);
         let handled = async {
-            match (&self.source.proxy_pre, &reused) {
-                (ProxyPre::P2(pre), None) => direct::handle(&self.source, pre, request, data).await,
+            match (self.export, &reused) {
+                (HttpExport::IncomingHandler02, None) => {
+                    direct::handle(&self.source, request, data).await
+                }
                 (_, Some(reused)) => reused.handle(data, request).await,
                 (_, None) => self.single_use.handle(data, request).await,
             }
@@ -337,6 +339,26 @@ struct InstanceSource {
     capacity: Arc<tokio::sync::Semaphore>,
 }
 
+impl InstanceSource {
+    /// A fresh store and instance, holding a place under the component's
+    /// instance limit (the permit), or [`AtCapacity`]; its instantiation
+    /// time goes to the metrics.
+    async fn instantiate(
+        &self,
+    ) -> wasmtime::Result<(Store<HostState>, Proxy, tokio::sync::OwnedSemaphorePermit)> {
+        let Ok(permit) = Arc::clone(&self.capacity).try_acquire_owned() else {
+            return Err(AtCapacity.into());
+        };
+        let mut store = self.engine.new_store(&self.pre)?;
+        let started = Instant::now();
+        let proxy = self.proxy_pre.instantiate_async(&mut store).await?;
+        let elapsed = started.elapsed();
+        self.metrics.instantiation.observe(elapsed);
+        tracing::trace!(component = %self.pre.id, ?elapsed, "instantiated");
+        Ok((store, proxy, permit))
+    }
+}
+
 /// The component has its most instances alive: the request is turned away.
 #[derive(Debug, thiserror::Error)]
 #[error("at the instance limit")]
@@ -364,15 +386,7 @@ impl HandlerState for Instances {
 
     async fn instantiate(&self) -> wasmtime::Result<Instance<HostState, Expiry, Worker>> {
         let source = &self.source;
-        let Ok(permit) = Arc::clone(&source.capacity).try_acquire_owned() else {
-            return Err(AtCapacity.into());
-        };
-        let mut store = source.engine.new_store(&source.pre)?;
-        let started = Instant::now();
-        let proxy = source.proxy_pre.instantiate_async(&mut store).await?;
-        let elapsed = started.elapsed();
-        source.metrics.instantiation.observe(elapsed);
-        tracing::trace!(component = %source.pre.id, ?elapsed, "instantiated");
+        let (store, proxy, permit) = source.instantiate().await?;
         let idle = self
             .reuse
             .zip(self.closed.clone())

@@ -18,13 +18,11 @@ use std::time::Instant;
 
 use futures::future::{Either, select};
 use wasmtime_wasi_http::WasiHttpView as _;
-use wasmtime_wasi_http::handler::{Request, Response, WorkerExpiration as _, WorkerStatus};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::handler::{Proxy, Request, Response, WorkerExpiration as _, WorkerStatus};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
-use super::{AtCapacity, InstanceSource, RequestData, log_instance_end};
+use super::{InstanceSource, RequestData, log_instance_end};
 use crate::claim::Expiry;
-use bantam_engine::HostState;
 
 /// What a 0.2 guest that returns without answering is told, in wasmtime's
 /// words.
@@ -41,27 +39,22 @@ struct Stopped;
 #[error("the instance failed before its response")]
 pub(super) struct InstanceFailed;
 
-/// Serve `request` in a fresh instance of `source`'s component, whose
-/// pre-instance is `pre`. How the instance ended is logged when it ends
+/// Serve `request` in a fresh instance of `source`'s component, which
+/// exports `wasi:http/incoming-handler@0.2.x`. How the instance ended is logged when it ends
 /// (by `log_instance_end`, whichever way the request went); a request
 /// whose instance failed before its response gets [`InstanceFailed`], one
 /// whose guest returned without a response an error saying so.
 pub(super) async fn handle(
     source: &Arc<InstanceSource>,
-    pre: &ProxyPre<HostState>,
     request: Request,
     (outbound_headers, claimed): RequestData,
 ) -> wasmtime::Result<Response> {
-    let Ok(permit) = Arc::clone(&source.capacity).try_acquire_owned() else {
-        return Err(AtCapacity.into());
+    let (mut store, Proxy::P2(proxy), permit) = source.instantiate().await? else {
+        // `HttpComponent::new` made its pre-instance from its export.
+        return Err(wasmtime::format_err!("not a `wasi:http/incoming-handler` instance"));
     };
-    let mut store = source.engine.new_store(&source.pre)?;
     store.data_mut().begin_request(outbound_headers);
     let started = Instant::now();
-    let proxy = pre.instantiate_async(&mut store).await?;
-    let elapsed = started.elapsed();
-    source.metrics.instantiation.observe(elapsed);
-    tracing::trace!(component = %source.pre.id, ?elapsed, "instantiated");
 
     let (send, response) = tokio::sync::oneshot::channel();
     let mut http = store.data_mut().http();
