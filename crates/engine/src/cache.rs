@@ -2,8 +2,8 @@
 //!
 //! Compiling a component with Cranelift takes from tens of milliseconds to
 //! seconds; loading a precompiled one is a memory map. The key is the
-//! SHA-256 of the component bytes (which the engine computes once, for
-//! sharing compiled code too) together with wasmtime's compatibility hash
+//! BLAKE3 digest of the component bytes (which the engine computes once,
+//! for sharing compiled code too) together with wasmtime's compatibility hash
 //! of the engine settings, so a change of wasmtime version or engine
 //! configuration never loads stale code. Entries are written to a temporary file and
 //! renamed into place, so concurrent `bantam up`s never see half a file.
@@ -11,7 +11,6 @@
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 /// A directory of precompiled components.
@@ -26,35 +25,39 @@ impl CompileCache {
         Self { dir }
     }
 
-    /// The component for `bytes`, whose SHA-256 is `digest`: from the
-    /// cache when present and usable, otherwise compiled and stored.
-    /// Returns whether it came from the cache.
-    pub fn load_or_compile(
-        &self,
-        engine: &wasmtime::Engine,
-        digest: &[u8; 32],
-        bytes: &[u8],
-    ) -> wasmtime::Result<(Component, bool)> {
-        let path = self.dir.join(format!("{}.cwasm", cache_key(engine, digest)));
-        if path.is_file() {
-            match load(engine, &path) {
-                Ok(component) => return Ok((component, true)),
-                // A corrupt or foreign entry is not fatal: recompile over it.
-                Err(error) => tracing::warn!(
+    /// The precompiled component whose bytes have the BLAKE3 `digest`, if
+    /// the cache holds a usable one for `engine`. A corrupt or foreign
+    /// entry is not fatal: it is logged, and compiling again replaces it.
+    pub fn load(&self, engine: &wasmtime::Engine, digest: &[u8; 32]) -> Option<Component> {
+        let path = self.path(engine, digest);
+        if !path.is_file() {
+            return None;
+        }
+        load(engine, &path)
+            .inspect_err(|error| {
+                tracing::warn!(
                     "ignoring unusable cache entry {}: {}",
                     path.display(),
-                    crate::describe(&error)
-                ),
-            }
-        }
-        let component = Component::new(engine, bytes)?;
-        if let Err(error) = self.store(&path, &component) {
-            tracing::warn!("cannot write compile cache {}: {error}", path.display());
-        }
-        Ok((component, false))
+                    crate::describe(error)
+                )
+            })
+            .ok()
     }
 
-    fn store(&self, path: &Path, component: &Component) -> std::io::Result<()> {
+    /// Keep `component`, compiled for `engine` from bytes of the BLAKE3
+    /// `digest`; a failure to write is logged, not fatal.
+    pub fn store(&self, engine: &wasmtime::Engine, digest: &[u8; 32], component: &Component) {
+        let path = self.path(engine, digest);
+        if let Err(error) = self.write(&path, component) {
+            tracing::warn!("cannot write compile cache {}: {error}", path.display());
+        }
+    }
+
+    fn path(&self, engine: &wasmtime::Engine, digest: &[u8; 32]) -> PathBuf {
+        self.dir.join(format!("{}.cwasm", cache_key(engine, digest)))
+    }
+
+    fn write(&self, path: &Path, component: &Component) -> std::io::Result<()> {
         let serialized =
             component.serialize().map_err(|e| std::io::Error::other(crate::describe(&e)))?;
         std::fs::create_dir_all(&self.dir)?;
@@ -64,7 +67,7 @@ impl CompileCache {
     }
 }
 
-/// Load a precompiled component written by [`CompileCache::store`].
+/// Load a precompiled component written by [`CompileCache::write`].
 #[expect(unsafe_code, reason = "deserializing precompiled code we wrote ourselves")]
 fn load(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Component> {
     // SAFETY: the file was produced by `Component::serialize` from this
@@ -74,12 +77,12 @@ fn load(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Component> {
     unsafe { Component::deserialize_file(engine, path) }
 }
 
-/// SHA-256 over the engine's compatibility hash and the digest of the
-/// component bytes (hashing the bytes again would cost a large component,
-/// a 20 MiB Python app say, tens of milliseconds at every start).
+/// BLAKE3 over the engine's compatibility hash and the digest of the
+/// component bytes (hashing the bytes again would cost a large component
+/// its start-up time once more).
 fn cache_key(engine: &wasmtime::Engine, digest: &[u8; 32]) -> String {
-    struct ShaHasher(Sha256);
-    impl Hasher for ShaHasher {
+    struct Blake3Hasher(blake3::Hasher);
+    impl Hasher for Blake3Hasher {
         fn finish(&self) -> u64 {
             unreachable!("only used to feed the digest")
         }
@@ -87,8 +90,8 @@ fn cache_key(engine: &wasmtime::Engine, digest: &[u8; 32]) -> String {
             self.0.update(bytes);
         }
     }
-    let mut hasher = ShaHasher(Sha256::new());
+    let mut hasher = Blake3Hasher(blake3::Hasher::new());
     std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
     hasher.0.update(digest);
-    hex::encode(hasher.0.finalize())
+    hasher.0.finalize().to_hex().to_string()
 }

@@ -23,7 +23,7 @@ mod sandbox;
 mod stdio;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -149,7 +149,7 @@ pub struct Engine {
     /// Without it: components that import only synchronous interfaces.
     sync: LinkedEngine,
     cache: Option<CompileCache>,
-    /// Compiled components by the SHA-256 of their bytes and whether they
+    /// Compiled components by the digest of their bytes and whether they
     /// were compiled for the concurrent engine, while any prepared
     /// component uses them: apps deploying the same bytes share one copy
     /// of the code (a host of many tenants often runs one component many
@@ -159,9 +159,29 @@ pub struct Engine {
     epoch_ticker: EpochTicker,
 }
 
-/// What compiled code is shared by: the SHA-256 of the component's bytes,
+/// The BLAKE3 digest of a component's bytes.
+type Digest = [u8; 32];
+
+/// What compiled code is shared by: the digest of the component's bytes,
 /// and whether it was compiled for the concurrent engine.
-type CodeKey = ([u8; 32], bool);
+type CodeKey = (Digest, bool);
+
+/// The BLAKE3 digest of the file at `path`, read in small pieces.
+fn file_digest(path: &Path) -> std::io::Result<Digest> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(path)?)?;
+    Ok(*hasher.finalize().as_bytes())
+}
+
+/// A component's code linked for one of the engines.
+struct Linked {
+    compiled: Arc<Component>,
+    /// Whether the code was not compiled now.
+    from_cache: bool,
+    instance_pre: InstancePre<HostState>,
+    /// Whether for the engine with the component model's concurrency.
+    concurrent: bool,
+}
 
 /// A wasmtime engine and the host interfaces linked for it.
 struct LinkedEngine {
@@ -213,8 +233,15 @@ pub struct ComponentPre {
 impl Engine {
     /// Build the engine. Errors only if wasmtime rejects the configuration.
     pub fn new(config: &EngineConfig) -> Result<Self, EngineError> {
-        let concurrent = LinkedEngine::new(config, true)?;
-        let sync = LinkedEngine::new(config, false)?;
+        // Each engine reserves its pools (a guard page per fiber stack: a
+        // thousand `mprotect`s) and links a few thousand host functions:
+        // milliseconds of start-up, so the two are built side by side.
+        let (concurrent, sync) = std::thread::scope(|scope| {
+            let sync = scope.spawn(|| LinkedEngine::new(config, false));
+            let concurrent = LinkedEngine::new(config, true);
+            (concurrent, sync.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        });
+        let (concurrent, sync) = (concurrent?, sync?);
         let cache = config.cache_dir.clone().map(CompileCache::new);
         let epoch_ticker = EpochTicker::start([concurrent.engine.clone(), sync.engine.clone()]);
         Ok(Self {
@@ -237,6 +264,10 @@ impl Engine {
     /// component, whose instances are held to `limits`. Fails if the
     /// component is invalid or imports something the host does not
     /// provide, naming the component and the import.
+    ///
+    /// A component that needs no concurrency goes to the engine without
+    /// it; one the name check misjudges (it does not compile or link
+    /// there) goes to the other.
     pub fn prepare(
         &self,
         component: &bantam_app::Component,
@@ -244,24 +275,8 @@ impl Engine {
         capabilities: Arc<bantam_capabilities::ComponentCapabilities>,
         limits: AppLimits,
     ) -> Result<ComponentPre, EngineError> {
-        let bytes = std::fs::read(&component.source).map_err(|source| EngineError::Read {
-            component: component.id.clone(),
-            path: component.source.clone(),
-            source,
-        })?;
         let started = Instant::now();
-        // A component that needs no concurrency goes to the engine without
-        // it; one the name check misjudges (it does not compile or link
-        // there) goes to the other.
-        let without_concurrency = (component.instance_reuse.is_none()
-            && needs_no_concurrency(&bytes))
-        .then(|| self.linked_without_concurrency(component, &bytes))
-        .flatten();
-        let concurrent = without_concurrency.is_none();
-        let (compiled, from_cache, instance_pre) = match without_concurrency {
-            Some(linked) => linked,
-            None => self.linked_concurrent(component, &bytes)?,
-        };
+        let Linked { compiled, from_cache, instance_pre, concurrent } = self.linked(component)?;
         tracing::debug!(
             component = %component.id,
             from_cache,
@@ -279,17 +294,58 @@ impl Engine {
         })
     }
 
-    /// `component` (of `bytes`) compiled and linked for the engine without
-    /// concurrency, and whether its code was not compiled now; `None`
-    /// (logged at debug level) if it does not compile or link there.
+    /// `component` compiled (or its code found compiled before) and linked.
+    fn linked(&self, component: &bantam_app::Component) -> Result<Linked, EngineError> {
+        let read_error = |source| EngineError::Read {
+            component: component.id.clone(),
+            path: component.source.clone(),
+            source,
+        };
+        let may_go_without_concurrency = component.instance_reuse.is_none();
+        // The file is hashed as it streams in: when its code was compiled
+        // before (shared, or in the cache) the whole file is never held in
+        // memory, which for a 24 MiB componentize-py app saves the page
+        // faults of reading it into fresh memory at every start.
+        let digest = file_digest(&component.source).map_err(read_error)?;
+        let mut tried_without_concurrency = false;
+        if may_go_without_concurrency && let Some(compiled) = self.precompiled(&digest, false) {
+            tried_without_concurrency = true;
+            if let Some(linked) = self.linked_without_concurrency(component, Ok((compiled, true))) {
+                return Ok(linked);
+            }
+        }
+        if let Some(compiled) = self.precompiled(&digest, true) {
+            return self.linked_concurrent(component, compiled, true);
+        }
+        let bytes = std::fs::read(&component.source).map_err(read_error)?;
+        if may_go_without_concurrency
+            && !tried_without_concurrency
+            && needs_no_concurrency(&bytes)
+            && let Some(linked) =
+                self.linked_without_concurrency(component, self.compiled(&bytes, false))
+        {
+            return Ok(linked);
+        }
+        let (compiled, from_cache) =
+            self.compiled(&bytes, true).map_err(|error| EngineError::Compile {
+                component: component.id.clone(),
+                path: component.source.clone(),
+                message: describe(&error),
+            })?;
+        self.linked_concurrent(component, compiled, from_cache)
+    }
+
+    /// `component`'s `compiled` code (and whether it was not compiled now)
+    /// linked for the engine without concurrency; `None` (logged at debug
+    /// level) if it did not compile or does not link there.
     fn linked_without_concurrency(
         &self,
         component: &bantam_app::Component,
-        bytes: &[u8],
-    ) -> Option<(Arc<Component>, bool, InstancePre<HostState>)> {
-        let linked = self.compiled(bytes, false).and_then(|(compiled, from_cache)| {
+        compiled: wasmtime::Result<(Arc<Component>, bool)>,
+    ) -> Option<Linked> {
+        let linked = compiled.and_then(|(compiled, from_cache)| {
             let instance_pre = self.sync.linker.instantiate_pre(&compiled)?;
-            Ok((compiled, from_cache, instance_pre))
+            Ok(Linked { compiled, from_cache, instance_pre, concurrent: false })
         });
         match linked {
             Ok(linked) => Some(linked),
@@ -304,19 +360,13 @@ impl Engine {
         }
     }
 
-    /// `component` (of `bytes`) compiled and linked for the concurrent
-    /// engine, and whether its code was not compiled now.
+    /// `component`'s `compiled` code for the concurrent engine linked.
     fn linked_concurrent(
         &self,
         component: &bantam_app::Component,
-        bytes: &[u8],
-    ) -> Result<(Arc<Component>, bool, InstancePre<HostState>), EngineError> {
-        let (compiled, from_cache) =
-            self.compiled(bytes, true).map_err(|error| EngineError::Compile {
-                component: component.id.clone(),
-                path: component.source.clone(),
-                message: describe(&error),
-            })?;
+        compiled: Arc<Component>,
+        from_cache: bool,
+    ) -> Result<Linked, EngineError> {
         let instance_pre = match self.concurrent.linker.instantiate_pre(&compiled) {
             Ok(pre) => pre,
             // Guests built against a release candidate of an interface whose
@@ -332,37 +382,60 @@ impl Engine {
                 message: describe(&error),
             })?,
         };
-        Ok((compiled, from_cache, instance_pre))
+        Ok(Linked { compiled, from_cache, instance_pre, concurrent: true })
+    }
+
+    /// The code compiled before for the component of `digest`, for the
+    /// `concurrent` engine or the other: shared with a component already
+    /// prepared from the same bytes, else loaded from the compile cache.
+    fn precompiled(&self, digest: &Digest, concurrent: bool) -> Option<Arc<Component>> {
+        let key = (*digest, concurrent);
+        if let Some(shared) = self.lock_compiled().get(&key).and_then(Weak::upgrade) {
+            return Some(shared);
+        }
+        let loaded = self.cache.as_ref()?.load(self.wasmtime_engine(concurrent), digest)?;
+        Some(self.share(key, loaded))
     }
 
     /// The compiled code for `bytes`, for the `concurrent` engine or the
-    /// other: shared with a component already prepared from the same
-    /// bytes, else loaded from the compile cache or compiled. Whether it
-    /// was not compiled now.
+    /// other: compiled before ([`Self::precompiled`]) or now (and then
+    /// cached). Whether it was not compiled now.
     fn compiled(&self, bytes: &[u8], concurrent: bool) -> wasmtime::Result<(Arc<Component>, bool)> {
-        use sha2::Digest as _;
-        let digest: [u8; 32] = sha2::Sha256::digest(bytes).into();
-        let key = (digest, concurrent);
-        let engine = match concurrent {
-            true => &self.concurrent.engine,
-            false => &self.sync.engine,
-        };
-        let lock = || self.compiled.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(shared) = lock().get(&key).and_then(Weak::upgrade) {
-            return Ok((shared, true));
+        // Hashed again: the file may have changed since it was first hashed.
+        let digest = *blake3::hash(bytes).as_bytes();
+        if let Some(compiled) = self.precompiled(&digest, concurrent) {
+            return Ok((compiled, true));
         }
         // Compiling can take seconds: not under the lock. Two apps
         // deploying the same new bytes at once may both compile; the
         // second copy simply replaces the first in the map.
-        let (component, from_cache) = match &self.cache {
-            Some(cache) => cache.load_or_compile(engine, &digest, bytes)?,
-            None => (Component::new(engine, bytes)?, false),
-        };
+        let engine = self.wasmtime_engine(concurrent);
+        let component = Component::new(engine, bytes)?;
+        if let Some(cache) = &self.cache {
+            cache.store(engine, &digest, &component);
+        }
+        Ok((self.share((digest, concurrent), component), false))
+    }
+
+    /// Keep `component` for other components of the same bytes while any
+    /// uses it.
+    fn share(&self, key: CodeKey, component: Component) -> Arc<Component> {
         let component = Arc::new(component);
-        let mut compiled = lock();
+        let mut compiled = self.lock_compiled();
         compiled.retain(|_, weak| weak.strong_count() > 0);
         compiled.insert(key, Arc::downgrade(&component));
-        Ok((component, from_cache))
+        component
+    }
+
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<CodeKey, Weak<Component>>> {
+        self.compiled.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wasmtime_engine(&self, concurrent: bool) -> &wasmtime::Engine {
+        match concurrent {
+            true => &self.concurrent.engine,
+            false => &self.sync.engine,
+        }
     }
 
     /// A linker for `component` in which its imports of release-candidate

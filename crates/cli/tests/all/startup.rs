@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{TestApp, get};
+use crate::support::{TestApp, get, guest};
 
 fn hello_app(guest: &str) -> TestApp {
     TestApp::new(&format!(
@@ -56,6 +56,44 @@ async fn a_second_start_loads_compiled_code_from_the_cache() {
     assert!(second.output().contains("from_cache=true"), "{}", second.output());
     let (status, _) = get(&second.url("/exact?status=200")).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn an_unusable_cache_entry_is_compiled_over_with_a_warning() {
+    let app = hello_app("{p2}");
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    drop(app.up(&["--cache-dir", cache_dir]));
+    let entry = std::fs::read_dir(cache.path()).unwrap().next().unwrap().unwrap().path();
+    std::fs::write(&entry, b"not compiled code").unwrap();
+
+    let second = app.up(&["--cache-dir", cache_dir]);
+    let output = second.output();
+    assert!(output.contains("ignoring unusable cache entry"), "{output}");
+    assert!(output.contains("from_cache=false"), "{output}");
+    let (status, _) = get(&second.url("/exact?status=200")).await;
+    assert_eq!(status, 200);
+    drop(second);
+    // The entry was written again, whole.
+    let third = app.up(&["--cache-dir", cache_dir]);
+    assert!(third.output().contains("from_cache=true"), "{}", third.output());
+}
+
+#[tokio::test]
+async fn a_changed_component_file_is_compiled_afresh() {
+    let app = hello_app("component.wasm");
+    let component = app.path().join("component.wasm");
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    std::fs::copy(guest("http_p2_probe"), &component).unwrap();
+    drop(app.up(&["--cache-dir", cache_dir]));
+
+    // Same path, other bytes (a rebuild): not the code compiled before.
+    std::fs::copy(guest("wasi_http_plain"), &component).unwrap();
+    let second = app.up(&["--cache-dir", cache_dir]);
+    assert!(second.output().contains("from_cache=false"), "{}", second.output());
+    let (status, body) = get(&second.url("/exact")).await;
+    assert_eq!((status, body.as_str()), (200, "hello from plain wasi:http"));
 }
 
 #[test]
