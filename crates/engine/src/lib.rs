@@ -310,40 +310,47 @@ impl Engine {
         let mut tried_without_concurrency = false;
         if may_go_without_concurrency && let Some(compiled) = self.precompiled(&digest, false) {
             tried_without_concurrency = true;
-            if let Some(linked) = self.linked_without_concurrency(component, Ok((compiled, true))) {
+            if let Some(linked) = self.linked_without_concurrency(component, Ok(compiled), true) {
                 return Ok(linked);
             }
         }
         if let Some(compiled) = self.precompiled(&digest, true) {
             return self.linked_concurrent(component, compiled, true);
         }
+        // Not compiled before: compiled now, keyed by the bytes compiled
+        // (the file may have changed since it was streamed).
         let bytes = std::fs::read(&component.source).map_err(read_error)?;
+        let digest = *blake3::hash(&bytes).as_bytes();
         if may_go_without_concurrency
             && !tried_without_concurrency
             && needs_no_concurrency(&bytes)
-            && let Some(linked) =
-                self.linked_without_concurrency(component, self.compiled(&bytes, false))
+            && let Some(linked) = self.linked_without_concurrency(
+                component,
+                self.compile(&digest, &bytes, false),
+                false,
+            )
         {
             return Ok(linked);
         }
-        let (compiled, from_cache) =
-            self.compiled(&bytes, true).map_err(|error| EngineError::Compile {
+        let compiled =
+            self.compile(&digest, &bytes, true).map_err(|error| EngineError::Compile {
                 component: component.id.clone(),
                 path: component.source.clone(),
                 message: describe(&error),
             })?;
-        self.linked_concurrent(component, compiled, from_cache)
+        self.linked_concurrent(component, compiled, false)
     }
 
-    /// `component`'s `compiled` code (and whether it was not compiled now)
+    /// `component`'s `compiled` code (`from_cache` if not compiled now)
     /// linked for the engine without concurrency; `None` (logged at debug
     /// level) if it did not compile or does not link there.
     fn linked_without_concurrency(
         &self,
         component: &bantam_app::Component,
-        compiled: wasmtime::Result<(Arc<Component>, bool)>,
+        compiled: wasmtime::Result<Arc<Component>>,
+        from_cache: bool,
     ) -> Option<Linked> {
-        let linked = compiled.and_then(|(compiled, from_cache)| {
+        let linked = compiled.and_then(|compiled| {
             let instance_pre = self.sync.linker.instantiate_pre(&compiled)?;
             Ok(Linked { compiled, from_cache, instance_pre, concurrent: false })
         });
@@ -397,24 +404,23 @@ impl Engine {
         Some(self.share(key, loaded))
     }
 
-    /// The compiled code for `bytes`, for the `concurrent` engine or the
-    /// other: compiled before ([`Self::precompiled`]) or now (and then
-    /// cached). Whether it was not compiled now.
-    fn compiled(&self, bytes: &[u8], concurrent: bool) -> wasmtime::Result<(Arc<Component>, bool)> {
-        // Hashed again: the file may have changed since it was first hashed.
-        let digest = *blake3::hash(bytes).as_bytes();
-        if let Some(compiled) = self.precompiled(&digest, concurrent) {
-            return Ok((compiled, true));
-        }
+    /// `bytes`, of `digest`, compiled now for the `concurrent` engine or
+    /// the other, cached and shared.
+    fn compile(
+        &self,
+        digest: &Digest,
+        bytes: &[u8],
+        concurrent: bool,
+    ) -> wasmtime::Result<Arc<Component>> {
         // Compiling can take seconds: not under the lock. Two apps
         // deploying the same new bytes at once may both compile; the
         // second copy simply replaces the first in the map.
         let engine = self.wasmtime_engine(concurrent);
         let component = Component::new(engine, bytes)?;
         if let Some(cache) = &self.cache {
-            cache.store(engine, &digest, &component);
+            cache.store(engine, digest, &component);
         }
-        Ok((self.share((digest, concurrent), component), false))
+        Ok(self.share((*digest, concurrent), component))
     }
 
     /// Keep `component` for other components of the same bytes while any
@@ -762,12 +768,20 @@ mod tests {
             ..EngineConfig::default()
         })
         .unwrap();
-        let (first, first_reused) = engine.compiled(EMPTY_COMPONENT, true).unwrap();
-        let (second, second_reused) = engine.compiled(EMPTY_COMPONENT, true).unwrap();
+        // As `Engine::linked` finds or makes the code: shared, else compiled.
+        let compiled = || {
+            let digest = *blake3::hash(EMPTY_COMPONENT).as_bytes();
+            match engine.precompiled(&digest, true) {
+                Some(shared) => (shared, true),
+                None => (engine.compile(&digest, EMPTY_COMPONENT, true).unwrap(), false),
+            }
+        };
+        let (first, first_reused) = compiled();
+        let (second, second_reused) = compiled();
         assert!(Arc::ptr_eq(&first, &second));
         assert_eq!((first_reused, second_reused), (false, true));
         drop((first, second));
-        let (_third, third_reused) = engine.compiled(EMPTY_COMPONENT, true).unwrap();
+        let (_third, third_reused) = compiled();
         assert!(!third_reused, "nothing used the code any more: compiled again");
         assert_eq!(engine.compiled.lock().unwrap().len(), 1, "the dead entry was dropped");
     }
