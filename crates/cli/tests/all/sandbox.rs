@@ -102,7 +102,10 @@ async fn an_empty_log_dir_writes_no_log_files() {
     let bantam = app.up(&["-L", ""]);
     let (status, _) = get(&bantam.url("/?stdout=not%20on%20disk")).await;
     assert_eq!(status, 200);
-    let output = bantam.wait_for_output("[reader] err: not on disk");
+    // Stdout and stderr are separate pipes, read by separate threads: one
+    // line may arrive before the other.
+    bantam.wait_for_output("[reader] err: not on disk");
+    let output = bantam.wait_for_output("[reader] not on disk");
     assert!(output.contains("[reader] not on disk"), "{output}");
     assert!(!output.contains("Logging component stdio"), "{output}");
     assert!(!app.path().join(".spin/logs").exists(), "no log directory is made");
