@@ -1,5 +1,7 @@
 //! Routing and the request a guest sees, for both HTTP interfaces.
 
+use std::time::Duration;
+
 use crate::support::{TestApp, get, get_json};
 
 const ROUTES: &str = r#"
@@ -175,6 +177,74 @@ async fn plain_wasi_http_components_run_too() {
     assert_eq!((status, body.as_str()), (200, "OK"));
     let (status, body) = get(&bantam.url("/.well-known/spin/other")).await;
     assert_eq!((status, body.as_str()), (404, ""));
+}
+
+/// A request body reaches the guest as it arrives and the guest's body
+/// reaches the client as it is written: the client sends each chunk only
+/// once the one before has come back, which would never happen if any
+/// part of the way held the request body whole. A large body then goes
+/// through without the server's memory growing by its size.
+#[tokio::test]
+async fn a_body_streams_through_the_guest_and_back_as_it_arrives() {
+    let app = TestApp::single("echo", r#"source = "{plain}""#);
+    let bantam = app.up(&[]);
+    let client = reqwest::Client::new();
+
+    let (send, chunks) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+    let first = b"first chunk ".to_vec();
+    send.unbounded_send(Ok(first.clone())).unwrap();
+    let answer = client.post(bantam.url("/?stream")).body(reqwest::Body::wrap_stream(chunks));
+    let mut response = tokio::time::timeout(Duration::from_secs(10), answer.send())
+        .await
+        .expect("no response before the request body ended")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut sent = first;
+    let mut echoed = Vec::new();
+    for n in 1..=5 {
+        while echoed.len() < sent.len() {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("chunk {n} did not come back before the body ended"))
+                .unwrap()
+                .expect("the response ended early");
+            echoed.extend_from_slice(&chunk);
+        }
+        assert_eq!(echoed, sent, "after chunk {n}");
+        let next = format!("then chunk {n} ").into_bytes();
+        sent.extend_from_slice(&next);
+        send.unbounded_send(Ok(next)).unwrap();
+    }
+    drop(send);
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        echoed.extend_from_slice(&chunk);
+    }
+    assert_eq!(echoed, sent);
+
+    // 96 MiB (under the 100 MiB default limit) of a repeating pattern,
+    // checked as it comes back.
+    const MIB: usize = 1 << 20;
+    let pattern: Vec<u8> = (0..MIB).map(|i| (i % 251) as u8).collect();
+    let before = bantam.peak_resident_kib();
+    let body = futures::stream::iter(
+        std::iter::repeat_n(pattern.clone(), 96).map(Ok::<_, std::io::Error>),
+    );
+    let mut response = client
+        .post(bantam.url("/?stream"))
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    let mut received = 0;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        for (offset, byte) in chunk.iter().enumerate() {
+            assert_eq!(*byte, pattern[(received + offset) % MIB], "byte {}", received + offset);
+        }
+        received += chunk.len();
+    }
+    assert_eq!(received, 96 * MIB, "the whole body came back");
+    let grown = bantam.peak_resident_kib().saturating_sub(before);
+    assert!(grown < 48 * 1024, "the server's peak memory grew by {grown} KiB for 96 MiB");
 }
 
 #[tokio::test]

@@ -283,6 +283,14 @@ impl Bantam {
         }
     }
 
+    /// The most memory the server process has had resident so far, in KiB
+    /// (`VmHWM`).
+    pub fn peak_resident_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|line| line.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     /// Everything the process printed so far (stdout and stderr).
     pub fn output(&self) -> String {
         self.output.0.lock().unwrap().clone()
