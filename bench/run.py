@@ -18,7 +18,12 @@ It measures, with a load generator in a separate process on loopback:
   * key-value set/get through a guest against the embedded store, next to
     native rusqlite doing the same statements;
   * throughput with 1 and 2 worker threads, and peak memory as concurrency
-    grows.
+    grows;
+  * streaming bodies: a 1 MiB request body echoed back as it arrives, by a
+    plain wasi:http 0.2 guest, next to native hyper and `wasmtime serve`.
+
+`--only STEP,...` runs some steps: hello (throughput and latency),
+instantiation, startup, kv, scaling, bodies.
 
 Tools: wrk (Debian's package) is required. oha and wasmtime-cli are
 installed once with `cargo install` into the cache (BANTAM_BENCH_CACHE,
@@ -42,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WASMTIME_VERSION = "48.0.8"
 OHA_VERSION = "1.16.0"
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk-report.lua"
+STEPS = ("hello", "instantiation", "startup", "kv", "scaling", "bodies")
 
 
 def log(message):
@@ -118,11 +124,13 @@ class Server:
             self.process.kill()
 
 
-def wrk(url, connections, seconds, threads=2):
+def wrk(url, connections, seconds, threads=2, body_bytes=None):
+    """One wrk run; with `body_bytes`, each request POSTs that many bytes."""
+    env = dict(os.environ, **({"WRK_BODY_BYTES": str(body_bytes)} if body_bytes else {}))
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
          "-s", str(WRK_SCRIPT), url],
-        check=True, capture_output=True, text=True,
+        check=True, capture_output=True, text=True, env=env,
     ).stdout
     line = next(l for l in out.splitlines() if l.startswith("JSON "))
     return json.loads(line[5:])
@@ -134,15 +142,17 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def throughput(server, args, connections=None):
+def throughput(server, args, connections=None, body_bytes=None):
     """Median of `args.repeat` wrk runs after a warm-up: rps, spread, the
     latency percentiles of the median run, and the server's CPU time per
     request over all measured runs (the cost the load generator's share of
-    the two cores does not blur)."""
+    the two cores does not blur). With `body_bytes`, requests are POSTs of
+    that size."""
     connections = connections or args.connections
-    wrk(server.url, connections, args.warmup)
+    wrk(server.url, connections, args.warmup, body_bytes=body_bytes)
     cpu_before = cpu_seconds(server.process.pid)
-    runs = [wrk(server.url, connections, args.duration) for _ in range(args.repeat)]
+    runs = [wrk(server.url, connections, args.duration, body_bytes=body_bytes)
+            for _ in range(args.repeat)]
     cpu = cpu_seconds(server.process.pid) - cpu_before
     requests = sum(r["requests"] for r in runs)
     each_rps = [r["rps"] for r in runs]
@@ -181,7 +191,12 @@ def main():
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument("--repeat", type=int, default=3, help="measured runs per figure")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--only", default=",".join(STEPS),
+                        help=f"comma-separated steps to run, of: {', '.join(STEPS)}")
     args = parser.parse_args()
+    steps = set(args.only.split(","))
+    if steps - set(STEPS):
+        sys.exit(f"unknown steps {', '.join(sorted(steps - set(STEPS)))}; known: {', '.join(STEPS)}")
     args.warmup = 2
     if args.smoke:
         args.duration, args.repeat, args.warmup = 1, 1, 1
@@ -237,137 +252,168 @@ def main():
     out(f"Machine: {os.cpu_count()} cores; {args.repeat} runs of {args.duration}s after "
         f"{args.warmup}s of warm-up, wrk -t2 -c{args.connections}; spread is min–max.\n")
 
-    # 1. Hello world.
-    out("### Hello world\n")
-    out("| Server | Guest | Requests/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | vs native | vs wasmtime serve |")
-    out("|---|---|---|---|---|---|---|---|---|")
-    rows = []
-    with Server("native hyper", [str(native), "127.0.0.1:{port}"], "/") as s:
-        rows.append(("native hyper", "-", throughput(s, args)))
-    native_rps = rows[0][2]["rps"]
-    guests_under_test = ((plain, "plain wasi:http 0.2", "/"),
-                         (p3, "spin-sdk 7 (wasi:http 0.3)", "/"),
-                         (p2, "spin-sdk 5.2 (wasi:http 0.2)", "/"))
-    wasmtime_rps, wasmtime_reuse_rps = {}, {}
-    if wasmtime:
+    if "hello" in steps:
+        # 1. Hello world.
+        out("### Hello world\n")
+        out("| Server | Guest | Requests/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | vs native | vs wasmtime serve |")
+        out("|---|---|---|---|---|---|---|---|---|")
+        rows = []
+        with Server("native hyper", [str(native), "127.0.0.1:{port}"], "/") as s:
+            rows.append(("native hyper", "-", throughput(s, args)))
+        native_rps = rows[0][2]["rps"]
+        guests_under_test = ((plain, "plain wasi:http 0.2", "/"),
+                             (p3, "spin-sdk 7 (wasi:http 0.3)", "/"),
+                             (p2, "spin-sdk 5.2 (wasi:http 0.2)", "/"))
+        wasmtime_rps, wasmtime_reuse_rps = {}, {}
+        if wasmtime:
+            for guest, label, path in guests_under_test:
+                # Like for like: a fresh instance per request, as Bantam makes.
+                # `wasmtime serve` reuses a wasi:http 0.3 instance for up to 128
+                # requests by default; that row is shown too, as a reference.
+                modes = [("", ["--max-instance-reuse-count", "1"])]
+                if "0.3" in label:
+                    modes.append((" (default: instance reuse)", []))
+                for suffix, flags in modes:
+                    try:
+                        # -Scli: the guests import wasi:cli (environment, stdio),
+                        # which `wasmtime serve` links only when asked.
+                        with Server("wasmtime serve", [str(wasmtime), "serve", "-Scli", *flags,
+                                                       "--addr", "127.0.0.1:{port}", str(guest)],
+                                    path) as s:
+                            r = throughput(s, args)
+                    except RuntimeError as error:
+                        log(f"wasmtime serve cannot run {guest.name}: {error}")
+                        continue
+                    rows.append((f"wasmtime serve {WASMTIME_VERSION}{suffix}", label, r))
+                    (wasmtime_reuse_rps if suffix else wasmtime_rps)[label] = r["rps"]
+        bantam_rps = {}
         for guest, label, path in guests_under_test:
-            # Like for like: a fresh instance per request, as Bantam makes.
-            # `wasmtime serve` reuses a wasi:http 0.3 instance for up to 128
-            # requests by default; that row is shown too, as a reference.
-            modes = [("", ["--max-instance-reuse-count", "1"])]
-            if "0.3" in label:
-                modes.append((" (default: instance reuse)", []))
-            for suffix, flags in modes:
-                try:
-                    # -Scli: the guests import wasi:cli (environment, stdio),
-                    # which `wasmtime serve` links only when asked.
-                    with Server("wasmtime serve", [str(wasmtime), "serve", "-Scli", *flags,
-                                                   "--addr", "127.0.0.1:{port}", str(guest)],
-                                path) as s:
-                        r = throughput(s, args)
-                except RuntimeError as error:
-                    log(f"wasmtime serve cannot run {guest.name}: {error}")
-                    continue
-                rows.append((f"wasmtime serve {WASMTIME_VERSION}{suffix}", label, r))
-                (wasmtime_reuse_rps if suffix else wasmtime_rps)[label] = r["rps"]
-    bantam_rps = {}
-    for guest, label, path in guests_under_test:
-        with bantam_up(guest, path) as s:
-            rows.append(("bantam up", label, throughput(s, args)))
-        bantam_rps[guest] = rows[-1][2]["rps"]
-    for guest, label, path in guests_under_test:
-        with bantam_up(reusing(guest), path) as s:
-            rows.append(("bantam up (opt-in: instance reuse per connection)", label,
-                         throughput(s, args)))
-    for server, guest, r in rows:
-        # Like with like: fresh instances against fresh instances, reuse
-        # against `wasmtime serve`'s own reuse.
-        baseline = {"bantam up": wasmtime_rps}.get(server, {}).get(guest)
-        if server.startswith("bantam") and "reuse" in server:
-            baseline = wasmtime_reuse_rps.get(guest)
-        vs_wasmtime = f"{r['rps'] / baseline:.2f}x" if baseline else "-"
-        out(f"| {server} | {guest} | {fmt_rps(r)} | {r['p50']:.2f} | {r['p99']:.2f} | "
-            f"{r['p999']:.2f} | {r['cpu_us']:.0f} | {r['rps'] / native_rps:.2f}x | {vs_wasmtime} |")
-    out("")
-
-    # 2. p99 at half of peak.
-    if oha:
-        out("### Latency at half of peak throughput\n")
-        out("| Server | Rate (req/s) | Achieved | p99 ms |")
-        out("|---|---|---|---|")
-        servers = [("native hyper", native_rps,
-                    lambda: Server("native", [str(native), "127.0.0.1:{port}"], "/"))]
+            with bantam_up(guest, path) as s:
+                rows.append(("bantam up", label, throughput(s, args)))
+            bantam_rps[guest] = rows[-1][2]["rps"]
         for guest, label, path in guests_under_test:
-            servers.append((f"bantam up, {label}", bantam_rps[guest],
-                            lambda guest=guest, path=path: bantam_up(guest, path)))
-        for name, peak, make in servers:
-            with make() as s:
-                p99, achieved = oha_p99_at_rate(oha, s.url, peak / 2, max(args.duration, 2))
-                out(f"| {name} | {peak / 2:,.0f} | {achieved:,.0f} | {p99:.2f} |")
+            with bantam_up(reusing(guest), path) as s:
+                rows.append(("bantam up (opt-in: instance reuse per connection)", label,
+                             throughput(s, args)))
+        for server, guest, r in rows:
+            # Like with like: fresh instances against fresh instances, reuse
+            # against `wasmtime serve`'s own reuse.
+            baseline = {"bantam up": wasmtime_rps}.get(server, {}).get(guest)
+            if server.startswith("bantam") and "reuse" in server:
+                baseline = wasmtime_reuse_rps.get(guest)
+            vs_wasmtime = f"{r['rps'] / baseline:.2f}x" if baseline else "-"
+            out(f"| {server} | {guest} | {fmt_rps(r)} | {r['p50']:.2f} | {r['p99']:.2f} | "
+                f"{r['p999']:.2f} | {r['cpu_us']:.0f} | {r['rps'] / native_rps:.2f}x | {vs_wasmtime} |")
         out("")
-    else:
-        out("(oha not installed: the fixed-rate latency step was skipped.)\n")
 
-    # 3. Instantiation.
-    out("### Per-request instantiation (in the engine, pooling allocator)\n")
-    out("| Guest | new store µs (median) | store + instantiate µs (median) | p99 µs | resident KiB per live instance |")
-    out("|---|---|---|---|---|")
-    for guest in (plain, p3, p2):
-        n = "2000" if args.smoke else "20000"
-        j = json.loads(subprocess.run([str(instantiate), str(guest), n], check=True,
-                                      capture_output=True, text=True).stdout)
-        out(f"| {j['component']} | {j['new_store_median_us']:.1f} | {j['instantiate_median_us']:.1f} | "
-            f"{j['instantiate_p99_us']:.1f} | {j['resident_kib_per_instance']:.0f} |")
-    out("")
+        # 2. p99 at half of peak.
+        if oha:
+            out("### Latency at half of peak throughput\n")
+            out("| Server | Rate (req/s) | Achieved | p99 ms |")
+            out("|---|---|---|---|")
+            servers = [("native hyper", native_rps,
+                        lambda: Server("native", [str(native), "127.0.0.1:{port}"], "/"))]
+            for guest, label, path in guests_under_test:
+                servers.append((f"bantam up, {label}", bantam_rps[guest],
+                                lambda guest=guest, path=path: bantam_up(guest, path)))
+            for name, peak, make in servers:
+                with make() as s:
+                    p99, achieved = oha_p99_at_rate(oha, s.url, peak / 2, max(args.duration, 2))
+                    out(f"| {name} | {peak / 2:,.0f} | {achieved:,.0f} | {p99:.2f} |")
+            out("")
+        else:
+            out("(oha not installed: the fixed-rate latency step was skipped.)\n")
 
-    # 4. Start-up.
-    out("### Start-up to the first 200\n")
-    out("| App | Compile cache | Seconds |")
-    out("|---|---|---|")
-    shutil.rmtree(compile_cache, ignore_errors=True)
-    for cache_state in ("cold", "warm"):
-        with bantam_up(p3, "/") as s:
-            out(f"| spin-sdk 7 hello ({p3.stat().st_size // 1024} KiB) | {cache_state} | {s.startup:.3f} |")
-    # Large components, as the official JavaScript and Python toolchains
-    # make them (several MiB of interpreter and runtime).
-    for label, make in (("componentize-js", js_app), ("componentize-py", python_app)):
-        large = make(cache) if not args.smoke else None
-        if large is None:
-            out(f"| {label} app | | skipped ({'smoke run' if args.smoke else 'toolchain missing'}) |")
-            continue
-        app, wasm = large
+    if "instantiation" in steps:
+        # 3. Instantiation.
+        out("### Per-request instantiation (in the engine, pooling allocator)\n")
+        out("| Guest | new store µs (median) | store + instantiate µs (median) | p99 µs | resident KiB per live instance |")
+        out("|---|---|---|---|---|")
+        for guest in (plain, p3, p2):
+            n = "2000" if args.smoke else "20000"
+            j = json.loads(subprocess.run([str(instantiate), str(guest), n], check=True,
+                                          capture_output=True, text=True).stdout)
+            out(f"| {j['component']} | {j['new_store_median_us']:.1f} | {j['instantiate_median_us']:.1f} | "
+                f"{j['instantiate_p99_us']:.1f} | {j['resident_kib_per_instance']:.0f} |")
+        out("")
+
+    if "startup" in steps:
+        # 4. Start-up.
+        out("### Start-up to the first 200\n")
+        out("| App | Compile cache | Seconds |")
+        out("|---|---|---|")
+        shutil.rmtree(compile_cache, ignore_errors=True)
         for cache_state in ("cold", "warm"):
-            with bantam_up(app, "/") as s:
-                out(f"| {label} app ({wasm.stat().st_size / (1 << 20):.0f} MiB) | {cache_state} | {s.startup:.3f} |")
-    out("")
+            with bantam_up(p3, "/") as s:
+                out(f"| spin-sdk 7 hello ({p3.stat().st_size // 1024} KiB) | {cache_state} | {s.startup:.3f} |")
+        # Large components, as the official JavaScript and Python toolchains
+        # make them (several MiB of interpreter and runtime).
+        for label, make in (("componentize-js", js_app), ("componentize-py", python_app)):
+            large = make(cache) if not args.smoke else None
+            if large is None:
+                out(f"| {label} app | | skipped ({'smoke run' if args.smoke else 'toolchain missing'}) |")
+                continue
+            app, wasm = large
+            for cache_state in ("cold", "warm"):
+                with bantam_up(app, "/") as s:
+                    out(f"| {label} app ({wasm.stat().st_size / (1 << 20):.0f} MiB) | {cache_state} | {s.startup:.3f} |")
+        out("")
 
-    # 5. Key-value.
-    out("### Key-value (embedded SQLite store)\n")
-    out("| Operation | Native rusqlite + hyper (req/s) | Bantam guest (req/s) | Ratio |")
-    out("|---|---|---|---|")
-    app = work / "kv"
-    app.mkdir()
-    (app / "spin.toml").write_text(
-        'spin_manifest_version = 2\n[application]\nname = "kv"\n[[trigger.http]]\nroute = "/..."\n'
-        f'component = "kv"\n[component.kv]\nsource = "{caps}"\nkey_value_stores = ["default"]\n')
-    for op in ("set", "get"):
-        with Server("native kv", [str(native), "127.0.0.1:{port}", str(work / "native-kv.db")],
-                    f"/kv?op={op}") as s:
-            n = throughput(s, args)
-        with bantam_up(app, f"/?cap=kv&store=default&op={op}&key=k&value=v") as s:
-            b = throughput(s, args)
-        out(f"| {op} | {fmt_rps(n)} | {fmt_rps(b)} | {b['rps'] / n['rps']:.2f}x |")
-    out("")
+    if "kv" in steps:
+        # 5. Key-value.
+        out("### Key-value (embedded SQLite store)\n")
+        out("| Operation | Native rusqlite + hyper (req/s) | Bantam guest (req/s) | Ratio |")
+        out("|---|---|---|---|")
+        app = work / "kv"
+        app.mkdir()
+        (app / "spin.toml").write_text(
+            'spin_manifest_version = 2\n[application]\nname = "kv"\n[[trigger.http]]\nroute = "/..."\n'
+            f'component = "kv"\n[component.kv]\nsource = "{caps}"\nkey_value_stores = ["default"]\n')
+        for op in ("set", "get"):
+            with Server("native kv", [str(native), "127.0.0.1:{port}", str(work / "native-kv.db")],
+                        f"/kv?op={op}") as s:
+                n = throughput(s, args)
+            with bantam_up(app, f"/?cap=kv&store=default&op={op}&key=k&value=v") as s:
+                b = throughput(s, args)
+            out(f"| {op} | {fmt_rps(n)} | {fmt_rps(b)} | {b['rps'] / n['rps']:.2f}x |")
+        out("")
 
-    # 6. Scaling.
-    out("### Scaling (spin-sdk 7 hello)\n")
-    out("| Serving threads (--threads) | Connections | Requests/s | p99 ms | Peak RSS MiB |")
-    out("|---|---|---|---|---|")
-    for workers, connections in ((1, 64), (2, 64), (2, 256), (2, 1024)):
-        with bantam_up(p3, "/", "--threads", str(workers)) as s:
-            r = throughput(s, args, connections=connections)
-            out(f"| {workers} | {connections} | {fmt_rps(r)} | {r['p99']:.2f} | {s.peak_rss_mib():.0f} |")
-    out("")
+    if "scaling" in steps:
+        # 6. Scaling.
+        out("### Scaling (spin-sdk 7 hello)\n")
+        out("| Serving threads (--threads) | Connections | Requests/s | p99 ms | Peak RSS MiB |")
+        out("|---|---|---|---|---|")
+        for workers, connections in ((1, 64), (2, 64), (2, 256), (2, 1024)):
+            with bantam_up(p3, "/", "--threads", str(workers)) as s:
+                r = throughput(s, args, connections=connections)
+                out(f"| {workers} | {connections} | {fmt_rps(r)} | {r['p99']:.2f} | {s.peak_rss_mib():.0f} |")
+        out("")
+
+    # 7. Streaming bodies.
+    if "bodies" in steps:
+        out("### Streaming bodies (a 1 MiB request body echoed back as it arrives)\n")
+        out("| Server | Guest | MiB/s each way (requests/s) | server CPU ms per MiB | vs native | vs wasmtime serve |")
+        out("|---|---|---|---|---|---|")
+        mib, connections = 1 << 20, 16
+        servers = [("native hyper", "-", lambda: Server(
+            "native", [str(native), "127.0.0.1:{port}"], "/?stream"))]
+        if wasmtime:
+            servers.append((f"wasmtime serve {WASMTIME_VERSION}", "plain wasi:http 0.2", lambda: Server(
+                "wasmtime serve", [str(wasmtime), "serve", "-Scli", "--max-instance-reuse-count", "1",
+                                   "--addr", "127.0.0.1:{port}", str(plain)], "/?stream")))
+        servers.append(("bantam up", "plain wasi:http 0.2", lambda: bantam_up(plain, "/?stream")))
+        measured = {}
+        for name, guest, make in servers:
+            with make() as s:
+                r = throughput(s, args, connections=connections, body_bytes=mib)
+            measured[name] = r["rps"]
+            native_mibs = measured["native hyper"]
+            wasmtime_mibs = measured.get(f"wasmtime serve {WASMTIME_VERSION}")
+            vs_wasmtime = (f"{r['rps'] / wasmtime_mibs:.2f}x"
+                           if name == "bantam up" and wasmtime_mibs else "-")
+            out(f"| {name} | {guest} | {fmt_rps(r)} | {r['cpu_us'] / 1000:.2f} | "
+                f"{r['rps'] / native_mibs:.2f}x | {vs_wasmtime} |")
+        out("")
 
     shutil.rmtree(work, ignore_errors=True)
     print("\n".join(report))

@@ -1,3 +1,10 @@
+-- With WRK_BODY_BYTES set, each request is a POST of that many bytes.
+local body_bytes = tonumber(os.getenv("WRK_BODY_BYTES") or "")
+if body_bytes then
+  wrk.method = "POST"
+  wrk.body = string.rep("x", body_bytes)
+end
+
 -- Print one JSON line wrk's summary lacks: requests/s and latency
 -- percentiles up to p99.9 (milliseconds), plus the error counts.
 done = function(summary, latency, requests)

@@ -1,7 +1,8 @@
 //! The native ceiling: a hyper server doing what the benchmark guests do,
 //! with no WebAssembly. `/` answers `Hello, World!`; `/kv?op=set|get`
 //! writes or reads one key in a SQLite file laid out as Bantam's embedded
-//! key-value store, with the same statements.
+//! key-value store, with the same statements; `/?stream` answers with the
+//! request body, streamed back frame by frame as it arrives.
 //!
 //! `native-hello <addr> [<sqlite file>]`; prints `listening <addr>`.
 
@@ -9,7 +10,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -39,10 +40,19 @@ fn main() -> anyhow::Result<()> {
             let _ = stream.set_nodelay(true);
             let db = db.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let db = db.clone();
-                    async move { Ok::<_, Infallible>(answer(&request, &db).await) }
-                });
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let db = db.clone();
+                        async move {
+                            if request.uri().query() == Some("stream") {
+                                return Ok(Response::new(request.into_body().boxed()));
+                            }
+                            let answer = answer(&request, &db).await;
+                            Ok::<_, Infallible>(
+                                answer.map(|body| body.map_err(|never| match never {}).boxed()),
+                            )
+                        }
+                    });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
