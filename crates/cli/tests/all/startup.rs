@@ -48,12 +48,14 @@ async fn a_second_start_loads_compiled_code_from_the_cache() {
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().to_str().unwrap();
     let first = app.up(&["--cache-dir", cache_dir]);
-    assert!(first.output().contains("from_cache=false"), "{}", first.output());
+    let output = first.wait_for_output("from_cache=false");
+    assert!(output.contains("from_cache=false"), "{output}");
     drop(first);
     let entries = std::fs::read_dir(cache.path()).unwrap().count();
     assert_eq!(entries, 1, "one compiled component in the cache");
     let second = app.up(&["--cache-dir", cache_dir]);
-    assert!(second.output().contains("from_cache=true"), "{}", second.output());
+    let output = second.wait_for_output("from_cache=true");
+    assert!(output.contains("from_cache=true"), "{output}");
     let (status, _) = get(&second.url("/exact?status=200")).await;
     assert_eq!(status, 200);
 }
@@ -68,7 +70,8 @@ async fn an_unusable_cache_entry_is_compiled_over_with_a_warning() {
     std::fs::write(&entry, b"not compiled code").unwrap();
 
     let second = app.up(&["--cache-dir", cache_dir]);
-    let output = second.output();
+    // The engine's lines come on stderr, which can trail the listing on stdout.
+    let output = second.wait_for_output("from_cache=");
     assert!(output.contains("ignoring unusable cache entry"), "{output}");
     assert!(output.contains("from_cache=false"), "{output}");
     let (status, _) = get(&second.url("/exact?status=200")).await;
@@ -76,7 +79,8 @@ async fn an_unusable_cache_entry_is_compiled_over_with_a_warning() {
     drop(second);
     // The entry was written again, whole.
     let third = app.up(&["--cache-dir", cache_dir]);
-    assert!(third.output().contains("from_cache=true"), "{}", third.output());
+    let output = third.wait_for_output("from_cache=true");
+    assert!(output.contains("from_cache=true"), "{output}");
 }
 
 #[tokio::test]
@@ -91,7 +95,8 @@ async fn a_changed_component_file_is_compiled_afresh() {
     // Same path, other bytes (a rebuild): not the code compiled before.
     std::fs::copy(guest("wasi_http_plain"), &component).unwrap();
     let second = app.up(&["--cache-dir", cache_dir]);
-    assert!(second.output().contains("from_cache=false"), "{}", second.output());
+    let output = second.wait_for_output("from_cache=false");
+    assert!(output.contains("from_cache=false"), "{output}");
     let (status, body) = get(&second.url("/exact")).await;
     assert_eq!((status, body.as_str()), (200, "hello from plain wasi:http"));
 }
