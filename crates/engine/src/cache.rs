@@ -7,11 +7,24 @@
 //! of the engine settings, so a change of wasmtime version or engine
 //! configuration never loads stale code. Entries are written to a temporary file and
 //! renamed into place, so concurrent `bantam up`s never see half a file.
+//!
+//! The cache is bounded: a load marks its entry used (its modification
+//! time), and once the entries pass [`SOFT_LIMIT`] after a write, the least
+//! recently used go until they are under [`PRUNE_TO_PERCENT`] of it, as
+//! wasmtime's own cache does with the same defaults. Every rebuild of a
+//! component leaves an entry behind, so without this the directory only
+//! grows.
 
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use wasmtime::component::Component;
+
+/// The total size of entries past which a write prunes the cache.
+pub const SOFT_LIMIT: u64 = 5 << 30;
+/// How far a prune goes, in percent of [`SOFT_LIMIT`].
+pub const PRUNE_TO_PERCENT: u64 = 70;
 
 /// A directory of precompiled components.
 #[derive(Debug, Clone)]
@@ -33,6 +46,11 @@ impl CompileCache {
         if !path.is_file() {
             return None;
         }
+        // Marks the entry used, for pruning; a failure only makes it look older.
+        let _ = std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(SystemTime::now()));
         load(engine, &path)
             .inspect_err(|error| {
                 tracing::warn!(
@@ -51,6 +69,9 @@ impl CompileCache {
         if let Err(error) = self.write(&path, component) {
             tracing::warn!("cannot write compile cache {}: {error}", path.display());
         }
+        if let Err(error) = prune(&self.dir, SOFT_LIMIT, SOFT_LIMIT / 100 * PRUNE_TO_PERCENT) {
+            tracing::warn!("cannot prune compile cache {}: {error}", self.dir.display());
+        }
     }
 
     fn path(&self, engine: &wasmtime::Engine, digest: &[u8; 32]) -> PathBuf {
@@ -65,6 +86,43 @@ impl CompileCache {
         std::io::Write::write_all(&mut temp, &serialized)?;
         temp.persist(path).map(drop).map_err(|e| e.error)
     }
+}
+
+/// If the entries in `dir` (its `.cwasm` files; nothing else there is
+/// touched) take more than `limit` bytes, remove the least recently used
+/// until they take at most `target`. Entries another process removes
+/// meanwhile are skipped.
+fn prune(dir: &Path, limit: u64, target: u64) -> std::io::Result<()> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if path.extension().is_none_or(|extension| extension != "cwasm") {
+            continue;
+        }
+        let Ok(metadata) = entry.metadata() else { continue };
+        if metadata.is_file() {
+            let used = metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            entries.push((used, metadata.len(), path));
+        }
+    }
+    let mut total: u64 = entries.iter().map(|(_, size, _)| size).sum();
+    if total <= limit {
+        return Ok(());
+    }
+    entries.sort();
+    for (_, size, path) in entries {
+        if total <= target {
+            break;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::debug!("compile cache: removed {}", path.display()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        total -= size;
+    }
+    Ok(())
 }
 
 /// Load a precompiled component written by [`CompileCache::write`].
@@ -94,4 +152,48 @@ fn cache_key(engine: &wasmtime::Engine, digest: &[u8; 32]) -> String {
     std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
     hasher.0.update(digest);
     hasher.0.finalize().to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// An entry of `size` bytes last used `age` seconds ago.
+    fn entry(dir: &Path, name: &str, size: usize, age: u64) {
+        let path = dir.join(name);
+        std::fs::write(&path, vec![0u8; size]).unwrap();
+        let used = SystemTime::now() - Duration::from_secs(age);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(used).unwrap();
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_cache_past_its_limit_loses_its_least_recently_used_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        entry(dir.path(), "oldest.cwasm", 400, 300);
+        entry(dir.path(), "old.cwasm", 400, 200);
+        entry(dir.path(), "recent.cwasm", 400, 100);
+        entry(dir.path(), "newest.cwasm", 400, 0);
+        entry(dir.path(), "notes.txt", 4000, 1000);
+        std::fs::create_dir(dir.path().join("registry")).unwrap();
+
+        prune(dir.path(), 2000, 1400).unwrap();
+        assert_eq!(names(dir.path()).len(), 6, "under the limit: nothing goes");
+
+        prune(dir.path(), 1500, 900).unwrap();
+        assert_eq!(
+            names(dir.path()),
+            ["newest.cwasm", "notes.txt", "recent.cwasm", "registry"],
+            "down to the target, oldest first; other files stay"
+        );
+    }
 }

@@ -51,13 +51,20 @@ async fn a_second_start_loads_compiled_code_from_the_cache() {
     let output = first.wait_for_output("from_cache=false");
     assert!(output.contains("from_cache=false"), "{output}");
     drop(first);
-    let entries = std::fs::read_dir(cache.path()).unwrap().count();
-    assert_eq!(entries, 1, "one compiled component in the cache");
+    let entries = std::fs::read_dir(cache.path()).unwrap().collect::<Vec<_>>();
+    assert_eq!(entries.len(), 1, "one compiled component in the cache");
+    // Last used an hour ago, as far as the cache's pruning can tell.
+    let entry = entries[0].as_ref().unwrap().path();
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let file = std::fs::File::options().write(true).open(&entry).unwrap();
+    file.set_modified(an_hour_ago).unwrap();
     let second = app.up(&["--cache-dir", cache_dir]);
     let output = second.wait_for_output("from_cache=true");
     assert!(output.contains("from_cache=true"), "{output}");
     let (status, _) = get(&second.url("/exact?status=200")).await;
     assert_eq!(status, 200);
+    let used = std::fs::metadata(&entry).unwrap().modified().unwrap();
+    assert!(used.elapsed().unwrap() < Duration::from_secs(600), "loading marks the entry used");
 }
 
 #[tokio::test]
