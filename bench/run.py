@@ -234,6 +234,18 @@ def main():
                       [str(bantam), "up", "-f", str(app), "--listen", "127.0.0.1:{port}", "-q",
                        "-L", "", "--cache-dir", str(compile_cache), *extra], path, env=env)
 
+    def native_up(path, *extra):
+        return Server("native hyper", [str(native), "127.0.0.1:{port}", *extra], path)
+
+    def wasmtime_serve(guest, path, *flags):
+        # -Scli: the guests import wasi:cli (environment, stdio), which
+        # `wasmtime serve` links only when asked.
+        return Server("wasmtime serve", [str(wasmtime), "serve", "-Scli", *flags,
+                                         "--addr", "127.0.0.1:{port}", str(guest)], path)
+
+    # `wasmtime serve` with a fresh instance per request, as Bantam makes.
+    wasmtime_fresh = ("--max-instance-reuse-count", "1")
+
     def reusing(guest):
         """An app of `guest` that opts in to instance reuse (per client
         connection), up to 128 requests per instance as `wasmtime serve`
@@ -258,7 +270,7 @@ def main():
         out("| Server | Guest | Requests/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | vs native | vs wasmtime serve |")
         out("|---|---|---|---|---|---|---|---|---|")
         rows = []
-        with Server("native hyper", [str(native), "127.0.0.1:{port}"], "/") as s:
+        with native_up("/") as s:
             rows.append(("native hyper", "-", throughput(s, args)))
         native_rps = rows[0][2]["rps"]
         guests_under_test = ((plain, "plain wasi:http 0.2", "/"),
@@ -267,19 +279,15 @@ def main():
         wasmtime_rps, wasmtime_reuse_rps = {}, {}
         if wasmtime:
             for guest, label, path in guests_under_test:
-                # Like for like: a fresh instance per request, as Bantam makes.
-                # `wasmtime serve` reuses a wasi:http 0.3 instance for up to 128
+                # Like for like: a fresh instance per request. `wasmtime
+                # serve` reuses a wasi:http 0.3 instance for up to 128
                 # requests by default; that row is shown too, as a reference.
-                modes = [("", ["--max-instance-reuse-count", "1"])]
+                modes = [("", wasmtime_fresh)]
                 if "0.3" in label:
                     modes.append((" (default: instance reuse)", []))
                 for suffix, flags in modes:
                     try:
-                        # -Scli: the guests import wasi:cli (environment, stdio),
-                        # which `wasmtime serve` links only when asked.
-                        with Server("wasmtime serve", [str(wasmtime), "serve", "-Scli", *flags,
-                                                       "--addr", "127.0.0.1:{port}", str(guest)],
-                                    path) as s:
+                        with wasmtime_serve(guest, path, *flags) as s:
                             r = throughput(s, args)
                     except RuntimeError as error:
                         log(f"wasmtime serve cannot run {guest.name}: {error}")
@@ -311,8 +319,7 @@ def main():
             out("### Latency at half of peak throughput\n")
             out("| Server | Rate (req/s) | Achieved | p99 ms |")
             out("|---|---|---|---|")
-            servers = [("native hyper", native_rps,
-                        lambda: Server("native", [str(native), "127.0.0.1:{port}"], "/"))]
+            servers = [("native hyper", native_rps, lambda: native_up("/"))]
             for guest, label, path in guests_under_test:
                 servers.append((f"bantam up, {label}", bantam_rps[guest],
                                 lambda guest=guest, path=path: bantam_up(guest, path)))
@@ -370,8 +377,7 @@ def main():
             'spin_manifest_version = 2\n[application]\nname = "kv"\n[[trigger.http]]\nroute = "/..."\n'
             f'component = "kv"\n[component.kv]\nsource = "{caps}"\nkey_value_stores = ["default"]\n')
         for op in ("set", "get"):
-            with Server("native kv", [str(native), "127.0.0.1:{port}", str(work / "native-kv.db")],
-                        f"/kv?op={op}") as s:
+            with native_up(f"/kv?op={op}", str(work / "native-kv.db")) as s:
                 n = throughput(s, args)
             with bantam_up(app, f"/?cap=kv&store=default&op={op}&key=k&value=v") as s:
                 b = throughput(s, args)
@@ -389,18 +395,16 @@ def main():
                 out(f"| {workers} | {connections} | {fmt_rps(r)} | {r['p99']:.2f} | {s.peak_rss_mib():.0f} |")
         out("")
 
-    # 7. Streaming bodies.
     if "bodies" in steps:
+        # 7. Streaming bodies.
         out("### Streaming bodies (a 1 MiB request body echoed back as it arrives)\n")
         out("| Server | Guest | MiB/s each way (requests/s) | server CPU ms per MiB | vs native | vs wasmtime serve |")
         out("|---|---|---|---|---|---|")
         mib, connections = 1 << 20, 16
-        servers = [("native hyper", "-", lambda: Server(
-            "native", [str(native), "127.0.0.1:{port}"], "/?stream"))]
+        servers = [("native hyper", "-", lambda: native_up("/?stream"))]
         if wasmtime:
-            servers.append((f"wasmtime serve {WASMTIME_VERSION}", "plain wasi:http 0.2", lambda: Server(
-                "wasmtime serve", [str(wasmtime), "serve", "-Scli", "--max-instance-reuse-count", "1",
-                                   "--addr", "127.0.0.1:{port}", str(plain)], "/?stream")))
+            servers.append((f"wasmtime serve {WASMTIME_VERSION}", "plain wasi:http 0.2",
+                            lambda: wasmtime_serve(plain, "/?stream", *wasmtime_fresh)))
         servers.append(("bantam up", "plain wasi:http 0.2", lambda: bantam_up(plain, "/?stream")))
         measured = {}
         for name, guest, make in servers:
