@@ -22,9 +22,9 @@ use std::time::SystemTime;
 use wasmtime::component::Component;
 
 /// The total size of entries past which a write prunes the cache.
-pub const SOFT_LIMIT: u64 = 5 << 30;
+const SOFT_LIMIT: u64 = 5 << 30;
 /// How far a prune goes, in percent of [`SOFT_LIMIT`].
-pub const PRUNE_TO_PERCENT: u64 = 70;
+const PRUNE_TO_PERCENT: u64 = 70;
 
 /// A directory of precompiled components.
 #[derive(Debug, Clone)]
@@ -46,12 +46,7 @@ impl CompileCache {
         if !path.is_file() {
             return None;
         }
-        // Marks the entry used, for pruning; a failure only makes it look older.
-        let _ = std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .and_then(|file| file.set_modified(SystemTime::now()));
-        load(engine, &path)
+        let loaded = load(engine, &path)
             .inspect_err(|error| {
                 tracing::warn!(
                     "ignoring unusable cache entry {}: {}",
@@ -59,7 +54,11 @@ impl CompileCache {
                     crate::describe(error)
                 )
             })
-            .ok()
+            .ok()?;
+        // Marks the entry used, for pruning (its owner may set the time
+        // through a read-only handle); a failure only makes it look older.
+        let _ = std::fs::File::open(&path).and_then(|file| file.set_modified(SystemTime::now()));
+        Some(loaded)
     }
 
     /// Keep `component`, compiled for `engine` from bytes of the BLAKE3
