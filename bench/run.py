@@ -406,13 +406,15 @@ def main():
             servers.append((f"wasmtime serve {WASMTIME_VERSION}", "plain wasi:http 0.2",
                             lambda: wasmtime_serve(plain, "/?stream", *wasmtime_fresh)))
         servers.append(("bantam up", "plain wasi:http 0.2", lambda: bantam_up(plain, "/?stream")))
-        measured = {}
+        rows = []
         for name, guest, make in servers:
             with make() as s:
-                r = throughput(s, args, connections=connections, body_bytes=mib)
-            measured[name] = r["rps"]
-            native_mibs = measured["native hyper"]
-            wasmtime_mibs = measured.get(f"wasmtime serve {WASMTIME_VERSION}")
+                rows.append((name, guest,
+                             throughput(s, args, connections=connections, body_bytes=mib)))
+        # One request is one MiB each way: requests/s are MiB/s.
+        native_mibs = rows[0][2]["rps"]
+        wasmtime_mibs = next((r["rps"] for name, _, r in rows if name.startswith("wasmtime")), None)
+        for name, guest, r in rows:
             vs_wasmtime = (f"{r['rps'] / wasmtime_mibs:.2f}x"
                            if name == "bantam up" and wasmtime_mibs else "-")
             out(f"| {name} | {guest} | {fmt_rps(r)} | {r['cpu_us'] / 1000:.2f} | "
