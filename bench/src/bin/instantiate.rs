@@ -18,7 +18,7 @@ fn main() -> anyhow::Result<()> {
     let path = std::path::PathBuf::from(args.next().expect("a component path"));
     let iterations: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(10_000);
 
-    let engine = Engine::new(&EngineConfig { cache_dir: None, ..EngineConfig::default() })?;
+    let engine = Engine::new(&EngineConfig { cache_dir: None, ..EngineConfig::default() });
     let app = bantam_app::from_wasm_file(&path)?;
     let component = &app.components[0];
     // No log files, so no size at which to rotate them.

@@ -12,7 +12,9 @@
 //! engine from the component's imports and turns it into a
 //! [`ComponentPre`]: compiled (or loaded from the cache), linked, and
 //! pre-instantiated once at start-up, so that serving a request only has to
-//! create a fresh [`Store`] and instantiate.
+//! create a fresh [`Store`] and instantiate. The wasmtime engines are built
+//! on a thread of their own from [`Engine::new`] on, while the caller reads
+//! its app and the first [`Engine::prepare`] hashes its component.
 //!
 //! The engine never touches the network and knows nothing about HTTP
 //! routing; triggers decide when to instantiate and what to call.
@@ -25,7 +27,8 @@ mod stdio;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, InstancePre, Linker};
@@ -144,10 +147,11 @@ pub fn describe(error: &wasmtime::Error) -> String {
 /// The process-wide WebAssembly engine: wasmtime, the host interfaces and
 /// the compile cache.
 pub struct Engine {
-    /// With the component model's concurrency: serves any component.
-    concurrent: LinkedEngine,
-    /// Without it: components that import only synchronous interfaces.
-    sync: LinkedEngine,
+    /// The wasmtime engines, built on a thread of their own from
+    /// [`Engine::new`] on and waited for when first needed: reading the
+    /// app and hashing its components overlap with building them.
+    engines: OnceLock<Result<Engines, String>>,
+    building: Mutex<Option<JoinHandle<Result<Engines, String>>>>,
     cache: Option<CompileCache>,
     /// Compiled components by the digest of their bytes and whether they
     /// were compiled for the concurrent engine, while any prepared
@@ -157,6 +161,32 @@ pub struct Engine {
     compiled: Mutex<HashMap<CodeKey, Weak<Component>>>,
     max_instance_memory: usize,
     epoch_ticker: EpochTicker,
+}
+
+/// The two wasmtime engines, each with its linker.
+struct Engines {
+    /// With the component model's concurrency: serves any component.
+    concurrent: LinkedEngine,
+    /// Without it: components that import only synchronous interfaces.
+    sync: LinkedEngine,
+}
+
+impl Engines {
+    /// Build both engines and start ticking their epochs. Each reserves
+    /// its pools (a guard page per fiber stack: a thousand `mprotect`s)
+    /// and links a few thousand host functions: milliseconds, so the two
+    /// are built side by side.
+    fn build(config: &EngineConfig, epoch_stop: Arc<AtomicBool>) -> Result<Self, String> {
+        let (concurrent, sync) = std::thread::scope(|scope| {
+            let sync = scope.spawn(|| LinkedEngine::new(config, false));
+            let concurrent = LinkedEngine::new(config, true);
+            (concurrent, sync.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        });
+        let engines = Self { concurrent: concurrent?, sync: sync? };
+        let ticked = [engines.concurrent.engine.clone(), engines.sync.engine.clone()];
+        EpochTicker::tick(ticked, epoch_stop);
+        Ok(engines)
+    }
 }
 
 /// The BLAKE3 digest of a component's bytes.
@@ -187,12 +217,14 @@ struct Linked {
 struct LinkedEngine {
     engine: wasmtime::Engine,
     linker: Linker<HostState>,
+    /// Whether with the component model's concurrency.
+    concurrent: bool,
 }
 
 impl LinkedEngine {
     /// The engine, pooling if asked and possible, and its linker; with the
     /// component model's concurrency if `concurrent`.
-    fn new(config: &EngineConfig, concurrent: bool) -> Result<Self, EngineError> {
+    fn new(config: &EngineConfig, concurrent: bool) -> Result<Self, String> {
         let engine = match config.pooling {
             true => match wasmtime::Engine::new(&wasmtime_config(config, true, concurrent)) {
                 Ok(engine) => engine,
@@ -206,9 +238,59 @@ impl LinkedEngine {
             },
             false => new_wasmtime_engine(config, false, concurrent)?,
         };
-        let linker =
-            host_linker(&engine, concurrent).map_err(|e| EngineError::Config(describe(&e)))?;
-        Ok(Self { engine, linker })
+        let linker = host_linker(&engine, concurrent).map_err(|e| describe(&e))?;
+        Ok(Self { engine, linker, concurrent })
+    }
+
+    /// A linker for `component` in which its imports of release-candidate
+    /// interfaces (`...@0.3.0-rc-...`) that Bantam serves in their final
+    /// version are stubbed: calling one traps, saying which. `None` when
+    /// it imports no such interface.
+    fn with_prerelease_stubs(&self, component: &Component) -> Option<Linker<HostState>> {
+        use wasmtime::component::types::ComponentItem;
+        let engine = &self.engine;
+        let ty = component.component_type();
+        let stubbed: Vec<(String, wasmtime::component::types::ComponentInstance)> = ty
+            .imports(engine)
+            .filter_map(|(name, import)| match import.ty {
+                ComponentItem::ComponentInstance(instance) if is_release_candidate(name) => {
+                    Some((name.to_owned(), instance))
+                }
+                _ => None,
+            })
+            .collect();
+        if stubbed.is_empty() {
+            return None;
+        }
+        let mut linker = self.linker.clone();
+        for (name, instance) in stubbed {
+            tracing::debug!(import = %name, "stubbing a release-candidate import");
+            let mut root = linker.root();
+            let Ok(mut stub) = root.instance(&name) else { continue };
+            for (export, item) in instance.exports(engine) {
+                let what = format!("{name}#{export}");
+                let defined = match item.ty {
+                    ComponentItem::ComponentFunc(func) if func.async_() => stub
+                        .func_new_concurrent(export, move |_, _, _, _| {
+                            let what = what.clone();
+                            Box::pin(async move { Err(unsupported_prerelease(&what)) })
+                        }),
+                    ComponentItem::ComponentFunc(_) => {
+                        stub.func_new(export, move |_, _, _, _| Err(unsupported_prerelease(&what)))
+                    }
+                    ComponentItem::Resource(_) => stub.resource(
+                        export,
+                        wasmtime::component::ResourceType::host::<PrereleaseStub>(),
+                        |_, _| Ok(()),
+                    ),
+                    _ => Ok(()),
+                };
+                if defined.is_err() {
+                    return None;
+                }
+            }
+        }
+        Some(linker)
     }
 }
 
@@ -231,27 +313,40 @@ pub struct ComponentPre {
 }
 
 impl Engine {
-    /// Build the engine. Errors only if wasmtime rejects the configuration.
-    pub fn new(config: &EngineConfig) -> Result<Self, EngineError> {
-        // Each engine reserves its pools (a guard page per fiber stack: a
-        // thousand `mprotect`s) and links a few thousand host functions:
-        // milliseconds of start-up, so the two are built side by side.
-        let (concurrent, sync) = std::thread::scope(|scope| {
-            let sync = scope.spawn(|| LinkedEngine::new(config, false));
-            let concurrent = LinkedEngine::new(config, true);
-            (concurrent, sync.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-        });
-        let (concurrent, sync) = (concurrent?, sync?);
-        let cache = config.cache_dir.clone().map(CompileCache::new);
-        let epoch_ticker = EpochTicker::start([concurrent.engine.clone(), sync.engine.clone()]);
-        Ok(Self {
-            concurrent,
-            sync,
-            cache,
+    /// Start building the engine. The wasmtime engines are built on a
+    /// thread of their own meanwhile; if wasmtime rejects their
+    /// configuration, [`Engine::prepare`] says so.
+    pub fn new(config: &EngineConfig) -> Self {
+        let epoch_ticker = EpochTicker::new();
+        let building = {
+            let (config, epoch_stop) = (config.clone(), epoch_ticker.stop.clone());
+            std::thread::Builder::new()
+                .name("bantam-engine".into())
+                .spawn(move || Engines::build(&config, epoch_stop))
+                .expect("spawning the engine's build thread")
+        };
+        Self {
+            engines: OnceLock::new(),
+            building: Mutex::new(Some(building)),
+            cache: config.cache_dir.clone().map(CompileCache::new),
             compiled: Mutex::default(),
             max_instance_memory: config.max_instance_memory,
             epoch_ticker,
-        })
+        }
+    }
+
+    /// The wasmtime engines, waiting for their build if it has not ended.
+    fn engines(&self) -> Result<&Engines, EngineError> {
+        let built = self.engines.get_or_init(|| {
+            let building = self.building.lock().unwrap_or_else(|e| e.into_inner()).take();
+            match building.map(JoinHandle::join) {
+                Some(Ok(built)) => built,
+                Some(Err(panic)) => std::panic::resume_unwind(panic),
+                // Only the first caller takes the thread, and it sets the cell.
+                None => unreachable!("the engines' build is joined once"),
+            }
+        });
+        built.as_ref().map_err(|message| EngineError::Config(message.clone()))
     }
 
     /// The largest linear memory any instance may grow to: no app's
@@ -307,15 +402,20 @@ impl Engine {
         // memory, which for a 24 MiB componentize-py app saves the page
         // faults of reading it into fresh memory at every start.
         let digest = file_digest(&component.source).map_err(read_error)?;
+        let engines = self.engines()?;
         let mut tried_without_concurrency = false;
-        if may_go_without_concurrency && let Some(compiled) = self.precompiled(&digest, false) {
+        if may_go_without_concurrency
+            && let Some(compiled) = self.precompiled(&engines.sync, &digest)
+        {
             tried_without_concurrency = true;
-            if let Some(linked) = self.linked_without_concurrency(component, Ok(compiled), true) {
+            if let Some(linked) =
+                Self::linked_without_concurrency(engines, component, Ok(compiled), true)
+            {
                 return Ok(linked);
             }
         }
-        if let Some(compiled) = self.precompiled(&digest, true) {
-            return self.linked_concurrent(component, compiled, true);
+        if let Some(compiled) = self.precompiled(&engines.concurrent, &digest) {
+            return Self::linked_concurrent(engines, component, compiled, true);
         }
         // Not compiled before: compiled now, keyed by the bytes compiled
         // (the file may have changed since it was streamed).
@@ -324,34 +424,36 @@ impl Engine {
         if may_go_without_concurrency
             && !tried_without_concurrency
             && needs_no_concurrency(&bytes)
-            && let Some(linked) = self.linked_without_concurrency(
+            && let Some(linked) = Self::linked_without_concurrency(
+                engines,
                 component,
-                self.compile(&digest, &bytes, false),
+                self.compile(&engines.sync, &digest, &bytes),
                 false,
             )
         {
             return Ok(linked);
         }
-        let compiled =
-            self.compile(&digest, &bytes, true).map_err(|error| EngineError::Compile {
+        let compiled = self.compile(&engines.concurrent, &digest, &bytes).map_err(|error| {
+            EngineError::Compile {
                 component: component.id.clone(),
                 path: component.source.clone(),
                 message: describe(&error),
-            })?;
-        self.linked_concurrent(component, compiled, false)
+            }
+        })?;
+        Self::linked_concurrent(engines, component, compiled, false)
     }
 
     /// `component`'s `compiled` code (`from_cache` if not compiled now)
     /// linked for the engine without concurrency; `None` (logged at debug
     /// level) if it did not compile or does not link there.
     fn linked_without_concurrency(
-        &self,
+        engines: &Engines,
         component: &bantam_app::Component,
         compiled: wasmtime::Result<Arc<Component>>,
         from_cache: bool,
     ) -> Option<Linked> {
         let linked = compiled.and_then(|compiled| {
-            let instance_pre = self.sync.linker.instantiate_pre(&compiled)?;
+            let instance_pre = engines.sync.linker.instantiate_pre(&compiled)?;
             Ok(Linked { compiled, from_cache, instance_pre, concurrent: false })
         });
         match linked {
@@ -369,18 +471,18 @@ impl Engine {
 
     /// `component`'s `compiled` code for the concurrent engine linked.
     fn linked_concurrent(
-        &self,
+        engines: &Engines,
         component: &bantam_app::Component,
         compiled: Arc<Component>,
         from_cache: bool,
     ) -> Result<Linked, EngineError> {
-        let instance_pre = match self.concurrent.linker.instantiate_pre(&compiled) {
+        let instance_pre = match engines.concurrent.linker.instantiate_pre(&compiled) {
             Ok(pre) => pre,
             // Guests built against a release candidate of an interface whose
             // final version Bantam serves (componentize-py's spin-sdk 5
             // imports `wasi:http@0.3.0-rc-2026-03-15` beside `@0.3.0`, and
             // calls only the latter) link with those imports stubbed.
-            Err(error) => match self.with_prerelease_stubs(&compiled) {
+            Err(error) => match engines.concurrent.with_prerelease_stubs(&compiled) {
                 Some(linker) => linker.instantiate_pre(&compiled),
                 None => Err(error),
             }
@@ -392,35 +494,34 @@ impl Engine {
         Ok(Linked { compiled, from_cache, instance_pre, concurrent: true })
     }
 
-    /// The code compiled before for the component of `digest`, for the
-    /// `concurrent` engine or the other: shared with a component already
-    /// prepared from the same bytes, else loaded from the compile cache.
-    fn precompiled(&self, digest: &Digest, concurrent: bool) -> Option<Arc<Component>> {
-        let key = (*digest, concurrent);
+    /// The code compiled before for `linked` of the component of
+    /// `digest`: shared with a component already prepared from the same
+    /// bytes, else loaded from the compile cache.
+    fn precompiled(&self, linked: &LinkedEngine, digest: &Digest) -> Option<Arc<Component>> {
+        let key = (*digest, linked.concurrent);
         if let Some(shared) = self.lock_compiled().get(&key).and_then(Weak::upgrade) {
             return Some(shared);
         }
-        let loaded = self.cache.as_ref()?.load(self.wasmtime_engine(concurrent), digest)?;
+        let loaded = self.cache.as_ref()?.load(&linked.engine, digest)?;
         Some(self.share(key, loaded))
     }
 
-    /// `bytes`, of `digest`, compiled now for the `concurrent` engine or
-    /// the other, cached and shared.
+    /// `bytes`, of `digest`, compiled now for `linked`, cached and shared.
     fn compile(
         &self,
+        linked: &LinkedEngine,
         digest: &Digest,
         bytes: &[u8],
-        concurrent: bool,
     ) -> wasmtime::Result<Arc<Component>> {
         // Compiling can take seconds: not under the lock. Two apps
         // deploying the same new bytes at once may both compile; the
         // second copy simply replaces the first in the map.
-        let engine = self.wasmtime_engine(concurrent);
+        let engine = &linked.engine;
         let component = Component::new(engine, bytes)?;
         if let Some(cache) = &self.cache {
             cache.store(engine, digest, &component);
         }
-        Ok(self.share((*digest, concurrent), component))
+        Ok(self.share((*digest, linked.concurrent), component))
     }
 
     /// Keep `component` for other components of the same bytes while any
@@ -435,64 +536,6 @@ impl Engine {
 
     fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<CodeKey, Weak<Component>>> {
         self.compiled.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn wasmtime_engine(&self, concurrent: bool) -> &wasmtime::Engine {
-        match concurrent {
-            true => &self.concurrent.engine,
-            false => &self.sync.engine,
-        }
-    }
-
-    /// A linker for `component` in which its imports of release-candidate
-    /// interfaces (`...@0.3.0-rc-...`) that Bantam serves in their final
-    /// version are stubbed: calling one traps, saying which. `None` when
-    /// it imports no such interface.
-    fn with_prerelease_stubs(&self, component: &Component) -> Option<Linker<HostState>> {
-        use wasmtime::component::types::ComponentItem;
-        let engine = &self.concurrent.engine;
-        let ty = component.component_type();
-        let stubbed: Vec<(String, wasmtime::component::types::ComponentInstance)> = ty
-            .imports(engine)
-            .filter_map(|(name, import)| match import.ty {
-                ComponentItem::ComponentInstance(instance) if is_release_candidate(name) => {
-                    Some((name.to_owned(), instance))
-                }
-                _ => None,
-            })
-            .collect();
-        if stubbed.is_empty() {
-            return None;
-        }
-        let mut linker = self.concurrent.linker.clone();
-        for (name, instance) in stubbed {
-            tracing::debug!(import = %name, "stubbing a release-candidate import");
-            let mut root = linker.root();
-            let Ok(mut stub) = root.instance(&name) else { continue };
-            for (export, item) in instance.exports(engine) {
-                let what = format!("{name}#{export}");
-                let defined = match item.ty {
-                    ComponentItem::ComponentFunc(func) if func.async_() => stub
-                        .func_new_concurrent(export, move |_, _, _, _| {
-                            let what = what.clone();
-                            Box::pin(async move { Err(unsupported_prerelease(&what)) })
-                        }),
-                    ComponentItem::ComponentFunc(_) => {
-                        stub.func_new(export, move |_, _, _, _| Err(unsupported_prerelease(&what)))
-                    }
-                    ComponentItem::Resource(_) => stub.resource(
-                        export,
-                        wasmtime::component::ResourceType::host::<PrereleaseStub>(),
-                        |_, _| Ok(()),
-                    ),
-                    _ => Ok(()),
-                };
-                if defined.is_err() {
-                    return None;
-                }
-            }
-        }
-        Some(linker)
     }
 
     /// A fresh store for one instance of `pre`: its own memory, its own
@@ -546,13 +589,13 @@ impl Engine {
     }
 }
 
+/// A wasmtime engine, or why wasmtime rejected its configuration.
 fn new_wasmtime_engine(
     config: &EngineConfig,
     pooling: bool,
     concurrent: bool,
-) -> Result<wasmtime::Engine, EngineError> {
-    wasmtime::Engine::new(&wasmtime_config(config, pooling, concurrent))
-        .map_err(|e| EngineError::Config(describe(&e)))
+) -> Result<wasmtime::Engine, String> {
+    wasmtime::Engine::new(&wasmtime_config(config, pooling, concurrent)).map_err(|e| describe(&e))
 }
 
 fn wasmtime_config(config: &EngineConfig, pooling: bool, concurrent: bool) -> Config {
@@ -671,18 +714,24 @@ fn needs_no_concurrency(bytes: &[u8]) -> bool {
 }
 
 /// A thread that advances the engine's epoch every [`EPOCH_TICK`].
+/// Stops the thread when stopped or dropped.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
 }
 
 impl EpochTicker {
-    fn start(engines: [wasmtime::Engine; 2]) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+    /// A ticker whose thread [`EpochTicker::tick`] starts.
+    fn new() -> Self {
+        Self { stop: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Advance `engines`' epochs on a thread of their own until `stop`
+    /// (a ticker's flag) is set.
+    fn tick(engines: [wasmtime::Engine; 2], stop: Arc<AtomicBool>) {
         std::thread::Builder::new()
             .name("bantam-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
                     for engine in &engines {
                         engine.increment_epoch();
@@ -690,7 +739,6 @@ impl EpochTicker {
                 }
             })
             .expect("spawning the epoch thread");
-        Self { stop }
     }
 
     fn stop(&self) {
@@ -761,19 +809,38 @@ mod tests {
     }
 
     #[test]
+    fn a_configuration_wasmtime_rejects_is_reported_when_the_engine_is_first_needed() {
+        // `Engine::new` returns at once; the build goes on in the
+        // background and its failure is kept for every later use.
+        let engine = Engine::new(&EngineConfig {
+            pooling: false,
+            cache_dir: None,
+            max_stack_size: 0,
+            ..EngineConfig::default()
+        });
+        for _ in 0..2 {
+            let Err(error) = engine.engines() else { panic!("a zero stack was accepted") };
+            assert_eq!(
+                error.to_string(),
+                "cannot configure the WebAssembly engine: max_wasm_stack size cannot be zero"
+            );
+        }
+    }
+
+    #[test]
     fn components_of_the_same_bytes_share_their_code_while_used() {
         let engine = Engine::new(&EngineConfig {
             pooling: false,
             cache_dir: None,
             ..EngineConfig::default()
-        })
-        .unwrap();
+        });
+        let linked = &engine.engines().unwrap().concurrent;
         // As `Engine::linked` finds or makes the code: shared, else compiled.
         let compiled = || {
             let digest = *blake3::hash(EMPTY_COMPONENT).as_bytes();
-            match engine.precompiled(&digest, true) {
+            match engine.precompiled(linked, &digest) {
                 Some(shared) => (shared, true),
-                None => (engine.compile(&digest, EMPTY_COMPONENT, true).unwrap(), false),
+                None => (engine.compile(linked, &digest, EMPTY_COMPONENT).unwrap(), false),
             }
         };
         let (first, first_reused) = compiled();

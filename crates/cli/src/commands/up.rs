@@ -315,7 +315,7 @@ impl Host {
             max_instance_memory: limits.app.max_memory,
             max_stack_size: limits.max_stack_size,
             ..EngineConfig::default()
-        })?);
+        }));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("bantam-worker")
