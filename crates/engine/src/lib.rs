@@ -151,6 +151,7 @@ pub struct Engine {
     /// [`Engine::new`] on and waited for when first needed: reading the
     /// app and hashing its components overlap with building them.
     engines: OnceLock<Result<Engines, String>>,
+    /// The thread building them, until the first use joins it.
     building: Mutex<Option<JoinHandle<Result<Engines, String>>>>,
     cache: Option<CompileCache>,
     /// Compiled components by the digest of their bytes and whether they

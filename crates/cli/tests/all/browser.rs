@@ -20,7 +20,8 @@ pub const VIEWPORT: (u32, u32) = (1280, 900);
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, Value>>>>>;
 
-/// A running headless Chromium with one page open; killed on drop.
+/// A running headless Chromium with one page open; killed on drop, with
+/// the processes it started.
 pub struct Browser {
     child: Child,
     _profile: tempfile::TempDir,
@@ -35,7 +36,12 @@ impl Browser {
     pub async fn start() -> Self {
         let binary = crate::services::require("chromium-headless-shell", "chromium-headless-shell");
         let profile = tempfile::tempdir().unwrap();
+        // In a process group of its own: the browser starts a zygote, a
+        // renderer, a GPU and a network process, which outlive it if only
+        // it is killed.
+        use std::os::unix::process::CommandExt;
         let mut child = Command::new(binary)
+            .process_group(0)
             .args(["--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0"])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .args(["--disable-background-networking", "--no-first-run", "about:blank"])
@@ -248,6 +254,9 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The group's id is the browser's own process id.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
