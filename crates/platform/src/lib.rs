@@ -170,7 +170,11 @@ impl std::str::FromStr for ResetLimit {
         if name == "all" {
             return Ok(ResetLimit::All);
         }
-        LimitName::from_name(name).map(ResetLimit::One).ok_or_else(|| UnknownLimit(name.into()))
+        match LimitName::from_name(name) {
+            // An app never has a stack size of its own (`limits_of`).
+            Some(name) if name != LimitName::MaxStackSize => Ok(ResetLimit::One(name)),
+            _ => Err(UnknownLimit(name.into())),
+        }
     }
 }
 
@@ -191,11 +195,16 @@ impl From<ResetLimit> for String {
     }
 }
 
-/// A limit to reset that does not exist.
+/// A limit to reset that an app cannot have.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "there is no limit `{0}` to reset: name one of {known}, or `all`",
-    known = LimitName::ALL.map(LimitName::as_str).join(", ")
+    known = LimitName::ALL
+        .into_iter()
+        .filter(|name| *name != LimitName::MaxStackSize)
+        .map(LimitName::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 )]
 pub struct UnknownLimit(String);
 
@@ -911,6 +920,13 @@ mod tests {
             error.starts_with(
                 "there is no limit `max-cpu` to reset: name one of request-timeout, max-memory,"
             ) && error.contains("max-outbound-connections, or `all`"),
+            "{error}"
+        );
+        // The stack size is the host's alone: an app has none to reset.
+        let error = "max-stack-size".parse::<ResetLimit>().unwrap_err().to_string();
+        assert!(
+            error.starts_with("there is no limit `max-stack-size` to reset")
+                && !error.contains("one of request-timeout, max-memory, max-stack-size"),
             "{error}"
         );
 
