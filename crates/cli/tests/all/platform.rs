@@ -698,8 +698,9 @@ async fn apps_have_their_own_limits() {
     assert_eq!((status, body.len()), (200, 20_000_000), "the host's 64MiB again");
     assert_eq!(host.post("strict.localhost", "/?echo", vec![b'x'; 2048]).await.0, 413);
 
-    // An unknown name is refused, listing the known ones.
-    let known = "name one of request-timeout, max-memory, max-stack-size, max-request-body-size, max-response-body-size, max-instances-per-component, max-outbound-connections, or `all`";
+    // An unknown name is refused, listing the known ones; so is the stack
+    // size, which is the host's alone.
+    let known = "name one of request-timeout, max-memory, max-request-body-size, max-response-body-size, max-instances-per-component, max-outbound-connections, or `all`";
     let output =
         host.cli(updated.path(), &["deploy", "--name", "strict", "--reset-limit", "max-cpu"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -709,6 +710,10 @@ async fn apps_have_their_own_limits() {
         host.patch("strict", serde_json::json!({ "reset_limits": ["max_cpu"] })).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains(&format!("there is no limit `max_cpu` to reset: {known}")), "{body}");
+    let (status, body) =
+        host.patch("strict", serde_json::json!({ "reset_limits": ["max-stack-size"] })).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains(&format!("no limit `max-stack-size` to reset: {known}")), "{body}");
 
     // PATCH resets every one.
     let (status, body) = host.patch("strict", serde_json::json!({ "reset_limits": ["all"] })).await;
