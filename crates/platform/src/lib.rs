@@ -171,8 +171,7 @@ impl std::str::FromStr for ResetLimit {
             return Ok(ResetLimit::All);
         }
         match LimitName::from_name(name) {
-            // An app never has a stack size of its own (`limits_of`).
-            Some(name) if name != LimitName::MaxStackSize => Ok(ResetLimit::One(name)),
+            Some(name) if is_app_limit(name) => Ok(ResetLimit::One(name)),
             _ => Err(UnknownLimit(name.into())),
         }
     }
@@ -195,13 +194,20 @@ impl From<ResetLimit> for String {
     }
 }
 
+/// Whether an app may have limit `name` of its own: all but the stack
+/// size, which is the engine's, one for the whole host (`limits_of`
+/// refuses it).
+fn is_app_limit(name: LimitName) -> bool {
+    name != LimitName::MaxStackSize
+}
+
 /// A limit to reset that an app cannot have.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "there is no limit `{0}` to reset: name one of {known}, or `all`",
     known = LimitName::ALL
         .into_iter()
-        .filter(|name| *name != LimitName::MaxStackSize)
+        .filter(|name| is_app_limit(*name))
         .map(LimitName::as_str)
         .collect::<Vec<_>>()
         .join(", ")
