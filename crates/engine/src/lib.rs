@@ -410,13 +410,13 @@ impl Engine {
         {
             tried_without_concurrency = true;
             if let Some(linked) =
-                Self::linked_without_concurrency(engines, component, Ok(compiled), true)
+                Self::linked_without_concurrency(&engines.sync, component, Ok(compiled), true)
             {
                 return Ok(linked);
             }
         }
         if let Some(compiled) = self.precompiled(&engines.concurrent, &digest) {
-            return Self::linked_concurrent(engines, component, compiled, true);
+            return Self::linked_concurrent(&engines.concurrent, component, compiled, true);
         }
         // Not compiled before: compiled now, keyed by the bytes compiled
         // (the file may have changed since it was streamed).
@@ -426,7 +426,7 @@ impl Engine {
             && !tried_without_concurrency
             && needs_no_concurrency(&bytes)
             && let Some(linked) = Self::linked_without_concurrency(
-                engines,
+                &engines.sync,
                 component,
                 self.compile(&engines.sync, &digest, &bytes),
                 false,
@@ -441,20 +441,20 @@ impl Engine {
                 message: describe(&error),
             }
         })?;
-        Self::linked_concurrent(engines, component, compiled, false)
+        Self::linked_concurrent(&engines.concurrent, component, compiled, false)
     }
 
     /// `component`'s `compiled` code (`from_cache` if not compiled now)
-    /// linked for the engine without concurrency; `None` (logged at debug
-    /// level) if it did not compile or does not link there.
+    /// linked for `sync`, the engine without concurrency; `None` (logged at
+    /// debug level) if it did not compile or does not link there.
     fn linked_without_concurrency(
-        engines: &Engines,
+        sync: &LinkedEngine,
         component: &bantam_app::Component,
         compiled: wasmtime::Result<Arc<Component>>,
         from_cache: bool,
     ) -> Option<Linked> {
         let linked = compiled.and_then(|compiled| {
-            let instance_pre = engines.sync.linker.instantiate_pre(&compiled)?;
+            let instance_pre = sync.linker.instantiate_pre(&compiled)?;
             Ok(Linked { compiled, from_cache, instance_pre, concurrent: false })
         });
         match linked {
@@ -470,20 +470,21 @@ impl Engine {
         }
     }
 
-    /// `component`'s `compiled` code for the concurrent engine linked.
+    /// `component`'s `compiled` code linked for `concurrent`, the engine
+    /// with concurrency.
     fn linked_concurrent(
-        engines: &Engines,
+        concurrent: &LinkedEngine,
         component: &bantam_app::Component,
         compiled: Arc<Component>,
         from_cache: bool,
     ) -> Result<Linked, EngineError> {
-        let instance_pre = match engines.concurrent.linker.instantiate_pre(&compiled) {
+        let instance_pre = match concurrent.linker.instantiate_pre(&compiled) {
             Ok(pre) => pre,
             // Guests built against a release candidate of an interface whose
             // final version Bantam serves (componentize-py's spin-sdk 5
             // imports `wasi:http@0.3.0-rc-2026-03-15` beside `@0.3.0`, and
             // calls only the latter) link with those imports stubbed.
-            Err(error) => match engines.concurrent.with_prerelease_stubs(&compiled) {
+            Err(error) => match concurrent.with_prerelease_stubs(&compiled) {
                 Some(linker) => linker.instantiate_pre(&compiled),
                 None => Err(error),
             }
