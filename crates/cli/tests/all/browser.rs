@@ -255,8 +255,7 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         // The group's id is the browser's own process id.
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = crate::support::signal("KILL", &format!("-{}", self.child.id()));
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -217,7 +217,7 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         // SIGQUIT: immediate shutdown of the postmaster and its children.
-        let _ = Command::new("kill").args(["-QUIT", &self.child.id().to_string()]).status();
+        let _ = crate::support::signal("QUIT", &self.child.id().to_string());
         let _ = self.child.wait();
     }
 }

@@ -320,9 +320,7 @@ impl Bantam {
 
     /// Send SIGTERM.
     pub fn terminate(&self) {
-        let status =
-            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
+        assert!(signal("TERM", &self.child.id().to_string()).unwrap().success());
     }
 
     /// Wait for the process to exit; its exit code.
@@ -342,10 +340,7 @@ impl Drop for Bantam {
     /// SIGTERM first, so bantam removes its temporary files; SIGKILL if it
     /// has not exited within two seconds.
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
+        let _ = signal("TERM", &self.child.id().to_string());
         if self.wait(Duration::from_secs(2)).is_none() {
             let _ = self.child.kill();
         }
@@ -377,4 +372,10 @@ pub async fn get_with_headers(url: &str, headers: &[(&str, &str)]) -> (u16, Stri
     let response = request.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = response.status().as_u16();
     (status, response.text().await.unwrap())
+}
+
+/// Send `signal` (`TERM`, `KILL`, ...) with `kill(1)` to `target`: a
+/// process id, or `-<id>` for a process group.
+pub fn signal(signal: &str, target: &str) -> std::io::Result<std::process::ExitStatus> {
+    Command::new("kill").args([&format!("-{signal}"), "--", target]).stderr(Stdio::null()).status()
 }
