@@ -371,15 +371,11 @@ def main():
         out("### Key-value (embedded SQLite store)\n")
         out("| Operation | Native rusqlite + hyper (req/s) | Bantam guest (req/s) | Ratio |")
         out("|---|---|---|---|")
-        app = work / "kv"
-        app.mkdir()
-        (app / "spin.toml").write_text(
-            'spin_manifest_version = 2\n[application]\nname = "kv"\n[[trigger.http]]\nroute = "/..."\n'
-            f'component = "kv"\n[component.kv]\nsource = "{caps}"\nkey_value_stores = ["default"]\n')
+        app = kv_app(work / "kv", caps)
         for op in ("set", "get"):
             with native_up(f"/kv?op={op}", str(work / "native-kv.db")) as s:
                 n = throughput(s, args)
-            with bantam_up(app, f"/?cap=kv&store=default&op={op}&key=k&value=v") as s:
+            with bantam_up(app, kv_path(op)) as s:
                 b = throughput(s, args)
             out(f"| {op} | {fmt_rps(n)} | {fmt_rps(b)} | {b['rps'] / n['rps']:.2f}x |")
         out("")
@@ -423,6 +419,21 @@ def main():
 
     shutil.rmtree(work, ignore_errors=True)
     print("\n".join(report))
+
+
+def kv_app(app, guest):
+    """An app in `app` of the capabilities guest `guest` with the default
+    key-value store (`.spin/sqlite_key_value.db` in the app)."""
+    app.mkdir(exist_ok=True)
+    (app / "spin.toml").write_text(
+        'spin_manifest_version = 2\n[application]\nname = "kv"\n[[trigger.http]]\nroute = "/..."\n'
+        f'component = "kv"\n[component.kv]\nsource = "{guest}"\nkey_value_stores = ["default"]\n')
+    return app
+
+
+def kv_path(op):
+    """The capabilities guest's path for one key-value `op` (set or get)."""
+    return f"/?cap=kv&store=default&op={op}&key=k&value=v"
 
 
 def template_app(cache, template, name, component, prepare=lambda app: os.environ):
