@@ -334,14 +334,22 @@ def main():
     if "instantiation" in steps:
         # 3. Instantiation.
         out("### Per-request instantiation (in the engine, pooling allocator)\n")
+        out(f"Each figure is the median of {args.repeat} runs of the `instantiate` bench, "
+            "with the spread of the runs (min–max).\n")
         out("| Guest | new store µs (median) | store + instantiate µs (median) | p99 µs | resident KiB per live instance |")
         out("|---|---|---|---|---|")
         for guest in (plain, p3, p2):
             n = "2000" if args.smoke else "20000"
-            j = json.loads(subprocess.run([str(instantiate), str(guest), n], check=True,
-                                          capture_output=True, text=True).stdout)
-            out(f"| {j['component']} | {j['new_store_median_us']:.1f} | {j['instantiate_median_us']:.1f} | "
-                f"{j['instantiate_p99_us']:.1f} | {j['resident_kib_per_instance']:.0f} |")
+            runs = [json.loads(subprocess.run([str(instantiate), str(guest), n], check=True,
+                                              capture_output=True, text=True).stdout)
+                    for _ in range(args.repeat)]
+
+            def spread(key):
+                values = sorted(r[key] for r in runs)
+                return f"{values[len(values) // 2]:.1f} ({values[0]:.1f}–{values[-1]:.1f})"
+            out(f"| {runs[0]['component']} | {spread('new_store_median_us')} | "
+                f"{spread('instantiate_median_us')} | {spread('instantiate_p99_us')} | "
+                f"{statistics.median(r['resident_kib_per_instance'] for r in runs):.0f} |")
         out("")
 
     if "startup" in steps:
