@@ -499,9 +499,14 @@ impl Runner {
 impl Drop for Runner {
     fn drop(&mut self) {
         if let Some(connection) = self.connection.take() {
-            // Dropped unfinished (the runtime shutting down): the calls
-            // still queued would wait for a task no one starts, so their
-            // callers are told the connection is gone instead.
+            // Dropped unfinished: the runtime shutting down, or a call that
+            // panicked. A group's transaction left open would swallow the
+            // next task's calls, which would never commit.
+            if !connection.is_autocommit() {
+                let _ = connection.execute_batch("ROLLBACK");
+            }
+            // The calls still queued would wait for a task no one starts,
+            // so their callers are told the connection is gone instead.
             let abandoned = {
                 let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 state.idle = Some(connection);
@@ -979,31 +984,30 @@ mod tests {
     }
 
     /// Answers of a group, in order, as text.
+    /// A call running `sql` as `KeyValueStore::sqlite` runs each call,
+    /// whose answer is added to `answers` as text.
+    fn call(sql: &'static str, answers: &Arc<Mutex<Vec<String>>>) -> Call {
+        let answers = Arc::clone(answers);
+        Box::new(move |connection: &mut rusqlite::Connection| -> Answer {
+            let result = connection.savepoint().and_then(|savepoint| {
+                savepoint.execute_batch(sql)?;
+                savepoint.commit()
+            });
+            Box::new(move |failed: Option<&str>| {
+                let answer = match (failed, result) {
+                    (Some(why), _) => format!("group failed: {why}"),
+                    (None, Ok(())) => "ok".to_string(),
+                    (None, Err(error)) => format!("error: {error}"),
+                };
+                answers.lock().unwrap().push(answer);
+            })
+        })
+    }
+
+    /// Answers of a group, in order.
     fn run_calls(connection: &mut rusqlite::Connection, sqls: &[&'static str]) -> Vec<String> {
         let answers = Arc::new(Mutex::new(Vec::new()));
-        let calls = sqls
-            .iter()
-            .map(|&sql| {
-                let answers = Arc::clone(&answers);
-                let call: Call = Box::new(move |connection: &mut rusqlite::Connection| -> Answer {
-                    // As `KeyValueStore::sqlite` runs each call.
-                    let result = connection.savepoint().and_then(|savepoint| {
-                        savepoint.execute_batch(sql)?;
-                        savepoint.commit()
-                    });
-                    Box::new(move |failed: Option<&str>| {
-                        let answer = match (failed, result) {
-                            (Some(why), _) => format!("group failed: {why}"),
-                            (None, Ok(())) => "ok".to_string(),
-                            (None, Err(error)) => format!("error: {error}"),
-                        };
-                        answers.lock().unwrap().push(answer);
-                    })
-                });
-                call
-            })
-            .collect();
-        run_group(connection, calls);
+        run_group(connection, sqls.iter().map(|&sql| call(sql, &answers)).collect());
         Arc::try_unwrap(answers).unwrap().into_inner().unwrap()
     }
 
@@ -1052,5 +1056,33 @@ mod tests {
             [3],
             "the first insert was rolled back, the last committed"
         );
+    }
+
+    #[test]
+    fn a_call_that_panics_leaves_the_store_usable_and_no_caller_waiting() {
+        let connection = rusqlite::Connection::open_in_memory().unwrap();
+        connection.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)").unwrap();
+        let queue = SqliteQueue::new(connection);
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let panics: Call = Box::new(|_: &mut rusqlite::Connection| -> Answer { panic!("a bug") });
+        // Three calls waiting together, the second of which panics, run
+        // as the blocking task would run them.
+        let mut runner = {
+            let mut state = queue.state.lock().unwrap();
+            state.calls.extend([call("INSERT INTO t VALUES (1)", &answers), panics]);
+            state.calls.push_back(call("INSERT INTO t VALUES (3)", &answers));
+            Runner { state: Arc::clone(&queue.state), connection: state.idle.take() }
+        };
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run()));
+        assert!(run.is_err());
+        drop(runner);
+
+        let mut state = queue.state.lock().unwrap();
+        assert!(state.calls.is_empty(), "the third call was dropped, its caller told");
+        assert!(answers.lock().unwrap().is_empty(), "no caller was told it succeeded");
+        let connection = state.idle.as_mut().expect("the connection is back");
+        assert!(connection.is_autocommit(), "the group's transaction was rolled back");
+        assert_eq!(run_calls(connection, &["INSERT INTO t VALUES (4)"]), ["ok"]);
+        assert_eq!(numbers(connection), [4]);
     }
 }
