@@ -121,15 +121,16 @@ impl KeyValueStore {
     }
 
     /// Run `f` on the SQLite connection, atomically, off the async worker
-    /// threads (see [`SqliteQueue`]).
+    /// threads (see [`SqliteQueue`]); `access` says whether it writes.
     async fn sqlite<R: Send + 'static>(
         &self,
         connection: &SqliteQueue,
+        access: Access,
         f: impl FnOnce(&rusqlite::Connection, &str) -> rusqlite::Result<R> + Send + 'static,
     ) -> Result<R, StoreError> {
         let (send, receive) = tokio::sync::oneshot::channel();
         let label = self.label.clone();
-        connection.push(Box::new(move |connection| {
+        connection.push(Call::new(access, move |connection| {
             // A savepoint, so that a call that fails undoes only its own
             // writes, also within a group.
             let result = connection.savepoint().and_then(|savepoint| {
@@ -179,7 +180,7 @@ impl KeyValueStore {
         match &self.backend {
             Backend::Sqlite { connection, .. } => {
                 let key = key.to_string();
-                self.sqlite(connection, move |c, store| {
+                self.sqlite(connection, Access::Read, move |c, store| {
                     c.prepare_cached(
                         "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2",
                     )?
@@ -208,7 +209,7 @@ impl KeyValueStore {
         }
         match &self.backend {
             Backend::Sqlite { connection, .. } => {
-                self.sqlite(connection, move |c, store| {
+                self.sqlite(connection, Access::Write, move |c, store| {
                     let mut insert = c.prepare_cached(
                         "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
                          ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
@@ -244,7 +245,7 @@ impl KeyValueStore {
         }
         match &self.backend {
             Backend::Sqlite { connection, .. } => {
-                self.sqlite(connection, move |c, store| {
+                self.sqlite(connection, Access::Write, move |c, store| {
                     let mut delete = c.prepare_cached(
                         "DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2",
                     )?;
@@ -279,7 +280,7 @@ impl KeyValueStore {
     pub async fn keys(&self) -> Result<Vec<String>, StoreError> {
         match &self.backend {
             Backend::Sqlite { connection, .. } => {
-                self.sqlite(connection, |c, store| {
+                self.sqlite(connection, Access::Read, |c, store| {
                     c.prepare_cached(
                         "SELECT key FROM spin_key_value WHERE store = ?1 ORDER BY key",
                     )?
@@ -320,7 +321,7 @@ impl KeyValueStore {
             Backend::Sqlite { connection, .. } => {
                 let key = key.to_string();
                 let result = self
-                    .sqlite(connection, move |c, store| {
+                    .sqlite(connection, Access::Write, move |c, store| {
                         let current: Option<Vec<u8>> = c
                             .query_row(
                                 "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2",
@@ -371,7 +372,7 @@ impl KeyValueStore {
         match &self.backend {
             Backend::Sqlite { connection, .. } => {
                 let key = key.to_string();
-                self.sqlite(connection, move |c, store| {
+                self.sqlite(connection, Access::Write, move |c, store| {
                     let current: Option<Vec<u8>> = c
                         .query_row(
                             "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2",
@@ -415,11 +416,31 @@ impl KeyValueStore {
     }
 }
 
-/// One call's work on a store's connection: it runs its statements and
+/// One call's work on a store's connection: `run` runs its statements and
 /// returns how to answer its caller once the group it ran in has
 /// committed, or failed (`Some(why)`).
-type Call = Box<dyn FnOnce(&mut rusqlite::Connection) -> Answer + Send>;
+struct Call {
+    access: Access,
+    run: Box<dyn FnOnce(&mut rusqlite::Connection) -> Answer + Send>,
+}
+
 type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// Whether a call writes to the store.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+impl Call {
+    fn new(
+        access: Access,
+        run: impl FnOnce(&mut rusqlite::Connection) -> Answer + Send + 'static,
+    ) -> Self {
+        Self { access, run: Box::new(run) }
+    }
+}
 
 /// The most calls committed as one transaction.
 const MAX_GROUP: usize = 64;
@@ -517,14 +538,21 @@ impl Drop for Runner {
     }
 }
 
-/// Run `group` in one transaction (a single call is its own), then answer
+/// Run `group` in one transaction (a single read is its own), then answer
 /// each call.
+///
+/// A group that writes takes the write lock at its start (`BEGIN
+/// IMMEDIATE`, waiting out another process's writer for up to the busy
+/// timeout): a group that first read and then wanted to write could not
+/// wait for it, and SQLite would fail the write at once.
 fn run_group(connection: &mut rusqlite::Connection, group: Vec<Call>) {
-    let grouped = group.len() > 1 && connection.execute_batch("BEGIN").is_ok();
+    let writes = group.iter().any(|call| call.access == Access::Write);
+    let begin = if writes { "BEGIN IMMEDIATE" } else { "BEGIN" };
+    let grouped = (group.len() > 1 || writes) && connection.execute_batch(begin).is_ok();
     // Calls whose writes wait for the group's commit.
     let mut pending: Vec<Answer> = Vec::with_capacity(group.len());
     for call in group {
-        let answer = call(connection);
+        let answer = (call.run)(connection);
         if grouped && connection.is_autocommit() {
             // An error (a full disk, an I/O error) made SQLite roll back the
             // whole transaction: the calls before lost their writes. The
@@ -988,7 +1016,7 @@ mod tests {
     /// whose answer is added to `answers` as text.
     fn call(sql: &'static str, answers: &Arc<Mutex<Vec<String>>>) -> Call {
         let answers = Arc::clone(answers);
-        Box::new(move |connection: &mut rusqlite::Connection| -> Answer {
+        Call::new(Access::Write, move |connection| -> Answer {
             let result = connection.savepoint().and_then(|savepoint| {
                 savepoint.execute_batch(sql)?;
                 savepoint.commit()
@@ -1064,7 +1092,7 @@ mod tests {
         connection.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)").unwrap();
         let queue = SqliteQueue::new(connection);
         let answers = Arc::new(Mutex::new(Vec::new()));
-        let panics: Call = Box::new(|_: &mut rusqlite::Connection| -> Answer { panic!("a bug") });
+        let panics = Call::new(Access::Write, |_| -> Answer { panic!("a bug") });
         // Three calls waiting together, the second of which panics, run
         // as the blocking task would run them.
         let mut runner = {
@@ -1084,5 +1112,39 @@ mod tests {
         assert!(connection.is_autocommit(), "the group's transaction was rolled back");
         assert_eq!(run_calls(connection, &["INSERT INTO t VALUES (4)"]), ["ok"]);
         assert_eq!(numbers(connection), [4]);
+    }
+
+    #[test]
+    fn a_group_that_reads_then_writes_waits_for_another_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.db");
+        let mut connection = rusqlite::Connection::open(&path).unwrap();
+        connection.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)").unwrap();
+        // Another process's writer, holding the write lock for a while.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (2)").unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            other.execute_batch("COMMIT").unwrap();
+        });
+
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let read = {
+            let answers = Arc::clone(&answers);
+            Call::new(Access::Read, move |connection| -> Answer {
+                let rows: rusqlite::Result<i64> =
+                    connection.query_row("SELECT count(*) FROM t", [], |row| row.get(0));
+                Box::new(move |failed: Option<&str>| {
+                    answers.lock().unwrap().push(format!("{failed:?} {rows:?}"));
+                })
+            })
+        };
+        run_group(&mut connection, vec![read, call("INSERT INTO t VALUES (1)", &answers)]);
+        writer.join().unwrap();
+
+        // The group began after the other writer committed: it read that
+        // writer's row, and its own write went in.
+        assert_eq!(*answers.lock().unwrap(), ["None Ok(1)", "ok"]);
+        assert_eq!(numbers(&connection), [1, 2]);
     }
 }
