@@ -131,13 +131,7 @@ impl KeyValueStore {
         let (send, receive) = tokio::sync::oneshot::channel();
         let label = self.label.clone();
         connection.push(Call::new(access, move |connection| {
-            // A savepoint, so that a call that fails undoes only its own
-            // writes, also within a group.
-            let result = connection.savepoint().and_then(|savepoint| {
-                let result = f(&savepoint, &label)?;
-                savepoint.commit()?;
-                Ok(result)
-            });
+            let result = in_savepoint(connection, |c| f(c, &label));
             Box::new(move |group_failed: Option<&str>| {
                 let _ = send.send(match group_failed {
                     Some(error) => Err(error.to_string()),
@@ -440,6 +434,18 @@ impl Call {
     ) -> Self {
         Self { access, run: Box::new(run) }
     }
+}
+
+/// Run `f` in a savepoint of its own, so that a call that fails undoes
+/// only its own writes, also within a group.
+fn in_savepoint<R>(
+    connection: &mut rusqlite::Connection,
+    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<R>,
+) -> rusqlite::Result<R> {
+    let savepoint = connection.savepoint()?;
+    let result = f(&savepoint)?;
+    savepoint.commit()?;
+    Ok(result)
 }
 
 /// The most calls committed as one transaction.
@@ -1011,16 +1017,12 @@ mod tests {
         assert_eq!(value, b"7");
     }
 
-    /// Answers of a group, in order, as text.
     /// A call running `sql` as `KeyValueStore::sqlite` runs each call,
     /// whose answer is added to `answers` as text.
     fn call(sql: &'static str, answers: &Arc<Mutex<Vec<String>>>) -> Call {
         let answers = Arc::clone(answers);
         Call::new(Access::Write, move |connection| -> Answer {
-            let result = connection.savepoint().and_then(|savepoint| {
-                savepoint.execute_batch(sql)?;
-                savepoint.commit()
-            });
+            let result = in_savepoint(connection, |c| c.execute_batch(sql));
             Box::new(move |failed: Option<&str>| {
                 let answer = match (failed, result) {
                     (Some(why), _) => format!("group failed: {why}"),
@@ -1039,6 +1041,18 @@ mod tests {
         Arc::try_unwrap(answers).unwrap().into_inner().unwrap()
     }
 
+    /// A connection to `path` (in memory if `None`) with a table `t` of
+    /// numbers.
+    fn with_numbers(path: Option<&Path>) -> rusqlite::Connection {
+        let connection = match path {
+            Some(path) => rusqlite::Connection::open(path),
+            None => rusqlite::Connection::open_in_memory(),
+        };
+        let connection = connection.unwrap();
+        connection.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)").unwrap();
+        connection
+    }
+
     /// The numbers in table `t`, in order.
     fn numbers(connection: &rusqlite::Connection) -> Vec<i64> {
         let mut select = connection.prepare("SELECT n FROM t ORDER BY n").unwrap();
@@ -1048,8 +1062,7 @@ mod tests {
 
     #[test]
     fn a_call_that_fails_in_a_group_undoes_only_its_own_writes() {
-        let mut connection = rusqlite::Connection::open_in_memory().unwrap();
-        connection.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)").unwrap();
+        let mut connection = with_numbers(None);
         let answers = run_calls(
             &mut connection,
             &[
@@ -1068,8 +1081,7 @@ mod tests {
 
     #[test]
     fn when_sqlite_rolls_back_a_group_the_calls_before_are_told() {
-        let mut connection = rusqlite::Connection::open_in_memory().unwrap();
-        connection.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)").unwrap();
+        let mut connection = with_numbers(None);
         // A call that ends the transaction itself stands for the errors
         // (a full disk, an I/O error) after which SQLite rolls back the
         // whole transaction.
@@ -1088,9 +1100,7 @@ mod tests {
 
     #[test]
     fn a_call_that_panics_leaves_the_store_usable_and_no_caller_waiting() {
-        let connection = rusqlite::Connection::open_in_memory().unwrap();
-        connection.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)").unwrap();
-        let queue = SqliteQueue::new(connection);
+        let queue = SqliteQueue::new(with_numbers(None));
         let answers = Arc::new(Mutex::new(Vec::new()));
         let panics = Call::new(Access::Write, |_| -> Answer { panic!("a bug") });
         // Three calls waiting together, the second of which panics, run
@@ -1118,8 +1128,7 @@ mod tests {
     fn a_group_that_reads_then_writes_waits_for_another_writer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv.db");
-        let mut connection = rusqlite::Connection::open(&path).unwrap();
-        connection.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)").unwrap();
+        let mut connection = with_numbers(Some(&path));
         // Another process's writer, holding the write lock for a while.
         let other = rusqlite::Connection::open(&path).unwrap();
         other.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (2)").unwrap();
