@@ -181,6 +181,12 @@ def cargo_install(crate, version, binary, cache):
     return path
 
 
+def fmt_spread(values):
+    """The median of `values` with their min–max spread."""
+    values = sorted(values)
+    return f"{values[len(values) // 2]:.1f} ({values[0]:.1f}–{values[-1]:.1f})"
+
+
 def fmt_rps(r):
     return f"{r['rps']:,.0f} ({r['rps_min']:,.0f}–{r['rps_max']:,.0f})"
 
@@ -343,10 +349,7 @@ def main():
             runs = [json.loads(subprocess.run([str(instantiate), str(guest), n], check=True,
                                               capture_output=True, text=True).stdout)
                     for _ in range(args.repeat)]
-
-            def spread(key):
-                values = sorted(r[key] for r in runs)
-                return f"{values[len(values) // 2]:.1f} ({values[0]:.1f}–{values[-1]:.1f})"
+            spread = lambda key: fmt_spread([r[key] for r in runs])  # noqa: E731
             out(f"| {runs[0]['component']} | {spread('new_store_median_us')} | "
                 f"{spread('instantiate_median_us')} | {spread('instantiate_p99_us')} | "
                 f"{statistics.median(r['resident_kib_per_instance'] for r in runs):.0f} |")
