@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -98,14 +99,16 @@ class Server:
     def __enter__(self):
         log(f"start {self.name}: {' '.join(self.cmd)}")
         self.started = time.perf_counter()
+        # A session of its own, so that stopping it stops whatever it
+        # started too (a wrapper such as strace and the server under it).
         self.process = subprocess.Popen(
-            self.cmd, env=self.env, cwd=self.cwd,
+            self.cmd, env=self.env, cwd=self.cwd, start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         try:
             self.startup = wait_for_200(self.url, self.process)
         except Exception:
-            self.process.kill()
+            self.signal(signal.SIGKILL)
             raise RuntimeError(f"{self.name} did not start: {self.process.stderr.read()[-2000:]}")
         return self
 
@@ -116,12 +119,20 @@ class Server:
                 return int(line.split()[1]) / 1024
         return None
 
+    def signal(self, number):
+        """Send `number` to the server's whole process group."""
+        try:
+            os.killpg(self.process.pid, number)
+        except ProcessLookupError:
+            pass
+
     def __exit__(self, *exc):
-        self.process.terminate()
+        self.signal(signal.SIGTERM)
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            self.signal(signal.SIGKILL)
+            self.process.wait()
 
 
 def wrk(url, connections, seconds, threads=2, body_bytes=None):
