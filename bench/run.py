@@ -11,7 +11,9 @@ It measures, with a load generator in a separate process on loopback:
     instance reuse a component can opt in to), next to a native hyper
     server (the ceiling) and `wasmtime serve` of the same wasmtime version
     on the same component;
-  * p99 latency at half of each server's peak rate (oha's fixed-rate mode);
+  * p99 latency at half of each server's peak rate (oha's fixed-rate mode),
+    and, as the control, native hyper kept busy per request as long as
+    Bantam spent on each guest's requests, at that guest's rate;
   * per-request instantiation inside the engine, and memory per instance;
   * start-up to the first 200, with a cold and a warm compile cache, and the
     first request to large (componentize-js, componentize-py) components;
@@ -175,14 +177,20 @@ def throughput(server, args, connections=None, body_bytes=None):
     return median
 
 
-def oha_p99_at_rate(oha, url, rate, seconds):
+def at_rate(oha, server, rate, seconds):
+    """p99 (ms), the achieved rate and the server's CPU µs per request under
+    oha's fixed `rate`."""
+    before = cpu_seconds(server.process.pid)
     out = subprocess.run(
         [oha, "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-q", str(int(rate)),
-         "-c", "64", url],
+         "-c", "64", server.url],
         check=True, capture_output=True, text=True,
     ).stdout
+    cpu = cpu_seconds(server.process.pid) - before
     report = json.loads(out)
-    return report["latencyPercentiles"]["p99"] * 1000, report["summary"]["requestsPerSec"]
+    answered = sum(report.get("statusCodeDistribution", {}).values())
+    cpu_us = cpu / answered * 1e6 if answered else float("nan")
+    return report["latencyPercentiles"]["p99"] * 1000, report["summary"]["requestsPerSec"], cpu_us
 
 
 def cargo_install(crate, version, binary, cache):
@@ -331,19 +339,37 @@ def main():
                 f"{r['p999']:.2f} | {r['cpu_us']:.0f} | {r['rps'] / native_rps:.2f}x | {vs_wasmtime} |")
         out("")
 
-        # 2. p99 at half of peak.
+        # 2. p99 at half of peak, each Bantam guest next to its control:
+        # native hyper made to spend as much CPU per request as Bantam did
+        # at that rate (which is more than at saturation: caches go cold
+        # between requests). Its p99 is what that much work per request
+        # costs on this machine, without anything else Bantam does.
         if oha:
             out("### Latency at half of peak throughput\n")
-            out("| Server | Rate (req/s) | Achieved | p99 ms |")
-            out("|---|---|---|---|")
-            servers = [("native hyper", native_rps, lambda: native_up("/"))]
+            out("| Server | Rate (req/s) | Achieved | p99 ms | server CPU µs/req at this rate |")
+            out("|---|---|---|---|---|")
+            seconds = max(args.duration, 2)
+
+            def row(name, rate, measured):
+                p99, achieved, cpu_us = measured
+                out(f"| {name} | {rate:,.0f} | {achieved:,.0f} | {p99:.2f} | {cpu_us:.0f} |")
+
+            with native_up("/") as s:
+                row("native hyper", native_rps / 2, at_rate(oha, s, native_rps / 2, seconds))
+            native_cpu = rows[0][2]["cpu_us"]
             for guest, label, path in guests_under_test:
-                servers.append((f"bantam up, {label}", bantam_rps[guest],
-                                lambda guest=guest, path=path: bantam_up(guest, path)))
-            for name, peak, make in servers:
-                with make() as s:
-                    p99, achieved = oha_p99_at_rate(oha, s.url, peak / 2, max(args.duration, 2))
-                    out(f"| {name} | {peak / 2:,.0f} | {achieved:,.0f} | {p99:.2f} |")
+                rate = bantam_rps[guest] / 2
+                with bantam_up(guest, path) as s:
+                    served = at_rate(oha, s, rate, seconds)
+                row(f"bantam up, {label}", rate, served)
+                # Burn what Bantam spent beyond native hyper's own cost,
+                # then correct once by what the control itself spent.
+                burn = max(0, served[2] - native_cpu)
+                for _ in range(2):
+                    with native_up(f"/?burn={round(burn)}") as s:
+                        control = at_rate(oha, s, rate, seconds)
+                    burn = max(0, burn + served[2] - control[2])
+                row("control: native hyper spending as much CPU per request", rate, control)
             out("")
         else:
             out("(oha not installed: the fixed-rate latency step was skipped.)\n")

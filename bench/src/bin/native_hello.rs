@@ -2,7 +2,10 @@
 //! with no WebAssembly. `/` answers `Hello, World!`; `/kv?op=set|get`
 //! writes or reads one key in a SQLite file laid out as Bantam's embedded
 //! key-value store, with the same statements; `/?stream` answers with the
-//! request body, streamed back frame by frame as it arrives.
+//! request body, streamed back frame by frame as it arrives;
+//! `/?burn=<µs>` answers `Hello, World!` after keeping its core busy that
+//! long, to be as costly per request as a Bantam guest (the latency
+//! benchmark's control).
 //!
 //! `native-hello <addr> [<sqlite file>]`; prints `listening <addr>`.
 
@@ -90,6 +93,16 @@ async fn answer(
             })
             .await
             .unwrap_or_default()
+        }
+        (_, query) if query.starts_with("burn=") => {
+            // Busy, not asleep: the core is taken for that long, as a
+            // guest's instantiation and run take it.
+            let micros = query.trim_start_matches("burn=").parse().unwrap_or(0);
+            let until = std::time::Instant::now() + std::time::Duration::from_micros(micros);
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            "Hello, World!".to_string()
         }
         _ => "Hello, World!".to_string(),
     };
