@@ -40,7 +40,9 @@ impl StoreError {
 
 /// One key-value store, shared by every instance that was granted it.
 pub struct KeyValueStore {
-    label: String,
+    /// Shared with each SQLite call, which names its rows by it: a count,
+    /// not a copy, per call.
+    label: Arc<str>,
     backend: Backend,
 }
 
@@ -100,7 +102,7 @@ impl KeyValueStore {
                 Backend::Redis { client, connection: tokio::sync::OnceCell::new(), url }
             }
         };
-        Ok(Self { label: label.to_string(), backend })
+        Ok(Self { label: label.into(), backend })
     }
 
     /// Where the data lives, for messages.
@@ -129,7 +131,7 @@ impl KeyValueStore {
         f: impl FnOnce(&rusqlite::Connection, &str) -> rusqlite::Result<R> + Send + 'static,
     ) -> Result<R, StoreError> {
         let (send, receive) = tokio::sync::oneshot::channel();
-        let label = self.label.clone();
+        let label = Arc::clone(&self.label);
         connection.push(Call::new(access, move |connection| {
             let result = in_savepoint(connection, |c| f(c, &label));
             Box::new(move |group_failed: Option<&str>| {
