@@ -453,11 +453,13 @@ async fn the_dashboard_shows_the_apps_in_a_browser() {
     assert_eq!([&history[0][0], &history[0][2], &history[0][4]], ["1", "bundle", "live"]);
     let limits = rows(&browser, "#limits tbody tr").await;
     assert!(
-        limits.contains(&vec!["max-memory".into(), "64MiB".into(), "this app".into()]),
+        limits.contains(
+            &["max-memory", "64MiB", "this app", "use the host's"].map(String::from).to_vec()
+        ),
         "{limits:?}"
     );
     assert!(
-        limits.contains(&vec!["request-timeout".into(), "60s".into(), "host default".into()]),
+        limits.contains(&["request-timeout", "60s", "host default", ""].map(String::from).to_vec()),
         "{limits:?}"
     );
     let logs = browser.eval("document.getElementById('logs').textContent").await;
@@ -500,8 +502,9 @@ async fn the_dashboard_shows_the_apps_in_a_browser() {
 }
 
 /// The dashboard's actions, as a user takes them in a real browser: sign
-/// in by typing the token, deploy an app from a registry with a limit of
-/// its own, open it, delete it (answering the confirmation).
+/// in by typing the token, deploy an app from a registry with limits of
+/// its own, open it, give one limit back to the host's flag, delete it
+/// (answering the confirmation).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_deploys_and_deletes_an_app_in_a_browser() {
     let (_registry, _app, reference) = pushed_probe();
@@ -567,9 +570,9 @@ async fn the_dashboard_deploys_and_deletes_an_app_in_a_browser() {
     assert_eq!(history[0][4], "live");
     let limits = rows(&browser, "#limits tbody tr").await;
     for expected in [
-        ["request-timeout", "7s", "this app"],
-        ["max-instances-per-component", "20", "this app"],
-        ["max-memory", "256MiB", "host default"],
+        ["request-timeout", "7s", "this app", "use the host's"],
+        ["max-instances-per-component", "20", "this app", "use the host's"],
+        ["max-memory", "256MiB", "host default", ""],
     ] {
         assert!(
             limits.contains(&expected.map(String::from).to_vec()),
@@ -577,6 +580,35 @@ async fn the_dashboard_deploys_and_deletes_an_app_in_a_browser() {
         );
     }
     browser.screenshot().await;
+
+    // The request timeout back to the host's: a new deployment of the
+    // same app, the other limit of its own kept.
+    browser.click("#limits button[data-reset=request-timeout]").await;
+    browser
+        .wait_for(
+            "document.getElementById('history').tBodies[0].rows.length === 2",
+            "the reset's deployment",
+        )
+        .await;
+    assert_eq!(
+        browser.eval("document.getElementById('message').textContent").await,
+        "pulled follows the host's request-timeout again (deployment 2)"
+    );
+    let limits = rows(&browser, "#limits tbody tr").await;
+    for expected in [
+        ["request-timeout", "60s", "host default", ""],
+        ["max-instances-per-component", "20", "this app", "use the host's"],
+    ] {
+        assert!(
+            limits.contains(&expected.map(String::from).to_vec()),
+            "{expected:?} in {limits:?}"
+        );
+    }
+    let history = rows(&browser, "#history tbody tr").await;
+    assert!(
+        history.iter().any(|row| row[0] == "2" && row[2] == "settings" && row[4] == "live"),
+        "{history:?}"
+    );
 
     // Delete it, confirming.
     browser.click("#delete").await;
