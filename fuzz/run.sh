@@ -4,7 +4,10 @@
 # Needs a nightly toolchain (`rustup toolchain install nightly`) and
 # cargo-fuzz (installed here if missing). A crash leaves its input under
 # fuzz/artifacts/<target>/; turn it into a regression test next to the
-# code it broke, then fix the code.
+# code it broke, then fix the code. CI checks that the targets compile;
+# when the main crates gain dependencies, refresh this workspace's lock
+# from the main one (`cp Cargo.lock fuzz/Cargo.lock`, then build here) so
+# both resolve to the same versions.
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-60}"

@@ -18,6 +18,7 @@ struct Input<'a> {
 
 fuzz_target!(|input: Input<'_>| {
     let Ok(pattern) = RoutePattern::parse(input.route) else { return };
+    let route = headers::RouteHeaders::new(&pattern);
     let router = Router::build([(pattern, ())]);
     let Some(matched) = router.route(input.path) else { return };
     let mut map = http::HeaderMap::new();
@@ -28,8 +29,11 @@ fuzz_target!(|input: Input<'_>| {
             map.append(name, value);
         }
     }
-    let full_url = format!("http://localhost{}", input.path);
-    headers::inject(&mut map, &full_url, &matched, "127.0.0.1:1".parse().unwrap());
+    let Ok(full_url) = http::HeaderValue::from_str(&format!("http://localhost{}", input.path))
+    else {
+        return;
+    };
+    headers::inject(&mut map, full_url.clone(), &route, &matched, "127.0.0.1:1".parse().unwrap());
     for (name, value) in &map {
         if name.as_str().starts_with("spin-") {
             let ours = [
@@ -48,4 +52,5 @@ fuzz_target!(|input: Input<'_>| {
         }
     }
     assert_eq!(map.get(headers::CLIENT_ADDR).unwrap(), "127.0.0.1:1");
+    assert_eq!(map.get(headers::FULL_URL), Some(&full_url));
 });
