@@ -27,8 +27,7 @@ mod stdio;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::thread::JoinHandle;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, InstancePre, Linker};
@@ -150,9 +149,7 @@ pub struct Engine {
     /// The wasmtime engines, built on a thread of their own from
     /// [`Engine::new`] on and waited for when first needed: reading the
     /// app and hashing its components overlap with building them.
-    engines: OnceLock<Result<Engines, String>>,
-    /// The thread building them, until the first use joins it.
-    building: Mutex<Option<JoinHandle<Result<Engines, String>>>>,
+    engines: LazyLock<Result<Engines, String>, JoinBuild>,
     cache: Option<CompileCache>,
     /// Compiled components by the digest of their bytes and whether they
     /// were compiled for the concurrent engine, while any prepared
@@ -163,6 +160,9 @@ pub struct Engine {
     max_instance_memory: usize,
     epoch_ticker: EpochTicker,
 }
+
+/// Waits for the thread building the engines, once.
+type JoinBuild = Box<dyn FnOnce() -> Result<Engines, String> + Send>;
 
 /// The two wasmtime engines, each with its linker.
 struct Engines {
@@ -326,9 +326,12 @@ impl Engine {
                 .spawn(move || Engines::build(&config, epoch_stop))
                 .expect("spawning the engine's build thread")
         };
+        let join: JoinBuild = Box::new(move || match building.join() {
+            Ok(built) => built,
+            Err(panic) => std::panic::resume_unwind(panic),
+        });
         Self {
-            engines: OnceLock::new(),
-            building: Mutex::new(Some(building)),
+            engines: LazyLock::new(join),
             cache: config.cache_dir.clone().map(CompileCache::new),
             compiled: Mutex::default(),
             max_instance_memory: config.max_instance_memory,
@@ -338,16 +341,9 @@ impl Engine {
 
     /// The wasmtime engines, waiting for their build if it has not ended.
     fn engines(&self) -> Result<&Engines, EngineError> {
-        let built = self.engines.get_or_init(|| {
-            let building = self.building.lock().unwrap_or_else(|e| e.into_inner()).take();
-            match building.map(JoinHandle::join) {
-                Some(Ok(built)) => built,
-                Some(Err(panic)) => std::panic::resume_unwind(panic),
-                // Only the first caller takes the thread, and it sets the cell.
-                None => unreachable!("the engines' build is joined once"),
-            }
-        });
-        built.as_ref().map_err(|message| EngineError::Config(message.clone()))
+        LazyLock::force(&self.engines)
+            .as_ref()
+            .map_err(|message| EngineError::Config(message.clone()))
     }
 
     /// The largest linear memory any instance may grow to: no app's
