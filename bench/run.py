@@ -51,6 +51,8 @@ WASMTIME_VERSION = "48.0.8"
 OHA_VERSION = "1.16.0"
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk-report.lua"
 STEPS = ("hello", "instantiation", "startup", "kv", "scaling", "bodies")
+# `wasmtime serve` with a fresh instance per request, as Bantam makes.
+WASMTIME_FRESH = ("--max-instance-reuse-count", "1")
 
 
 def log(message):
@@ -210,6 +212,252 @@ def fmt_rps(r):
     return f"{r['rps']:,.0f} ({r['rps_min']:,.0f}–{r['rps_max']:,.0f})"
 
 
+class Bench:
+    """One run of the benchmark: the binaries and guests it measures, the
+    servers it starts, and the Markdown report its steps write."""
+
+    def __init__(self, args):
+        self.args = args
+        self.cache = Path(os.environ.get("BANTAM_BENCH_CACHE",
+                                         Path.home() / ".cache" / "bantam-bench"))
+        profile = "debug" if args.smoke else "release"
+        build = ["cargo", "build", "-p", "bantam-cli", "-p", "bantam-bench"]
+        run(build + ([] if args.smoke else ["--release"]), cwd=ROOT)
+        run(["cargo", "build", "--release", "--target", "wasm32-wasip2", "--manifest-path",
+             str(ROOT / "tests/guests/Cargo.toml")], cwd=ROOT)
+        target = ROOT / "target" / profile
+        self.bantam, self.native = target / "bantam", target / "native-hello"
+        self.instantiate = target / "instantiate"
+        guests = ROOT / "tests/guests/target/wasm32-wasip2/release"
+        # Hello world in each shape: what `bantam new -t http-rust` makes
+        # (spin-sdk 7, wasi:http 0.3), the same with spin-sdk 5.2 (wasi:http
+        # 0.2), and a plain wasi:http 0.2 component without an SDK.
+        self.p3, self.p2, self.plain, self.caps = (
+            guests / f"{n}.wasm" for n in ("hello_p3", "hello_p2", "wasi_http_plain", "capabilities_p3"))
+        self.hello_guests = ((self.plain, "plain wasi:http 0.2", "/"),
+                             (self.p3, "spin-sdk 7 (wasi:http 0.3)", "/"),
+                             (self.p2, "spin-sdk 5.2 (wasi:http 0.2)", "/"))
+
+        if args.smoke:
+            def cached(name):
+                return shutil.which(name) or (self.cache / "bin" / name
+                                              if (self.cache / "bin" / name).exists() else None)
+            self.wasmtime, self.oha = cached("wasmtime"), cached("oha")
+        else:
+            self.wasmtime = cargo_install("wasmtime-cli", WASMTIME_VERSION, "wasmtime", self.cache)
+            self.oha = cargo_install("oha", OHA_VERSION, "oha", self.cache)
+
+        self.work = Path(tempfile.mkdtemp(prefix="bantam-bench-"))
+        self.compile_cache = self.work / "compile-cache"
+        self.report = []
+
+    def out(self, line):
+        self.report.append(line)
+
+    def bantam_up(self, app, path, *extra, env=None, name=None):
+        return Server(name or f"bantam {Path(app).name}",
+                      [str(self.bantam), "up", "-f", str(app), "--listen", "127.0.0.1:{port}", "-q",
+                       "-L", "", "--cache-dir", str(self.compile_cache), *extra], path, env=env)
+
+    def native_up(self, path, *extra):
+        return Server("native hyper", [str(self.native), "127.0.0.1:{port}", *extra], path)
+
+    def wasmtime_serve(self, guest, path, *flags):
+        # -Scli: the guests import wasi:cli (environment, stdio), which
+        # `wasmtime serve` links only when asked.
+        return Server("wasmtime serve", [str(self.wasmtime), "serve", "-Scli", *flags,
+                                         "--addr", "127.0.0.1:{port}", str(guest)], path)
+
+    def reusing(self, guest):
+        """An app of `guest` that opts in to instance reuse (per client
+        connection), up to 128 requests per instance as `wasmtime serve`
+        and Spin reuse wasi:http 0.3 instances by default."""
+        app = self.work / f"reuse-{guest.stem}"
+        app.mkdir(exist_ok=True)
+        (app / "spin.toml").write_text(
+            'spin_manifest_version = 2\n[application]\nname = "reuse"\n[[trigger.http]]\n'
+            f'route = "/..."\ncomponent = "hello"\n[component.hello]\nsource = "{guest}"\n'
+            '[component.hello.tool.bantam]\ninstance_reuse = { max_requests = 128 }\n')
+        return app
+
+    def hello(self):
+        """Hello-world throughput, then the latency at half of each peak."""
+        args, out = self.args, self.out
+        out("### Hello world\n")
+        out("| Server | Guest | Requests/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | vs native | vs wasmtime serve |")
+        out("|---|---|---|---|---|---|---|---|---|")
+        rows = []
+        with self.native_up("/") as s:
+            rows.append(("native hyper", "-", throughput(s, args)))
+        native = rows[0][2]
+        wasmtime_rps, wasmtime_reuse_rps = {}, {}
+        if self.wasmtime:
+            for guest, label, path in self.hello_guests:
+                # Like for like: a fresh instance per request. `wasmtime
+                # serve` reuses a wasi:http 0.3 instance for up to 128
+                # requests by default; that row is shown too, as a reference.
+                modes = [("", WASMTIME_FRESH)]
+                if "0.3" in label:
+                    modes.append((" (default: instance reuse)", []))
+                for suffix, flags in modes:
+                    try:
+                        with self.wasmtime_serve(guest, path, *flags) as s:
+                            r = throughput(s, args)
+                    except RuntimeError as error:
+                        log(f"wasmtime serve cannot run {guest.name}: {error}")
+                        continue
+                    rows.append((f"wasmtime serve {WASMTIME_VERSION}{suffix}", label, r))
+                    (wasmtime_reuse_rps if suffix else wasmtime_rps)[label] = r["rps"]
+        bantam_rps = {}
+        for guest, label, path in self.hello_guests:
+            with self.bantam_up(guest, path) as s:
+                rows.append(("bantam up", label, throughput(s, args)))
+            bantam_rps[guest] = rows[-1][2]["rps"]
+        for guest, label, path in self.hello_guests:
+            with self.bantam_up(self.reusing(guest), path) as s:
+                rows.append(("bantam up (opt-in: instance reuse per connection)", label,
+                             throughput(s, args)))
+        for server, guest, r in rows:
+            # Like with like: fresh instances against fresh instances, reuse
+            # against `wasmtime serve`'s own reuse.
+            baseline = {"bantam up": wasmtime_rps}.get(server, {}).get(guest)
+            if server.startswith("bantam") and "reuse" in server:
+                baseline = wasmtime_reuse_rps.get(guest)
+            vs_wasmtime = f"{r['rps'] / baseline:.2f}x" if baseline else "-"
+            out(f"| {server} | {guest} | {fmt_rps(r)} | {r['p50']:.2f} | {r['p99']:.2f} | "
+                f"{r['p999']:.2f} | {r['cpu_us']:.0f} | {r['rps'] / native['rps']:.2f}x | {vs_wasmtime} |")
+        out("")
+        if self.oha:
+            self.latency(native, bantam_rps)
+        else:
+            out("(oha not installed: the fixed-rate latency step was skipped.)\n")
+
+    def latency(self, native, bantam_rps):
+        """p99 at half of peak, each Bantam guest next to its control:
+        native hyper made to spend as much CPU per request as Bantam did
+        at that rate (which is more than at saturation: caches go cold
+        between requests). Its p99 is what that much work per request
+        costs on this machine, without anything else Bantam does."""
+        out = self.out
+        out("### Latency at half of peak throughput\n")
+        out("| Server | Rate (req/s) | Achieved | p99 ms | server CPU µs/req at this rate |")
+        out("|---|---|---|---|---|")
+        seconds = max(self.args.duration, 2)
+
+        def row(name, rate, measured):
+            p99, achieved, cpu_us = measured
+            out(f"| {name} | {rate:,.0f} | {achieved:,.0f} | {p99:.2f} | {cpu_us:.0f} |")
+
+        with self.native_up("/") as s:
+            row("native hyper", native["rps"] / 2, at_rate(self.oha, s, native["rps"] / 2, seconds))
+        for guest, label, path in self.hello_guests:
+            rate = bantam_rps[guest] / 2
+            with self.bantam_up(guest, path) as s:
+                served = at_rate(self.oha, s, rate, seconds)
+            row(f"bantam up, {label}", rate, served)
+            # Burn what Bantam spent beyond native hyper's own cost,
+            # then correct once by what the control itself spent.
+            burn = max(0, served[2] - native["cpu_us"])
+            for _ in range(2):
+                with self.native_up(f"/?burn={round(burn)}") as s:
+                    control = at_rate(self.oha, s, rate, seconds)
+                burn = max(0, burn + served[2] - control[2])
+            row("control: native hyper spending as much CPU per request", rate, control)
+        out("")
+
+    def instantiation(self):
+        args, out = self.args, self.out
+        out("### Per-request instantiation (in the engine, pooling allocator)\n")
+        out(f"Each figure is the median of {args.repeat} runs of the `instantiate` bench, "
+            "with the spread of the runs (min–max).\n")
+        out("| Guest | new store µs (median) | store + instantiate µs (median) | p99 µs | resident KiB per live instance |")
+        out("|---|---|---|---|---|")
+        for guest in (self.plain, self.p3, self.p2):
+            n = "2000" if args.smoke else "20000"
+            runs = [json.loads(subprocess.run([str(self.instantiate), str(guest), n], check=True,
+                                              capture_output=True, text=True).stdout)
+                    for _ in range(args.repeat)]
+            spread = lambda key: fmt_spread([r[key] for r in runs])  # noqa: E731
+            out(f"| {runs[0]['component']} | {spread('new_store_median_us')} | "
+                f"{spread('instantiate_median_us')} | {spread('instantiate_p99_us')} | "
+                f"{statistics.median(r['resident_kib_per_instance'] for r in runs):.0f} |")
+        out("")
+
+    def startup(self):
+        out, p3 = self.out, self.p3
+        out("### Start-up to the first 200\n")
+        out("| App | Compile cache | Seconds |")
+        out("|---|---|---|")
+        shutil.rmtree(self.compile_cache, ignore_errors=True)
+        for cache_state in ("cold", "warm"):
+            with self.bantam_up(p3, "/") as s:
+                out(f"| spin-sdk 7 hello ({p3.stat().st_size // 1024} KiB) | {cache_state} | {s.startup:.3f} |")
+        # Large components, as the official JavaScript and Python toolchains
+        # make them (several MiB of interpreter and runtime).
+        for label, make in (("componentize-js", js_app), ("componentize-py", python_app)):
+            large = make(self.cache) if not self.args.smoke else None
+            if large is None:
+                out(f"| {label} app | | skipped ({'smoke run' if self.args.smoke else 'toolchain missing'}) |")
+                continue
+            app, wasm = large
+            for cache_state in ("cold", "warm"):
+                with self.bantam_up(app, "/") as s:
+                    out(f"| {label} app ({wasm.stat().st_size / (1 << 20):.0f} MiB) | {cache_state} | {s.startup:.3f} |")
+        out("")
+
+    def kv(self):
+        out = self.out
+        out("### Key-value (embedded SQLite store)\n")
+        out("| Operation | Native rusqlite + hyper (req/s) | Bantam guest (req/s) | Ratio |")
+        out("|---|---|---|---|")
+        app = kv_app(self.work / "kv", self.caps)
+        for op in ("set", "get"):
+            with self.native_up(f"/kv?op={op}", str(self.work / "native-kv.db")) as s:
+                n = throughput(s, self.args)
+            with self.bantam_up(app, kv_path(op)) as s:
+                b = throughput(s, self.args)
+            out(f"| {op} | {fmt_rps(n)} | {fmt_rps(b)} | {b['rps'] / n['rps']:.2f}x |")
+        out("")
+
+    def scaling(self):
+        out = self.out
+        out("### Scaling (spin-sdk 7 hello)\n")
+        out("| Serving threads (--threads) | Connections | Requests/s | p99 ms | Peak RSS MiB |")
+        out("|---|---|---|---|---|")
+        for workers, connections in ((1, 64), (2, 64), (2, 256), (2, 1024)):
+            with self.bantam_up(self.p3, "/", "--threads", str(workers)) as s:
+                r = throughput(s, self.args, connections=connections)
+                out(f"| {workers} | {connections} | {fmt_rps(r)} | {r['p99']:.2f} | {s.peak_rss_mib():.0f} |")
+        out("")
+
+    def bodies(self):
+        out, plain = self.out, self.plain
+        out("### Streaming bodies (a 1 MiB request body echoed back as it arrives)\n")
+        out("| Server | Guest | MiB/s each way (requests/s) | server CPU ms per MiB | vs native | vs wasmtime serve |")
+        out("|---|---|---|---|---|---|")
+        mib, connections = 1 << 20, 16
+        servers = [("native hyper", "-", lambda: self.native_up("/?stream"))]
+        if self.wasmtime:
+            servers.append((f"wasmtime serve {WASMTIME_VERSION}", "plain wasi:http 0.2",
+                            lambda: self.wasmtime_serve(plain, "/?stream", *WASMTIME_FRESH)))
+        servers.append(("bantam up", "plain wasi:http 0.2",
+                        lambda: self.bantam_up(plain, "/?stream")))
+        rows = []
+        for name, guest, make in servers:
+            with make() as s:
+                rows.append((name, guest,
+                             throughput(s, self.args, connections=connections, body_bytes=mib)))
+        # One request is one MiB each way: requests/s are MiB/s.
+        native_mibs = rows[0][2]["rps"]
+        wasmtime_mibs = next((r["rps"] for name, _, r in rows if name.startswith("wasmtime")), None)
+        for name, guest, r in rows:
+            vs_wasmtime = (f"{r['rps'] / wasmtime_mibs:.2f}x"
+                           if name == "bantam up" and wasmtime_mibs else "-")
+            out(f"| {name} | {guest} | {fmt_rps(r)} | {r['cpu_us'] / 1000:.2f} | "
+                f"{r['rps'] / native_mibs:.2f}x | {vs_wasmtime} |")
+        out("")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="one short run of each step")
@@ -225,248 +473,18 @@ def main():
     args.warmup = 2
     if args.smoke:
         args.duration, args.repeat, args.warmup = 1, 1, 1
-
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: sudo apt-get install -y wrk")
-    cache = Path(os.environ.get("BANTAM_BENCH_CACHE", Path.home() / ".cache" / "bantam-bench"))
-    profile = "debug" if args.smoke else "release"
-    build = ["cargo", "build", "-p", "bantam-cli", "-p", "bantam-bench"]
-    run(build + ([] if args.smoke else ["--release"]), cwd=ROOT)
-    run(["cargo", "build", "--release", "--target", "wasm32-wasip2", "--manifest-path",
-         str(ROOT / "tests/guests/Cargo.toml")], cwd=ROOT)
-    target = ROOT / "target" / profile
-    bantam, native, instantiate = target / "bantam", target / "native-hello", target / "instantiate"
-    guests = ROOT / "tests/guests/target/wasm32-wasip2/release"
-    # Hello world in each shape: what `bantam new -t http-rust` makes
-    # (spin-sdk 7, wasi:http 0.3), the same with spin-sdk 5.2 (wasi:http
-    # 0.2), and a plain wasi:http 0.2 component without an SDK.
-    p3, p2, plain, caps = (guests / f"{n}.wasm" for n in
-                           ("hello_p3", "hello_p2", "wasi_http_plain", "capabilities_p3"))
 
-    wasmtime = oha = None
-    if args.smoke:
-        wasmtime = shutil.which("wasmtime") or (cache / "bin/wasmtime" if (cache / "bin/wasmtime").exists() else None)
-        oha = shutil.which("oha") or (cache / "bin/oha" if (cache / "bin/oha").exists() else None)
-    else:
-        wasmtime = cargo_install("wasmtime-cli", WASMTIME_VERSION, "wasmtime", cache)
-        oha = cargo_install("oha", OHA_VERSION, "oha", cache)
-
-    work = Path(tempfile.mkdtemp(prefix="bantam-bench-"))
-    compile_cache = work / "compile-cache"
-
-    def bantam_up(app, path, *extra, env=None, name=None):
-        return Server(name or f"bantam {Path(app).name}",
-                      [str(bantam), "up", "-f", str(app), "--listen", "127.0.0.1:{port}", "-q",
-                       "-L", "", "--cache-dir", str(compile_cache), *extra], path, env=env)
-
-    def native_up(path, *extra):
-        return Server("native hyper", [str(native), "127.0.0.1:{port}", *extra], path)
-
-    def wasmtime_serve(guest, path, *flags):
-        # -Scli: the guests import wasi:cli (environment, stdio), which
-        # `wasmtime serve` links only when asked.
-        return Server("wasmtime serve", [str(wasmtime), "serve", "-Scli", *flags,
-                                         "--addr", "127.0.0.1:{port}", str(guest)], path)
-
-    # `wasmtime serve` with a fresh instance per request, as Bantam makes.
-    wasmtime_fresh = ("--max-instance-reuse-count", "1")
-
-    def reusing(guest):
-        """An app of `guest` that opts in to instance reuse (per client
-        connection), up to 128 requests per instance as `wasmtime serve`
-        and Spin reuse wasi:http 0.3 instances by default."""
-        app = work / f"reuse-{guest.stem}"
-        app.mkdir(exist_ok=True)
-        (app / "spin.toml").write_text(
-            'spin_manifest_version = 2\n[application]\nname = "reuse"\n[[trigger.http]]\n'
-            f'route = "/..."\ncomponent = "hello"\n[component.hello]\nsource = "{guest}"\n'
-            '[component.hello.tool.bantam]\ninstance_reuse = { max_requests = 128 }\n')
-        return app
-
-    report = []
-    out = report.append
-    out(f"## Results ({'smoke' if args.smoke else 'full'} run)\n")
-    out(f"Machine: {os.cpu_count()} cores; {args.repeat} runs of {args.duration}s after "
-        f"{args.warmup}s of warm-up, wrk -t2 -c{args.connections}; spread is min–max.\n")
-
-    if "hello" in steps:
-        # 1. Hello world.
-        out("### Hello world\n")
-        out("| Server | Guest | Requests/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | vs native | vs wasmtime serve |")
-        out("|---|---|---|---|---|---|---|---|---|")
-        rows = []
-        with native_up("/") as s:
-            rows.append(("native hyper", "-", throughput(s, args)))
-        native_rps = rows[0][2]["rps"]
-        guests_under_test = ((plain, "plain wasi:http 0.2", "/"),
-                             (p3, "spin-sdk 7 (wasi:http 0.3)", "/"),
-                             (p2, "spin-sdk 5.2 (wasi:http 0.2)", "/"))
-        wasmtime_rps, wasmtime_reuse_rps = {}, {}
-        if wasmtime:
-            for guest, label, path in guests_under_test:
-                # Like for like: a fresh instance per request. `wasmtime
-                # serve` reuses a wasi:http 0.3 instance for up to 128
-                # requests by default; that row is shown too, as a reference.
-                modes = [("", wasmtime_fresh)]
-                if "0.3" in label:
-                    modes.append((" (default: instance reuse)", []))
-                for suffix, flags in modes:
-                    try:
-                        with wasmtime_serve(guest, path, *flags) as s:
-                            r = throughput(s, args)
-                    except RuntimeError as error:
-                        log(f"wasmtime serve cannot run {guest.name}: {error}")
-                        continue
-                    rows.append((f"wasmtime serve {WASMTIME_VERSION}{suffix}", label, r))
-                    (wasmtime_reuse_rps if suffix else wasmtime_rps)[label] = r["rps"]
-        bantam_rps = {}
-        for guest, label, path in guests_under_test:
-            with bantam_up(guest, path) as s:
-                rows.append(("bantam up", label, throughput(s, args)))
-            bantam_rps[guest] = rows[-1][2]["rps"]
-        for guest, label, path in guests_under_test:
-            with bantam_up(reusing(guest), path) as s:
-                rows.append(("bantam up (opt-in: instance reuse per connection)", label,
-                             throughput(s, args)))
-        for server, guest, r in rows:
-            # Like with like: fresh instances against fresh instances, reuse
-            # against `wasmtime serve`'s own reuse.
-            baseline = {"bantam up": wasmtime_rps}.get(server, {}).get(guest)
-            if server.startswith("bantam") and "reuse" in server:
-                baseline = wasmtime_reuse_rps.get(guest)
-            vs_wasmtime = f"{r['rps'] / baseline:.2f}x" if baseline else "-"
-            out(f"| {server} | {guest} | {fmt_rps(r)} | {r['p50']:.2f} | {r['p99']:.2f} | "
-                f"{r['p999']:.2f} | {r['cpu_us']:.0f} | {r['rps'] / native_rps:.2f}x | {vs_wasmtime} |")
-        out("")
-
-        # 2. p99 at half of peak, each Bantam guest next to its control:
-        # native hyper made to spend as much CPU per request as Bantam did
-        # at that rate (which is more than at saturation: caches go cold
-        # between requests). Its p99 is what that much work per request
-        # costs on this machine, without anything else Bantam does.
-        if oha:
-            out("### Latency at half of peak throughput\n")
-            out("| Server | Rate (req/s) | Achieved | p99 ms | server CPU µs/req at this rate |")
-            out("|---|---|---|---|---|")
-            seconds = max(args.duration, 2)
-
-            def row(name, rate, measured):
-                p99, achieved, cpu_us = measured
-                out(f"| {name} | {rate:,.0f} | {achieved:,.0f} | {p99:.2f} | {cpu_us:.0f} |")
-
-            with native_up("/") as s:
-                row("native hyper", native_rps / 2, at_rate(oha, s, native_rps / 2, seconds))
-            native_cpu = rows[0][2]["cpu_us"]
-            for guest, label, path in guests_under_test:
-                rate = bantam_rps[guest] / 2
-                with bantam_up(guest, path) as s:
-                    served = at_rate(oha, s, rate, seconds)
-                row(f"bantam up, {label}", rate, served)
-                # Burn what Bantam spent beyond native hyper's own cost,
-                # then correct once by what the control itself spent.
-                burn = max(0, served[2] - native_cpu)
-                for _ in range(2):
-                    with native_up(f"/?burn={round(burn)}") as s:
-                        control = at_rate(oha, s, rate, seconds)
-                    burn = max(0, burn + served[2] - control[2])
-                row("control: native hyper spending as much CPU per request", rate, control)
-            out("")
-        else:
-            out("(oha not installed: the fixed-rate latency step was skipped.)\n")
-
-    if "instantiation" in steps:
-        # 3. Instantiation.
-        out("### Per-request instantiation (in the engine, pooling allocator)\n")
-        out(f"Each figure is the median of {args.repeat} runs of the `instantiate` bench, "
-            "with the spread of the runs (min–max).\n")
-        out("| Guest | new store µs (median) | store + instantiate µs (median) | p99 µs | resident KiB per live instance |")
-        out("|---|---|---|---|---|")
-        for guest in (plain, p3, p2):
-            n = "2000" if args.smoke else "20000"
-            runs = [json.loads(subprocess.run([str(instantiate), str(guest), n], check=True,
-                                              capture_output=True, text=True).stdout)
-                    for _ in range(args.repeat)]
-            spread = lambda key: fmt_spread([r[key] for r in runs])  # noqa: E731
-            out(f"| {runs[0]['component']} | {spread('new_store_median_us')} | "
-                f"{spread('instantiate_median_us')} | {spread('instantiate_p99_us')} | "
-                f"{statistics.median(r['resident_kib_per_instance'] for r in runs):.0f} |")
-        out("")
-
-    if "startup" in steps:
-        # 4. Start-up.
-        out("### Start-up to the first 200\n")
-        out("| App | Compile cache | Seconds |")
-        out("|---|---|---|")
-        shutil.rmtree(compile_cache, ignore_errors=True)
-        for cache_state in ("cold", "warm"):
-            with bantam_up(p3, "/") as s:
-                out(f"| spin-sdk 7 hello ({p3.stat().st_size // 1024} KiB) | {cache_state} | {s.startup:.3f} |")
-        # Large components, as the official JavaScript and Python toolchains
-        # make them (several MiB of interpreter and runtime).
-        for label, make in (("componentize-js", js_app), ("componentize-py", python_app)):
-            large = make(cache) if not args.smoke else None
-            if large is None:
-                out(f"| {label} app | | skipped ({'smoke run' if args.smoke else 'toolchain missing'}) |")
-                continue
-            app, wasm = large
-            for cache_state in ("cold", "warm"):
-                with bantam_up(app, "/") as s:
-                    out(f"| {label} app ({wasm.stat().st_size / (1 << 20):.0f} MiB) | {cache_state} | {s.startup:.3f} |")
-        out("")
-
-    if "kv" in steps:
-        # 5. Key-value.
-        out("### Key-value (embedded SQLite store)\n")
-        out("| Operation | Native rusqlite + hyper (req/s) | Bantam guest (req/s) | Ratio |")
-        out("|---|---|---|---|")
-        app = kv_app(work / "kv", caps)
-        for op in ("set", "get"):
-            with native_up(f"/kv?op={op}", str(work / "native-kv.db")) as s:
-                n = throughput(s, args)
-            with bantam_up(app, kv_path(op)) as s:
-                b = throughput(s, args)
-            out(f"| {op} | {fmt_rps(n)} | {fmt_rps(b)} | {b['rps'] / n['rps']:.2f}x |")
-        out("")
-
-    if "scaling" in steps:
-        # 6. Scaling.
-        out("### Scaling (spin-sdk 7 hello)\n")
-        out("| Serving threads (--threads) | Connections | Requests/s | p99 ms | Peak RSS MiB |")
-        out("|---|---|---|---|---|")
-        for workers, connections in ((1, 64), (2, 64), (2, 256), (2, 1024)):
-            with bantam_up(p3, "/", "--threads", str(workers)) as s:
-                r = throughput(s, args, connections=connections)
-                out(f"| {workers} | {connections} | {fmt_rps(r)} | {r['p99']:.2f} | {s.peak_rss_mib():.0f} |")
-        out("")
-
-    if "bodies" in steps:
-        # 7. Streaming bodies.
-        out("### Streaming bodies (a 1 MiB request body echoed back as it arrives)\n")
-        out("| Server | Guest | MiB/s each way (requests/s) | server CPU ms per MiB | vs native | vs wasmtime serve |")
-        out("|---|---|---|---|---|---|")
-        mib, connections = 1 << 20, 16
-        servers = [("native hyper", "-", lambda: native_up("/?stream"))]
-        if wasmtime:
-            servers.append((f"wasmtime serve {WASMTIME_VERSION}", "plain wasi:http 0.2",
-                            lambda: wasmtime_serve(plain, "/?stream", *wasmtime_fresh)))
-        servers.append(("bantam up", "plain wasi:http 0.2", lambda: bantam_up(plain, "/?stream")))
-        rows = []
-        for name, guest, make in servers:
-            with make() as s:
-                rows.append((name, guest,
-                             throughput(s, args, connections=connections, body_bytes=mib)))
-        # One request is one MiB each way: requests/s are MiB/s.
-        native_mibs = rows[0][2]["rps"]
-        wasmtime_mibs = next((r["rps"] for name, _, r in rows if name.startswith("wasmtime")), None)
-        for name, guest, r in rows:
-            vs_wasmtime = (f"{r['rps'] / wasmtime_mibs:.2f}x"
-                           if name == "bantam up" and wasmtime_mibs else "-")
-            out(f"| {name} | {guest} | {fmt_rps(r)} | {r['cpu_us'] / 1000:.2f} | "
-                f"{r['rps'] / native_mibs:.2f}x | {vs_wasmtime} |")
-        out("")
-
-    shutil.rmtree(work, ignore_errors=True)
-    print("\n".join(report))
+    bench = Bench(args)
+    bench.out(f"## Results ({'smoke' if args.smoke else 'full'} run)\n")
+    bench.out(f"Machine: {os.cpu_count()} cores; {args.repeat} runs of {args.duration}s after "
+              f"{args.warmup}s of warm-up, wrk -t2 -c{args.connections}; spread is min–max.\n")
+    for step in STEPS:
+        if step in steps:
+            getattr(bench, step)()
+    shutil.rmtree(bench.work, ignore_errors=True)
+    print("\n".join(bench.report))
 
 
 def kv_app(app, guest):
