@@ -157,6 +157,11 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def per_request_us(cpu, requests):
+    """A server's CPU seconds spread over the requests it served, in µs."""
+    return cpu / requests * 1e6 if requests else float("nan")
+
+
 def throughput(server, args, connections=None, body_bytes=None):
     """Median of `args.repeat` wrk runs after a warm-up: rps, spread, the
     latency percentiles of the median run, and the server's CPU time per
@@ -174,7 +179,7 @@ def throughput(server, args, connections=None, body_bytes=None):
     runs.sort(key=lambda r: r["rps"])
     median = runs[len(runs) // 2]
     median["rps_min"], median["rps_max"] = runs[0]["rps"], runs[-1]["rps"]
-    median["cpu_us"] = cpu / requests * 1e6 if requests else float("nan")
+    median["cpu_us"] = per_request_us(cpu, requests)
     median["each_rps"] = each_rps
     return median
 
@@ -191,8 +196,8 @@ def at_rate(oha, server, rate, seconds):
     cpu = cpu_seconds(server.process.pid) - before
     report = json.loads(out)
     answered = sum(report.get("statusCodeDistribution", {}).values())
-    cpu_us = cpu / answered * 1e6 if answered else float("nan")
-    return report["latencyPercentiles"]["p99"] * 1000, report["summary"]["requestsPerSec"], cpu_us
+    return (report["latencyPercentiles"]["p99"] * 1000, report["summary"]["requestsPerSec"],
+            per_request_us(cpu, answered))
 
 
 def cargo_install(crate, version, binary, cache):
@@ -234,9 +239,9 @@ class Bench:
         # 0.2), and a plain wasi:http 0.2 component without an SDK.
         self.p3, self.p2, self.plain, self.caps = (
             guests / f"{n}.wasm" for n in ("hello_p3", "hello_p2", "wasi_http_plain", "capabilities_p3"))
-        self.hello_guests = ((self.plain, "plain wasi:http 0.2", "/"),
-                             (self.p3, "spin-sdk 7 (wasi:http 0.3)", "/"),
-                             (self.p2, "spin-sdk 5.2 (wasi:http 0.2)", "/"))
+        self.hello_guests = ((self.plain, "plain wasi:http 0.2"),
+                             (self.p3, "spin-sdk 7 (wasi:http 0.3)"),
+                             (self.p2, "spin-sdk 5.2 (wasi:http 0.2)"))
 
         if args.smoke:
             def cached(name):
@@ -254,10 +259,10 @@ class Bench:
     def out(self, line):
         self.report.append(line)
 
-    def bantam_up(self, app, path, *extra, env=None, name=None):
-        return Server(name or f"bantam {Path(app).name}",
+    def bantam_up(self, app, path, *extra):
+        return Server(f"bantam {Path(app).name}",
                       [str(self.bantam), "up", "-f", str(app), "--listen", "127.0.0.1:{port}", "-q",
-                       "-L", "", "--cache-dir", str(self.compile_cache), *extra], path, env=env)
+                       "-L", "", "--cache-dir", str(self.compile_cache), *extra], path)
 
     def native_up(self, path, *extra):
         return Server("native hyper", [str(self.native), "127.0.0.1:{port}", *extra], path)
@@ -292,7 +297,7 @@ class Bench:
         native = rows[0][2]
         wasmtime_rps, wasmtime_reuse_rps = {}, {}
         if self.wasmtime:
-            for guest, label, path in self.hello_guests:
+            for guest, label in self.hello_guests:
                 # Like for like: a fresh instance per request. `wasmtime
                 # serve` reuses a wasi:http 0.3 instance for up to 128
                 # requests by default; that row is shown too, as a reference.
@@ -301,7 +306,7 @@ class Bench:
                     modes.append((" (default: instance reuse)", []))
                 for suffix, flags in modes:
                     try:
-                        with self.wasmtime_serve(guest, path, *flags) as s:
+                        with self.wasmtime_serve(guest, "/", *flags) as s:
                             r = throughput(s, args)
                     except RuntimeError as error:
                         log(f"wasmtime serve cannot run {guest.name}: {error}")
@@ -309,12 +314,12 @@ class Bench:
                     rows.append((f"wasmtime serve {WASMTIME_VERSION}{suffix}", label, r))
                     (wasmtime_reuse_rps if suffix else wasmtime_rps)[label] = r["rps"]
         bantam_rps = {}
-        for guest, label, path in self.hello_guests:
-            with self.bantam_up(guest, path) as s:
+        for guest, label in self.hello_guests:
+            with self.bantam_up(guest, "/") as s:
                 rows.append(("bantam up", label, throughput(s, args)))
             bantam_rps[guest] = rows[-1][2]["rps"]
-        for guest, label, path in self.hello_guests:
-            with self.bantam_up(self.reusing(guest), path) as s:
+        for guest, label in self.hello_guests:
+            with self.bantam_up(self.reusing(guest), "/") as s:
                 rows.append(("bantam up (opt-in: instance reuse per connection)", label,
                              throughput(s, args)))
         for server, guest, r in rows:
@@ -350,9 +355,9 @@ class Bench:
 
         with self.native_up("/") as s:
             row("native hyper", native["rps"] / 2, at_rate(self.oha, s, native["rps"] / 2, seconds))
-        for guest, label, path in self.hello_guests:
+        for guest, label in self.hello_guests:
             rate = bantam_rps[guest] / 2
-            with self.bantam_up(guest, path) as s:
+            with self.bantam_up(guest, "/") as s:
                 served = at_rate(self.oha, s, rate, seconds)
             row(f"bantam up, {label}", rate, served)
             # Burn what Bantam spent beyond native hyper's own cost,
