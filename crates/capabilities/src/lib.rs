@@ -182,8 +182,8 @@ impl AppCapabilities {
     }
 
     /// An opened SQLite database, e.g. `default` for `bantam up --sqlite`.
-    pub fn sqlite(&self, label: &str) -> Option<&SqliteDatabase> {
-        self.sqlite_databases.get(label).map(AsRef::as_ref)
+    pub fn sqlite(&self, label: &str) -> Option<&Arc<SqliteDatabase>> {
+        self.sqlite_databases.get(label)
     }
 
     /// Where the default store and database live, if a component uses

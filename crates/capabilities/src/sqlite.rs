@@ -1,27 +1,51 @@
 //! SQLite databases and the interfaces guests query them through:
-//! `spin:sqlite/sqlite@3.1.0` (spin-sdk 7; guests importing 3.0.0 link to
+//! `spin:sqlite@3.1.0` (spin-sdk 7; guests importing 3.0.0 link to
 //! it too) and `fermyon:spin/sqlite@2.0.0` (spin-sdk 2 to 5).
 //!
 //! A database is opened by label; a component may open only the labels in
-//! its `sqlite_databases`, any other is `access-denied`. Each database is
-//! one SQLite connection shared by all instances: rusqlite is blocking, so
-//! statements run on tokio's blocking pool, one at a time per database.
+//! its `sqlite_databases`, any other is `access-denied`.
+//!
+//! Each connection a guest opens is its own as far as the guest can tell,
+//! as in Spin, where every `open` makes a new SQLite connection: a
+//! transaction the guest begins spans its own statements and no one
+//! else's, and one it leaves open is rolled back when the connection is
+//! dropped (at the latest with the instance). Behind that, the database
+//! keeps its SQLite connections in a pool: a guest's connection takes one
+//! for each statement and gives it back after, keeping it only while its
+//! transaction is open. rusqlite is blocking, so statements run on tokio's
+//! blocking pool. A database in memory lives in its one SQLite
+//! connection, so guests take turns at it, a transaction at a time.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Accessor, FutureReader, Resource, StreamReader};
 
 use crate::bindings::fermyon::spin::sqlite as v2;
 use crate::bindings::spin::sqlite::sqlite as v3;
 use crate::{Capabilities, CapabilitiesView, CapabilityError};
 
+/// How many idle SQLite connections a database file keeps for the next
+/// statements; connections beyond these, opened in a burst, are closed.
+const IDLE_CONNECTIONS: usize = 16;
+
+/// How long a statement waits for the database in memory while another
+/// guest's transaction holds it: SQLite's own busy timeout for a file, as
+/// rusqlite sets it.
+const MEMORY_TURN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// One SQLite database.
 pub struct SqliteDatabase {
     label: String,
     path: Option<PathBuf>,
-    connection: Arc<Mutex<rusqlite::Connection>>,
+    /// SQLite connections that no statement or open transaction holds.
+    idle: Mutex<Vec<rusqlite::Connection>>,
+    /// For a database in memory, the one turn at its one connection; a
+    /// file has no such limit (SQLite's file locks order its writers).
+    memory_turn: Option<Arc<Semaphore>>,
 }
 
 impl std::fmt::Debug for SqliteDatabase {
@@ -38,27 +62,127 @@ struct QueryOutput {
     changes: u64,
 }
 
+/// A SQLite connection taken from its database's pool, for a statement or
+/// for the rest of a guest's open transaction. Dropped, it goes back to the
+/// pool, after rolling back a transaction left open.
+struct Lease {
+    database: Arc<SqliteDatabase>,
+    /// `None` until the statement's blocking task takes an idle connection
+    /// or opens one (opening touches the file, so it is not done on the
+    /// async threads).
+    connection: Option<rusqlite::Connection>,
+    /// The turn at a database in memory, released after the connection is
+    /// back in the pool.
+    turn: Option<OwnedSemaphorePermit>,
+}
+
+impl Lease {
+    /// Whether the connection is inside a transaction, which the guest's
+    /// next statements must see.
+    fn in_transaction(&self) -> bool {
+        self.connection.as_ref().is_some_and(|c| !c.is_autocommit())
+    }
+
+    /// The SQLite connection, opened if the pool had none idle; on a
+    /// blocking thread.
+    fn connection(&mut self) -> rusqlite::Result<&mut rusqlite::Connection> {
+        if self.connection.is_none() {
+            self.connection = Some(self.database.open_connection()?);
+        }
+        Ok(self.connection.as_mut().expect("opened above"))
+    }
+
+    /// Run one statement, on a blocking thread.
+    fn run(&mut self, statement: &str, parameters: Vec<SqlValue>) -> rusqlite::Result<QueryOutput> {
+        let connection = self.connection()?;
+        let mut prepared = connection.prepare_cached(statement)?;
+        let columns: Vec<String> = prepared.column_names().into_iter().map(String::from).collect();
+        let mut rows = Vec::new();
+        let mut cursor = prepared.query(rusqlite::params_from_iter(parameters))?;
+        while let Some(row) = cursor.next()? {
+            let values = (0..columns.len())
+                .map(|i| row.get_ref(i).map(to_sql_value))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.push(values);
+        }
+        drop(cursor);
+        drop(prepared);
+        Ok(QueryOutput {
+            columns,
+            rows,
+            last_insert_rowid: connection.last_insert_rowid(),
+            changes: connection.changes(),
+        })
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(connection) = self.connection.take() else { return };
+        let database = Arc::clone(&self.database);
+        if connection.is_autocommit() {
+            database.give_back(connection);
+            return;
+        }
+        // A transaction the guest left open is rolled back, as closing its
+        // connection would do in Spin. That writes to the file, so it runs
+        // off the async threads; the turn at a database in memory goes with
+        // it, and is released only when the connection is back.
+        let turn = self.turn.take();
+        let roll_back = move || {
+            if connection.execute_batch("ROLLBACK").is_ok() && connection.is_autocommit() {
+                database.give_back(connection);
+            }
+            drop(turn);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(roll_back)),
+            Err(_) => roll_back(),
+        }
+    }
+}
+
 impl SqliteDatabase {
     /// Open (creating if needed) the database `label` at `path`, or in
     /// memory.
     pub fn open(label: &str, path: Option<PathBuf>) -> Result<Self, CapabilityError> {
-        let opened = match &path {
-            Some(path) => {
-                if let Some(dir) = path.parent() {
-                    let _ = std::fs::create_dir_all(dir);
-                }
-                rusqlite::Connection::open(path)
-            }
-            None => rusqlite::Connection::open_in_memory(),
+        if let Some(dir) = path.as_ref().and_then(|path| path.parent()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let mut database = Self {
+            label: label.to_string(),
+            memory_turn: path.is_none().then(|| Arc::new(Semaphore::new(1))),
+            path,
+            idle: Mutex::new(Vec::new()),
         };
-        let connection = opened.map_err(|e| CapabilityError::Open {
-            what: format!(
-                "SQLite database `{label}` ({})",
-                crate::describe_path(path.as_ref(), None)
-            ),
+        // The first connection is opened now, so that a file that cannot be
+        // opened fails the start, and so that a database in memory exists.
+        let connection = database.open_connection().map_err(|e| CapabilityError::Open {
+            what: format!("SQLite database `{label}` ({})", database.describe()),
             message: e.to_string(),
         })?;
-        Ok(Self { label: label.to_string(), path, connection: Arc::new(Mutex::new(connection)) })
+        database.idle.get_mut().unwrap_or_else(|e| e.into_inner()).push(connection);
+        Ok(database)
+    }
+
+    /// A new SQLite connection. A database in memory is opened once, at
+    /// its start: its one connection always goes back to the pool after,
+    /// unless a rollback failed, which closes it and leaves the next
+    /// statement a new, empty database.
+    fn open_connection(&self) -> rusqlite::Result<rusqlite::Connection> {
+        match &self.path {
+            Some(path) => rusqlite::Connection::open(path),
+            None => rusqlite::Connection::open_in_memory(),
+        }
+    }
+
+    /// Put a connection out of a transaction back in the pool, or close it
+    /// if the pool has enough.
+    fn give_back(&self, connection: rusqlite::Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < IDLE_CONNECTIONS {
+            idle.push(connection);
+        }
     }
 
     /// Where the data lives, for messages.
@@ -71,46 +195,71 @@ impl SqliteDatabase {
         crate::describe_path(self.path.as_ref(), Some(base))
     }
 
-    /// Run a batch of statements (`bantam up --sqlite`).
-    pub fn execute_batch(&self, sql: &str) -> Result<(), String> {
-        let connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
-        connection.execute_batch(sql).map_err(|e| format!("SQLite database `{}`: {e}", self.label))
+    /// Run a batch of statements (`bantam up --sqlite`), before any guest
+    /// runs.
+    pub fn execute_batch(self: &Arc<Self>, sql: &str) -> Result<(), String> {
+        let error = |e: &dyn std::fmt::Display| format!("SQLite database `{}`: {e}", self.label);
+        let mut lease = self.try_lease().ok_or_else(|| error(&"database is locked"))?;
+        lease
+            .connection()
+            .and_then(|connection| connection.execute_batch(sql))
+            .map_err(|e| error(&e))
     }
 
-    /// Run one statement with parameters, off the async worker threads.
+    /// A connection from the pool, if one may be taken at once.
+    fn try_lease(self: &Arc<Self>) -> Option<Lease> {
+        let turn = match &self.memory_turn {
+            Some(turn) => Some(Arc::clone(turn).try_acquire_owned().ok()?),
+            None => None,
+        };
+        Some(self.lease_with(turn))
+    }
+
+    /// A connection from the pool, waiting for the turn at a database in
+    /// memory.
+    async fn lease(self: &Arc<Self>) -> Result<Lease, String> {
+        let turn = match &self.memory_turn {
+            Some(turn) => {
+                let waited =
+                    tokio::time::timeout(MEMORY_TURN_TIMEOUT, Arc::clone(turn).acquire_owned());
+                Some(waited.await.ok().and_then(Result::ok).ok_or("database is locked")?)
+            }
+            None => None,
+        };
+        Ok(self.lease_with(turn))
+    }
+
+    fn lease_with(self: &Arc<Self>, turn: Option<OwnedSemaphorePermit>) -> Lease {
+        let connection = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        Lease { database: Arc::clone(self), connection, turn }
+    }
+
+    /// Run one statement on a guest's connection: on the SQLite connection
+    /// its open transaction holds, or on one from the pool.
     async fn execute(
-        &self,
+        self: &Arc<Self>,
+        held: &tokio::sync::Mutex<Option<Lease>>,
         statement: String,
         parameters: Vec<SqlValue>,
     ) -> Result<QueryOutput, String> {
-        let connection = Arc::clone(&self.connection);
-        let result = tokio::task::spawn_blocking(move || {
-            let connection = connection.lock().unwrap_or_else(|e| e.into_inner());
-            let mut prepared = connection.prepare_cached(&statement)?;
-            let columns: Vec<String> =
-                prepared.column_names().into_iter().map(String::from).collect();
-            let mut rows = Vec::new();
-            let mut cursor = prepared.query(rusqlite::params_from_iter(parameters))?;
-            while let Some(row) = cursor.next()? {
-                let values = (0..columns.len())
-                    .map(|i| row.get_ref(i).map(to_sql_value))
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                rows.push(values);
-            }
-            drop(cursor);
-            Ok::<_, rusqlite::Error>(QueryOutput {
-                columns,
-                rows,
-                last_insert_rowid: connection.last_insert_rowid(),
-                changes: connection.changes(),
-            })
+        // One statement at a time per guest connection, as on one SQLite
+        // connection.
+        let mut held = held.lock().await;
+        let lease = match held.take() {
+            Some(lease) => lease,
+            None => self.lease().await?,
+        };
+        let ran = tokio::task::spawn_blocking(move || {
+            let mut lease = lease;
+            let output = lease.run(&statement, parameters);
+            (lease, output)
         })
         .await;
-        match result {
-            Ok(Ok(output)) => Ok(output),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(error) => Err(error.to_string()),
+        let (lease, output) = ran.map_err(|e| e.to_string())?;
+        if lease.in_transaction() {
+            *held = Some(lease);
         }
+        output.map_err(|e| e.to_string())
     }
 }
 
@@ -128,8 +277,19 @@ fn to_sql_value(value: ValueRef<'_>) -> SqlValue {
 /// statement (`last-insert-rowid`, `changes`).
 pub struct Connection {
     database: Arc<SqliteDatabase>,
+    /// The SQLite connection the guest's open transaction holds, if one is
+    /// open; locked for each statement.
+    transaction: Arc<tokio::sync::Mutex<Option<Lease>>>,
     last_insert_rowid: i64,
     changes: u64,
+}
+
+impl Connection {
+    /// The database and the transaction's slot, to use past the borrow of
+    /// the resource table.
+    fn handles(&self) -> (Arc<SqliteDatabase>, Arc<tokio::sync::Mutex<Option<Lease>>>) {
+        (Arc::clone(&self.database), Arc::clone(&self.transaction))
+    }
 }
 
 /// Why a database could not be opened, before mapping to each WIT's error.
@@ -151,8 +311,12 @@ impl CapabilitiesView<'_> {
             );
             return Ok(Err(OpenError::AccessDenied));
         };
-        let connection =
-            Connection { database: Arc::clone(database), last_insert_rowid: 0, changes: 0 };
+        let connection = Connection {
+            database: Arc::clone(database),
+            transaction: Arc::default(),
+            last_insert_rowid: 0,
+            changes: 0,
+        };
         Ok(self.table.push(connection).map_err(|_| OpenError::TableFull))
     }
 
@@ -163,8 +327,8 @@ impl CapabilitiesView<'_> {
         statement: String,
         parameters: Vec<SqlValue>,
     ) -> wasmtime::Result<Result<QueryOutput, String>> {
-        let database = Arc::clone(&self.table.get(connection)?.database);
-        let output = database.execute(statement, parameters).await;
+        let (database, transaction) = self.table.get(connection)?.handles();
+        let output = database.execute(&transaction, statement, parameters).await;
         if let Ok(output) = &output {
             let connection = self.table.get_mut(connection)?;
             connection.last_insert_rowid = output.last_insert_rowid;
@@ -296,10 +460,10 @@ impl<T> v3::HostConnectionWithStore<T> for Capabilities {
             v3::Error,
         >,
     > {
-        let database = accessor.with(|mut access| -> wasmtime::Result<Arc<SqliteDatabase>> {
-            Ok(Arc::clone(&access.get().table.get(&connection)?.database))
+        let (database, transaction) = accessor.with(|mut access| {
+            Ok::<_, wasmtime::Error>(access.get().table.get(&connection)?.handles())
         })?;
-        let output = match database.execute(statement, parameters(params)).await {
+        let output = match database.execute(&transaction, statement, parameters(params)).await {
             Ok(output) => output,
             Err(message) => return Ok(Err(v3::Error::Io(message))),
         };
@@ -358,5 +522,95 @@ impl v2::HostConnection for CapabilitiesView<'_> {
     async fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
         self.table.delete(connection)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A guest's connection, as the resource table holds it.
+    type GuestConnection = tokio::sync::Mutex<Option<Lease>>;
+
+    async fn run(database: &Arc<SqliteDatabase>, guest: &GuestConnection, sql: &str) -> String {
+        match database.execute(guest, sql.to_string(), Vec::new()).await {
+            Ok(output) => {
+                output.rows.iter().map(|row| format!("{row:?}")).collect::<Vec<_>>().join(",")
+            }
+            Err(message) => format!("error: {message}"),
+        }
+    }
+
+    fn numbers_in_file(path: &Path) -> Vec<i64> {
+        let connection = rusqlite::Connection::open(path).unwrap();
+        let mut statement = connection.prepare("SELECT n FROM t ORDER BY n").unwrap();
+        statement.query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    #[tokio::test]
+    async fn a_guest_transaction_spans_its_own_statements_and_no_one_elses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let database = Arc::new(SqliteDatabase::open("default", Some(path.clone())).unwrap());
+        run(&database, &GuestConnection::default(), "CREATE TABLE t (n INTEGER)").await;
+
+        // One guest commits its own transaction ...
+        let committing = GuestConnection::default();
+        for sql in ["BEGIN", "INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)", "COMMIT"] {
+            assert_eq!(run(&database, &committing, sql).await, "");
+        }
+        assert!(committing.lock().await.is_none(), "the connection went back after COMMIT");
+        assert_eq!(numbers_in_file(&path), [1, 2]);
+
+        // ... another leaves one open: no one else sees its writes, and
+        // dropping its connection rolls them back.
+        let leaving = GuestConnection::default();
+        run(&database, &leaving, "BEGIN").await;
+        run(&database, &leaving, "INSERT INTO t VALUES (3)").await;
+        assert_eq!(run(&database, &leaving, "SELECT count(*) FROM t").await, "[Integer(3)]");
+        let other = GuestConnection::default();
+        assert_eq!(run(&database, &other, "SELECT count(*) FROM t").await, "[Integer(2)]");
+        drop(leaving);
+        // A later write is its own, committed at once (it waits, as
+        // SQLite's writers do, for the rollback to release the file).
+        assert_eq!(run(&database, &other, "INSERT INTO t VALUES (4)").await, "");
+        assert!(other.lock().await.is_none());
+        assert_eq!(numbers_in_file(&path), [1, 2, 4]);
+        // And a new transaction can begin, which it could not inside the
+        // one left open.
+        assert_eq!(run(&database, &other, "BEGIN").await, "");
+        assert_eq!(run(&database, &other, "COMMIT").await, "");
+    }
+
+    #[tokio::test]
+    async fn a_database_in_memory_serves_one_transaction_at_a_time_and_keeps_its_data() {
+        let database = Arc::new(SqliteDatabase::open("mem", None).unwrap());
+        run(&database, &GuestConnection::default(), "CREATE TABLE t (n INTEGER)").await;
+        run(&database, &GuestConnection::default(), "INSERT INTO t VALUES (1)").await;
+
+        let holding = GuestConnection::default();
+        run(&database, &holding, "BEGIN").await;
+        run(&database, &holding, "INSERT INTO t VALUES (2)").await;
+        let waiting = tokio::spawn({
+            let database = Arc::clone(&database);
+            async move { run(&database, &GuestConnection::default(), "SELECT n FROM t").await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "a statement waits for the open transaction");
+        drop(holding);
+        assert_eq!(waiting.await.unwrap(), "[Integer(1)]");
+    }
+
+    #[tokio::test]
+    async fn the_start_up_batch_runs_on_the_pool() {
+        let database = Arc::new(SqliteDatabase::open("mem", None).unwrap());
+        database.execute_batch("CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (7);").unwrap();
+        let guest = GuestConnection::default();
+        assert_eq!(run(&database, &guest, "SELECT n FROM t").await, "[Integer(7)]");
+        let error = database.execute_batch("SELEC 1").unwrap_err();
+        assert!(
+            error.starts_with("SQLite database `mem`: ") && error.contains("syntax"),
+            "{error}"
+        );
     }
 }

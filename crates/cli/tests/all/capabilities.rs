@@ -234,6 +234,16 @@ async fn sqlite_through_every_interface_version() {
     let update = ok(&bantam, &sql("p2", "sqlite3", "UPDATE pets SET age = age %2B 1", "")).await;
     assert!(update.ends_with(" changes=2"), "{update}");
 
+    // A guest's transaction is its own, as in Spin, where each `open` is a
+    // new SQLite connection: one left open when the guest drops its
+    // connection is rolled back, and others' writes do not join it.
+    let left_open = "BEGIN;INSERT INTO pets VALUES (%27ghost%27, 1);SELECT count(*) FROM pets";
+    assert!(ok(&bantam, &sql("p3", "sqlite", left_open, "")).await.starts_with("count(*)\ni:3\n"));
+    let committed = "BEGIN;INSERT INTO pets VALUES (%27kit%27, 1);COMMIT";
+    ok(&bantam, &sql("p3", "sqlite", committed, "")).await;
+    let names = ok(&bantam, &sql("p2", "sqlite", "SELECT name FROM pets ORDER BY name", "")).await;
+    assert_eq!(names, "name\nt:kit\nt:rex\nt:tom");
+
     // Errors come back as the WIT's own variants.
     let (status, body) = call(&bantam, &sql("p3", "sqlite", "SELEC 1", "")).await;
     assert_eq!(status, 500);
@@ -248,7 +258,7 @@ async fn sqlite_through_every_interface_version() {
     let again = up(&app, &[]);
     let rows =
         ok(&again, &sql("p2", "sqlite", "SELECT name, age FROM pets ORDER BY age", "")).await;
-    assert_eq!(rows, "name|age\nt:rex|i:4\nt:tom|i:8");
+    assert_eq!(rows, "name|age\nt:kit|i:1\nt:rex|i:4\nt:tom|i:8");
 }
 
 #[tokio::test]

@@ -160,9 +160,22 @@ fn sql_error(error: sqlite::Error) -> String {
 }
 
 /// Columns on the first line, then one line per row, then
-/// `rowid=<last insert rowid> changes=<changes>`.
-async fn sql(db: &str, statement: &str, args: &str) -> Answer {
+/// `rowid=<last insert rowid> changes=<changes>`. Statements before the
+/// last `;` run first on the same connection, without parameters, and
+/// only their errors are shown. The connection is dropped when this
+/// returns: a transaction left open is the host's to roll back.
+async fn sql(db: &str, statements: &str, args: &str) -> Answer {
     let connection = sqlite::Connection::open(db).await.map_err(sql_error)?;
+    let (before, statement) = statements.rsplit_once(';').unwrap_or(("", statements));
+    for earlier in before.split(';').filter(|s| !s.trim().is_empty()) {
+        connection
+            .execute(earlier, [])
+            .await
+            .map_err(sql_error)?
+            .collect()
+            .await
+            .map_err(sql_error)?;
+    }
     let params = probe_logic::sql_params(args).into_iter().map(|p| match p {
         probe_logic::SqlParam::Integer(i) => sqlite::Value::Integer(i),
         probe_logic::SqlParam::Real(r) => sqlite::Value::Real(r),
