@@ -15,6 +15,14 @@
 //! transaction is open. rusqlite is blocking, so statements run on tokio's
 //! blocking pool. A database in memory lives in its one SQLite
 //! connection, so guests take turns at it, a transaction at a time.
+//!
+//! Guest SQL is confined (SQLite's "Defense Against the Dark Arts",
+//! <https://www.sqlite.org/security.html>): defensive mode on, schema
+//! functions untrusted, no `ATTACH` of a file (nor `VACUUM INTO` one: either
+//! would open or create any file the host can reach), at most
+//! [`MAX_RESULT_BYTES`] of values per statement, and a statement whose
+//! caller gives up (the request timed out, the client left) is interrupted
+//! rather than left running on a blocking thread.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -31,6 +39,11 @@ use crate::{Capabilities, CapabilitiesView, CapabilityError};
 /// How many idle SQLite connections a database file keeps for the next
 /// statements; connections beyond these, opened in a burst, are closed.
 const IDLE_CONNECTIONS: usize = 16;
+
+/// The most one statement may return, counting its values' bytes, and the
+/// longest string or blob SQLite may make: a result is held whole in the
+/// host before it is copied into the guest.
+pub const MAX_RESULT_BYTES: usize = 64 << 20;
 
 /// How long a statement waits for the database in memory while another
 /// guest's transaction holds it: SQLite's own busy timeout for a file, as
@@ -92,27 +105,129 @@ impl Lease {
         Ok(self.connection.as_mut().expect("opened above"))
     }
 
-    /// Run one statement, on a blocking thread.
-    fn run(&mut self, statement: &str, parameters: Vec<SqlValue>) -> rusqlite::Result<QueryOutput> {
-        let connection = self.connection()?;
-        let mut prepared = connection.prepare_cached(statement)?;
-        let columns: Vec<String> = prepared.column_names().into_iter().map(String::from).collect();
-        let mut rows = Vec::new();
-        let mut cursor = prepared.query(rusqlite::params_from_iter(parameters))?;
-        while let Some(row) = cursor.next()? {
-            let values = (0..columns.len())
-                .map(|i| row.get_ref(i).map(to_sql_value))
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.push(values);
+    /// Run one statement, on a blocking thread, interruptible through
+    /// `interrupt` while it runs.
+    fn run(
+        &mut self,
+        statement: &str,
+        parameters: Vec<SqlValue>,
+        interrupt: &Interrupt,
+    ) -> Result<QueryOutput, String> {
+        let connection = self.connection().map_err(|e| e.to_string())?;
+        if !interrupt.arm(connection) {
+            return Err("interrupted".into());
         }
-        drop(cursor);
-        drop(prepared);
-        Ok(QueryOutput {
-            columns,
-            rows,
-            last_insert_rowid: connection.last_insert_rowid(),
-            changes: connection.changes(),
-        })
+        let output = query(connection, statement, parameters);
+        interrupt.disarm();
+        output
+    }
+}
+
+fn query(
+    connection: &rusqlite::Connection,
+    statement: &str,
+    parameters: Vec<SqlValue>,
+) -> Result<QueryOutput, String> {
+    let mut prepared = connection.prepare_cached(statement).map_err(|e| e.to_string())?;
+    let columns: Vec<String> = prepared.column_names().into_iter().map(String::from).collect();
+    let mut rows = Vec::new();
+    let mut bytes = 0;
+    let mut cursor =
+        prepared.query(rusqlite::params_from_iter(parameters)).map_err(|e| e.to_string())?;
+    while let Some(row) = cursor.next().map_err(|e| e.to_string())? {
+        let values = (0..columns.len())
+            .map(|i| row.get_ref(i).map(to_sql_value))
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| e.to_string())?;
+        bytes += values.iter().map(value_bytes).sum::<usize>();
+        if bytes > MAX_RESULT_BYTES {
+            return Err(format!(
+                "the result is larger than {} MiB; ask for fewer rows or columns",
+                MAX_RESULT_BYTES >> 20
+            ));
+        }
+        rows.push(values);
+    }
+    Ok(QueryOutput {
+        columns,
+        rows,
+        last_insert_rowid: connection.last_insert_rowid(),
+        changes: connection.changes(),
+    })
+}
+
+/// About how much of the host's memory a value holds.
+fn value_bytes(value: &SqlValue) -> usize {
+    match value {
+        SqlValue::Text(text) => text.len(),
+        SqlValue::Blob(blob) => blob.len(),
+        SqlValue::Null | SqlValue::Integer(_) | SqlValue::Real(_) => 8,
+    }
+}
+
+/// Guest SQL reaches nothing but its database, with SQLite's defences on.
+fn confine(connection: &rusqlite::Connection) -> rusqlite::Result<()> {
+    use rusqlite::config::DbConfig;
+    use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+    use rusqlite::limits::Limit;
+    connection.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    connection.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+    connection.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_RESULT_BYTES as i32)?;
+    // `ATTACH` opens (or creates) the file it names, and `VACUUM INTO`
+    // attaches its target the same way; plain `VACUUM` attaches a nameless
+    // temporary database, and `:memory:` is no file.
+    connection.authorizer(Some(|context: AuthContext<'_>| match context.action {
+        AuthAction::Attach { filename } if !filename.is_empty() && filename != ":memory:" => {
+            Authorization::Deny
+        }
+        _ => Authorization::Allow,
+    }));
+    Ok(())
+}
+
+/// How a statement's caller stops it: SQLite's interrupt, armed only while
+/// the statement runs, so that it can never reach the connection's next
+/// statement, which may be another guest's.
+#[derive(Default)]
+struct Interrupt(Mutex<InterruptState>);
+
+#[derive(Default)]
+struct InterruptState {
+    cancelled: bool,
+    running: Option<rusqlite::InterruptHandle>,
+}
+
+impl Interrupt {
+    /// Arm with the connection about to run the statement; `false` if the
+    /// caller gave up before it started.
+    fn arm(&self, connection: &rusqlite::Connection) -> bool {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !state.cancelled {
+            state.running = Some(connection.get_interrupt_handle());
+        }
+        !state.cancelled
+    }
+
+    fn disarm(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).running = None;
+    }
+
+    fn cancel(&self) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.cancelled = true;
+        if let Some(running) = &state.running {
+            running.interrupt();
+        }
+    }
+}
+
+/// Cancels its statement when dropped: the statement's caller either has
+/// its answer by then, or gave up waiting.
+struct CancelOnDrop(Arc<Interrupt>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
     }
 }
 
@@ -170,10 +285,12 @@ impl SqliteDatabase {
     /// unless a rollback failed, which closes it and leaves the next
     /// statement a new, empty database.
     fn open_connection(&self) -> rusqlite::Result<rusqlite::Connection> {
-        match &self.path {
-            Some(path) => rusqlite::Connection::open(path),
-            None => rusqlite::Connection::open_in_memory(),
-        }
+        let connection = match &self.path {
+            Some(path) => rusqlite::Connection::open(path)?,
+            None => rusqlite::Connection::open_in_memory()?,
+        };
+        confine(&connection)?;
+        Ok(connection)
     }
 
     /// Put a connection out of a transaction back in the pool, or close it
@@ -249,9 +366,11 @@ impl SqliteDatabase {
             Some(lease) => lease,
             None => self.lease().await?,
         };
+        let interrupt = Arc::new(Interrupt::default());
+        let _cancel = CancelOnDrop(Arc::clone(&interrupt));
         let ran = tokio::task::spawn_blocking(move || {
             let mut lease = lease;
-            let output = lease.run(&statement, parameters);
+            let output = lease.run(&statement, parameters, &interrupt);
             (lease, output)
         })
         .await;
@@ -259,7 +378,7 @@ impl SqliteDatabase {
         if lease.in_transaction() {
             *held = Some(lease);
         }
-        output.map_err(|e| e.to_string())
+        output
     }
 }
 
@@ -612,5 +731,67 @@ mod tests {
             error.starts_with("SQLite database `mem`: ") && error.contains("syntax"),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn guest_sql_reaches_no_file_but_its_own_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let database =
+            Arc::new(SqliteDatabase::open("default", Some(dir.path().join("db.sqlite"))).unwrap());
+        let guest = GuestConnection::default();
+        let escape = dir.path().join("escape.db");
+        let attach = format!("ATTACH DATABASE '{}' AS outside", escape.display());
+        assert_eq!(run(&database, &guest, &attach).await, "error: not authorized");
+        let copy = dir.path().join("copy.db");
+        let vacuum_into = format!("VACUUM INTO '{}'", copy.display());
+        assert_eq!(run(&database, &guest, &vacuum_into).await, "error: authorization denied");
+        assert!(!escape.exists() && !copy.exists());
+        // What touches no other file still works.
+        assert_eq!(run(&database, &guest, "VACUUM").await, "");
+        assert_eq!(run(&database, &guest, "ATTACH ':memory:' AS scratch").await, "");
+        assert_eq!(run(&database, &guest, "DETACH scratch").await, "");
+        // Defensive mode: the schema cannot be written around SQLite.
+        run(&database, &guest, "CREATE TABLE t (n INTEGER)").await;
+        run(&database, &guest, "PRAGMA writable_schema = ON").await;
+        let forged = run(&database, &guest, "UPDATE sqlite_schema SET sql = 'x'").await;
+        assert!(forged.starts_with("error: "), "{forged}");
+    }
+
+    #[test]
+    fn a_statement_whose_caller_gives_up_stops_running() {
+        // A runtime of its own, left without waiting for its blocking
+        // threads: if the runaway went on, the test fails instead of hanging.
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let answer = runtime.block_on(async {
+            let database = Arc::new(SqliteDatabase::open("mem", None).unwrap());
+            let forever = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) \
+                           SELECT count(*) FROM c";
+            let caller = tokio::spawn({
+                let database = Arc::clone(&database);
+                async move { run(&database, &GuestConnection::default(), forever).await }
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            caller.abort();
+            // The database in memory is free again (the runaway held its one
+            // connection), long before a turn's 5 s timeout.
+            let guest = GuestConnection::default();
+            tokio::time::timeout(Duration::from_secs(2), run(&database, &guest, "SELECT 1")).await
+        });
+        runtime.shutdown_background();
+        assert_eq!(answer.expect("the runaway statement still holds the database"), "[Integer(1)]");
+    }
+
+    #[tokio::test]
+    async fn a_result_past_the_cap_is_an_error_not_host_memory() {
+        let database = Arc::new(SqliteDatabase::open("mem", None).unwrap());
+        let guest = GuestConnection::default();
+        let many = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 100) \
+                    SELECT randomblob(1048576) FROM c";
+        assert_eq!(
+            run(&database, &guest, many).await,
+            "error: the result is larger than 64 MiB; ask for fewer rows or columns"
+        );
+        let huge = run(&database, &guest, "SELECT length(randomblob(100000000))").await;
+        assert_eq!(huge, "error: string or blob too big");
     }
 }

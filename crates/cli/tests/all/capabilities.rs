@@ -252,6 +252,14 @@ async fn sqlite_through_every_interface_version() {
         call(&bantam, "/p3?cap=sqlite&db=other&sql=SELECT%201").await,
         (500, "error: access-denied".into())
     );
+    // Guest SQL reaches no file but its database: no ATTACH of another.
+    let outside = app.path().join("outside.db");
+    let attach = format!("ATTACH DATABASE %27{}%27 AS outside", outside.display());
+    assert_eq!(
+        call(&bantam, &sql("p3", "sqlite", &attach, "")).await,
+        (500, "error: io: not authorized".into())
+    );
+    assert!(!outside.exists());
 
     // Durable across a restart.
     drop(bantam);
