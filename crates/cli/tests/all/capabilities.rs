@@ -277,8 +277,9 @@ async fn a_runaway_query_ends_with_its_request() {
                    (SELECT%201%20UNION%20ALL%20SELECT%20x%2B1%20FROM%20c)%20SELECT%20count(*)%20FROM%20c%20\
                    WHERE%20x%20>%20(SELECT%20count(*)%20FROM%20t)";
     assert_eq!(call(&bantam, forever).await.0, 504);
-    // Had the query (which reads `t`) gone on, its read lock would keep this write waiting
-    // out SQLite's 5 s busy timeout, then fail with "database is locked".
+    // Had the query (which reads `t`) gone on, its read lock would keep
+    // this write waiting out SQLite's 5 s busy timeout, then fail with
+    // "database is locked".
     let started = std::time::Instant::now();
     ok(&bantam, "/p3?cap=sqlite&db=default&sql=INSERT%20INTO%20t%20VALUES%20(1)").await;
     assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
