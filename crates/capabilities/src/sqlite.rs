@@ -12,7 +12,8 @@
 //! dropped (at the latest with the instance). Behind that, the database
 //! keeps its SQLite connections in a pool: a guest's connection takes one
 //! for each statement and gives it back after, keeping it only while its
-//! transaction is open. rusqlite is blocking, so statements run on tokio's
+//! transaction is open. Statements outside transactions take turns, one at
+//! a time per database. rusqlite is blocking, so statements run on tokio's
 //! blocking pool. A database in memory lives in its one SQLite
 //! connection, so guests take turns at it, a transaction at a time.
 //!
@@ -59,6 +60,9 @@ pub struct SqliteDatabase {
     /// For a database in memory, the one turn at its one connection; a
     /// file has no such limit (SQLite's file locks order its writers).
     memory_turn: Option<Arc<Semaphore>>,
+    /// The turn of statements outside a guest's transaction, which run one
+    /// at a time.
+    outside_transactions: Mutex<()>,
 }
 
 impl std::fmt::Debug for SqliteDatabase {
@@ -113,7 +117,15 @@ impl Lease {
         parameters: Vec<SqlValue>,
         interrupt: &Interrupt,
     ) -> Result<QueryOutput, String> {
+        let database = Arc::clone(&self.database);
         let connection = self.connection().map_err(|e| e.to_string())?;
+        // Statements outside a transaction take turns, as on one SQLite
+        // connection. SQLite's file locks would order the writers among
+        // them too, but by sleeping in its busy handler, a millisecond and
+        // more each time two meet.
+        let _turn = connection
+            .is_autocommit()
+            .then(|| database.outside_transactions.lock().unwrap_or_else(|e| e.into_inner()));
         if !interrupt.arm(connection) {
             return Err("interrupted".into());
         }
@@ -269,6 +281,7 @@ impl SqliteDatabase {
             memory_turn: path.is_none().then(|| Arc::new(Semaphore::new(1))),
             path,
             idle: Mutex::new(Vec::new()),
+            outside_transactions: Mutex::new(()),
         };
         // The first connection is opened now, so that a file that cannot be
         // opened fails the start, and so that a database in memory exists.
