@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Interleaved A/B of Bantam builds or flags on one guest: what a change buys.
 
-    python3 bench/compare.py VARIANT VARIANT...  [--guest p3|p2|plain|kv-get|kv-set] [--rounds 2]
+    python3 bench/compare.py VARIANT VARIANT...  [--guest p3|p2|plain|kv-get|kv-set|sql-select] [--rounds 2]
 
 A VARIANT is `[NAME=VALUE ...] <bantam binary> [bantam up flags...]`, for
 example `target/release/bantam` against `/tmp/bantam-before --threads 1`.
@@ -30,9 +30,10 @@ GUESTS = {
     "p3": ("http_p3_probe", "/?status=200"),
     "p2": ("http_p2_probe", "/?status=200"),
     "plain": ("wasi_http_plain", "/"),
-    # The capabilities guest with the embedded default key-value store.
+    # The capabilities guest with the default key-value store and database.
     "kv-get": ("capabilities_p3", run.kv_path("get")),
     "kv-set": ("capabilities_p3", run.kv_path("set")),
+    "sql-select": ("capabilities_p3", "/?cap=sqlite&db=default&sql=SELECT%20count(*)%20FROM%20sqlite_schema"),
 }
 
 
@@ -52,8 +53,8 @@ def main():
     name, path = GUESTS[args.guest]
     guest = run.ROOT / "tests/guests/target/wasm32-wasip2/release" / f"{name}.wasm"
     cache = Path(tempfile.mkdtemp(prefix="bantam-compare-"))
-    if args.guest.startswith("kv-"):
-        guest = run.kv_app(cache / "kv", guest)
+    if args.guest.startswith(("kv-", "sql-")):
+        guest = run.store_app(cache / "kv", guest)
 
     for round_ in range(1, args.rounds + 1):
         for variant in args.variants:

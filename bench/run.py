@@ -415,7 +415,7 @@ class Bench:
         out("### Key-value (embedded SQLite store)\n")
         out("| Operation | Native rusqlite + hyper (req/s) | Bantam guest (req/s) | Ratio |")
         out("|---|---|---|---|")
-        app = kv_app(self.work / "kv", self.caps)
+        app = store_app(self.work / "kv", self.caps)
         for op in ("set", "get"):
             with self.native_up(f"/kv?op={op}", str(self.work / "native-kv.db")) as s:
                 n = throughput(s, self.args)
@@ -492,13 +492,15 @@ def main():
     print("\n".join(bench.report))
 
 
-def kv_app(app, guest):
+def store_app(app, guest):
     """An app in `app` of the capabilities guest `guest` with the default
-    key-value store (`.spin/sqlite_key_value.db` in the app)."""
+    key-value store and SQLite database (`.spin/sqlite_key_value.db` and
+    `.spin/sqlite_db.db` in the app)."""
     app.mkdir(exist_ok=True)
     (app / "spin.toml").write_text(
         'spin_manifest_version = 2\n[application]\nname = "kv"\n[[trigger.http]]\nroute = "/..."\n'
-        f'component = "kv"\n[component.kv]\nsource = "{guest}"\nkey_value_stores = ["default"]\n')
+        f'component = "kv"\n[component.kv]\nsource = "{guest}"\nkey_value_stores = ["default"]\n'
+        'sqlite_databases = ["default"]\n')
     return app
 
 
