@@ -1,5 +1,5 @@
 //! SQLite databases and the interfaces guests query them through:
-//! `spin:sqlite@3.1.0` (spin-sdk 7; guests importing 3.0.0 link to
+//! `spin:sqlite/sqlite@3.1.0` (spin-sdk 7; guests importing 3.0.0 link to
 //! it too) and `fermyon:spin/sqlite@2.0.0` (spin-sdk 2 to 5).
 //!
 //! A database is opened by label; a component may open only the labels in
@@ -57,8 +57,9 @@ pub struct SqliteDatabase {
     path: Option<PathBuf>,
     /// SQLite connections that no statement or open transaction holds.
     idle: Mutex<Vec<rusqlite::Connection>>,
-    /// For a database in memory, the one turn at its one connection; a
-    /// file has no such limit (SQLite's file locks order its writers).
+    /// For a database in memory, the one turn at its one connection. A
+    /// file has as many connections as there are open transactions, plus
+    /// one, and SQLite's file locks order their writes.
     memory_turn: Option<Arc<Semaphore>>,
     /// The turn of statements outside a guest's transaction, which run one
     /// at a time.
