@@ -11,8 +11,10 @@
 //! else's, and one it leaves open is rolled back when the connection is
 //! dropped (at the latest with the instance). Behind that, the database
 //! keeps its SQLite connections in a pool: a guest's connection takes one
-//! for each statement and gives it back after, keeping it only while its
-//! transaction is open. Statements outside transactions take turns, one at
+//! for each statement and gives it back after, keeping it while its
+//! transaction is open, and for good once the guest changes the
+//! connection's own state (a pragma, a temporary table, an attached
+//! database), which then no other guest inherits. Statements outside transactions take turns, one at
 //! a time per database. rusqlite is blocking, so statements run on tokio's
 //! blocking pool. A database in memory lives in its one SQLite
 //! connection, so guests take turns at it, a transaction at a time.
@@ -26,6 +28,7 @@
 //! rather than left running on a blocking thread.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,7 +59,7 @@ pub struct SqliteDatabase {
     label: String,
     path: Option<PathBuf>,
     /// SQLite connections that no statement or open transaction holds.
-    idle: Mutex<Vec<rusqlite::Connection>>,
+    idle: Mutex<Vec<Pooled>>,
     /// For a database in memory, the one turn at its one connection. A
     /// file has as many connections as there are open transactions, plus
     /// one, and SQLite's file locks order their writes.
@@ -80,6 +83,18 @@ struct QueryOutput {
     changes: u64,
 }
 
+/// A SQLite connection as its database's pool keeps it.
+struct Pooled {
+    sqlite: rusqlite::Connection,
+    /// Set when a guest changes the connection's own state: sets a pragma,
+    /// makes a temporary table (or index, view, trigger), attaches a
+    /// database. As with Spin's new connection per `open`, the guest's
+    /// connection keeps it from then on, and no other guest inherits it:
+    /// such a connection is closed rather than pooled (except a database in
+    /// memory's only one).
+    changed: Arc<AtomicBool>,
+}
+
 /// A SQLite connection taken from its database's pool, for a statement or
 /// for the rest of a guest's open transaction. Dropped, it goes back to the
 /// pool, after rolling back a transaction left open.
@@ -88,17 +103,20 @@ struct Lease {
     /// `None` until the statement's blocking task takes an idle connection
     /// or opens one (opening touches the file, so it is not done on the
     /// async threads).
-    connection: Option<rusqlite::Connection>,
+    connection: Option<Pooled>,
     /// The turn at a database in memory, released after the connection is
     /// back in the pool.
     turn: Option<OwnedSemaphorePermit>,
 }
 
 impl Lease {
-    /// Whether the connection is inside a transaction, which the guest's
-    /// next statements must see.
-    fn in_transaction(&self) -> bool {
-        self.connection.as_ref().is_some_and(|c| !c.is_autocommit())
+    /// Whether the connection holds state of the guest's that its next
+    /// statements must see: an open transaction, or a change to the
+    /// connection's own state.
+    fn holds_guest_state(&self) -> bool {
+        self.connection
+            .as_ref()
+            .is_some_and(|c| !c.sqlite.is_autocommit() || c.changed.load(Ordering::Relaxed))
     }
 
     /// The SQLite connection, opened if the pool had none idle; on a
@@ -107,7 +125,7 @@ impl Lease {
         if self.connection.is_none() {
             self.connection = Some(self.database.open_connection()?);
         }
-        Ok(self.connection.as_mut().expect("opened above"))
+        Ok(&mut self.connection.as_mut().expect("opened above").sqlite)
     }
 
     /// Run one statement, on a blocking thread, interruptible through
@@ -178,22 +196,55 @@ fn value_bytes(value: &SqlValue) -> usize {
     }
 }
 
-/// Guest SQL reaches nothing but its database, with SQLite's defences on.
-fn confine(connection: &rusqlite::Connection) -> rusqlite::Result<()> {
+/// Pragmas whose setting reaches past the connection: the heap limits and
+/// directories are the whole process's, and temporary tables in memory
+/// would grow the host's memory.
+const REFUSED_PRAGMAS: [&str; 5] = [
+    "hard_heap_limit",
+    "soft_heap_limit",
+    "temp_store",
+    "temp_store_directory",
+    "data_store_directory",
+];
+
+/// Guest SQL reaches nothing but its database, with SQLite's defences on;
+/// `changed` is set when a statement changes the connection's own state.
+fn confine(connection: &rusqlite::Connection, changed: Arc<AtomicBool>) -> rusqlite::Result<()> {
     use rusqlite::config::DbConfig;
     use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
     use rusqlite::limits::Limit;
     connection.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
     connection.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
     connection.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_RESULT_BYTES as i32)?;
-    // `ATTACH` opens (or creates) the file it names, and `VACUUM INTO`
-    // attaches its target the same way; plain `VACUUM` attaches a nameless
-    // temporary database, and `:memory:` is no file.
-    connection.authorizer(Some(|context: AuthContext<'_>| match context.action {
-        AuthAction::Attach { filename } if !filename.is_empty() && filename != ":memory:" => {
-            Authorization::Deny
+    connection.authorizer(Some(move |context: AuthContext<'_>| {
+        let changes_state = match context.action {
+            // `ATTACH` opens (or creates) the file it names, and `VACUUM
+            // INTO` attaches its target the same way; plain `VACUUM`
+            // attaches a nameless temporary database, and `:memory:` is no
+            // file.
+            AuthAction::Attach { filename } if !filename.is_empty() && filename != ":memory:" => {
+                return Authorization::Deny;
+            }
+            AuthAction::Pragma { pragma_name, pragma_value: Some(_) }
+                if REFUSED_PRAGMAS
+                    .iter()
+                    .any(|refused| pragma_name.eq_ignore_ascii_case(refused)) =>
+            {
+                return Authorization::Deny;
+            }
+            AuthAction::Pragma { pragma_value: Some(_), .. }
+            | AuthAction::Attach { .. }
+            | AuthAction::Detach { .. }
+            | AuthAction::CreateTempIndex { .. }
+            | AuthAction::CreateTempTable { .. }
+            | AuthAction::CreateTempTrigger { .. }
+            | AuthAction::CreateTempView { .. } => true,
+            _ => context.database_name == Some("temp"),
+        };
+        if changes_state {
+            changed.store(true, Ordering::Relaxed);
         }
-        _ => Authorization::Allow,
+        Authorization::Allow
     }));
     Ok(())
 }
@@ -248,7 +299,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         let Some(connection) = self.connection.take() else { return };
         let database = Arc::clone(&self.database);
-        if connection.is_autocommit() {
+        if connection.sqlite.is_autocommit() {
             database.give_back(connection);
             return;
         }
@@ -258,7 +309,8 @@ impl Drop for Lease {
         // it, and is released only when the connection is back.
         let turn = self.turn.take();
         let roll_back = move || {
-            if connection.execute_batch("ROLLBACK").is_ok() && connection.is_autocommit() {
+            let rolled_back = connection.sqlite.execute_batch("ROLLBACK").is_ok();
+            if rolled_back && connection.sqlite.is_autocommit() {
                 database.give_back(connection);
             }
             drop(turn);
@@ -298,18 +350,22 @@ impl SqliteDatabase {
     /// its start: its one connection always goes back to the pool after,
     /// unless a rollback failed, which closes it and leaves the next
     /// statement a new, empty database.
-    fn open_connection(&self) -> rusqlite::Result<rusqlite::Connection> {
-        let connection = match &self.path {
+    fn open_connection(&self) -> rusqlite::Result<Pooled> {
+        let sqlite = match &self.path {
             Some(path) => rusqlite::Connection::open(path)?,
             None => rusqlite::Connection::open_in_memory()?,
         };
-        confine(&connection)?;
-        Ok(connection)
+        let changed = Arc::new(AtomicBool::new(false));
+        confine(&sqlite, Arc::clone(&changed))?;
+        Ok(Pooled { sqlite, changed })
     }
 
     /// Put a connection out of a transaction back in the pool, or close it
-    /// if the pool has enough.
-    fn give_back(&self, connection: rusqlite::Connection) {
+    /// if a guest changed its state or the pool has enough.
+    fn give_back(&self, connection: Pooled) {
+        if self.path.is_some() && connection.changed.load(Ordering::Relaxed) {
+            return;
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < IDLE_CONNECTIONS {
             idle.push(connection);
@@ -389,7 +445,7 @@ impl SqliteDatabase {
         })
         .await;
         let (lease, output) = ran.map_err(|e| e.to_string())?;
-        if lease.in_transaction() {
+        if lease.holds_guest_state() {
             *held = Some(lease);
         }
         output
@@ -410,8 +466,8 @@ fn to_sql_value(value: ValueRef<'_>) -> SqlValue {
 /// statement (`last-insert-rowid`, `changes`).
 pub struct Connection {
     database: Arc<SqliteDatabase>,
-    /// The SQLite connection the guest's open transaction holds, if one is
-    /// open; locked for each statement.
+    /// The SQLite connection the guest's open transaction, or its change to
+    /// the connection's state, holds; locked for each statement.
     transaction: Arc<tokio::sync::Mutex<Option<Lease>>>,
     last_insert_rowid: i64,
     changes: u64,
@@ -764,6 +820,16 @@ mod tests {
         assert_eq!(run(&database, &guest, "VACUUM").await, "");
         assert_eq!(run(&database, &guest, "ATTACH ':memory:' AS scratch").await, "");
         assert_eq!(run(&database, &guest, "DETACH scratch").await, "");
+        // Nor does anything set for the whole process, or that grows the
+        // host's memory, or loads code.
+        for refused in [
+            "PRAGMA hard_heap_limit = 1000",
+            "PRAGMA soft_heap_limit = 1",
+            "PRAGMA temp_store = MEMORY",
+            "SELECT load_extension('/lib/x86_64-linux-gnu/libc.so.6')",
+        ] {
+            assert_eq!(run(&database, &guest, refused).await, "error: not authorized", "{refused}");
+        }
         // Defensive mode: the schema cannot be written around SQLite.
         run(&database, &guest, "CREATE TABLE t (n INTEGER)").await;
         run(&database, &guest, "PRAGMA writable_schema = ON").await;
@@ -807,5 +873,31 @@ mod tests {
         );
         let huge = run(&database, &guest, "SELECT length(randomblob(100000000))").await;
         assert_eq!(huge, "error: string or blob too big");
+    }
+
+    #[tokio::test]
+    async fn a_guest_connection_keeps_its_own_state_and_passes_none_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let database =
+            Arc::new(SqliteDatabase::open("default", Some(dir.path().join("db.sqlite"))).unwrap());
+        run(&database, &GuestConnection::default(), "CREATE TABLE t (n INTEGER)").await;
+
+        // A temporary table and a pragma last for the guest's connection ...
+        let first = GuestConnection::default();
+        assert_eq!(run(&database, &first, "CREATE TEMP TABLE scratch (n)").await, "");
+        assert_eq!(run(&database, &first, "INSERT INTO scratch VALUES (1)").await, "");
+        assert_eq!(run(&database, &first, "PRAGMA query_only = ON").await, "");
+        assert_eq!(run(&database, &first, "SELECT count(*) FROM scratch").await, "[Integer(1)]");
+        let refused = run(&database, &first, "INSERT INTO t VALUES (1)").await;
+        assert_eq!(refused, "error: attempt to write a readonly database");
+        drop(first);
+
+        // ... and no further: the next guest has neither.
+        let next = GuestConnection::default();
+        assert_eq!(run(&database, &next, "CREATE TEMP TABLE scratch (n)").await, "");
+        assert_eq!(run(&database, &next, "INSERT INTO t VALUES (2)").await, "");
+        let other = GuestConnection::default();
+        assert_eq!(run(&database, &other, "INSERT INTO t VALUES (3)").await, "");
+        assert_eq!(numbers_in_file(&dir.path().join("db.sqlite")), [2, 3]);
     }
 }
