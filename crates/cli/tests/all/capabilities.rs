@@ -243,6 +243,15 @@ async fn sqlite_through_every_interface_version() {
     ok(&bantam, &sql("p3", "sqlite", committed, "")).await;
     let names = ok(&bantam, &sql("p2", "sqlite", "SELECT name FROM pets ORDER BY name", "")).await;
     assert_eq!(names, "name\nt:kit\nt:rex\nt:tom");
+    // So are its temporary tables: they last for its connection, and the
+    // next request starts without them.
+    let scratch = "CREATE TEMP TABLE scratch (n);INSERT INTO scratch VALUES (1);\
+                   SELECT count(*) FROM scratch";
+    for _ in 0..2 {
+        assert!(
+            ok(&bantam, &sql("p3", "sqlite", scratch, "")).await.starts_with("count(*)\ni:1\n")
+        );
+    }
 
     // Errors come back as the WIT's own variants.
     let (status, body) = call(&bantam, &sql("p3", "sqlite", "SELEC 1", "")).await;
