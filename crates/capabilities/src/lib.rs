@@ -488,6 +488,31 @@ fn describe_path(path: Option<&PathBuf>, base: Option<&Path>) -> String {
     }
 }
 
+/// The most one database query may return to a guest (SQLite,
+/// PostgreSQL, MySQL), counting its values' bytes: a result is held whole in
+/// the host before it is copied into the guest, so without a cap a query
+/// (or a hostile server) could fill the host's memory.
+pub const MAX_RESULT_BYTES: usize = 64 << 20;
+
+/// A query result's bytes so far, against [`MAX_RESULT_BYTES`].
+#[derive(Default)]
+struct ResultSize(usize);
+
+impl ResultSize {
+    /// Count `bytes` more of the result; past the cap, the message the
+    /// guest gets.
+    fn add(&mut self, bytes: usize) -> Result<(), String> {
+        self.0 += bytes;
+        if self.0 > MAX_RESULT_BYTES {
+            return Err(format!(
+                "the result is larger than {} MiB; ask for fewer rows or columns",
+                MAX_RESULT_BYTES >> 20
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What the clients' tests share: a name no resolver knows, checked as if
 /// it led to loopback, so a client that connects at all connected to the
 /// checked address and not to the name.

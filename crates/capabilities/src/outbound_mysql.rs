@@ -185,6 +185,14 @@ fn value(raw: mysql_async::Value, ty: DataType) -> Result<Value, Failure> {
     })
 }
 
+/// How many bytes a value takes in the host.
+fn raw_size(value: &mysql_async::Value) -> usize {
+    match value {
+        mysql_async::Value::Bytes(bytes) => bytes.len(),
+        _ => 8,
+    }
+}
+
 /// Run a query: its column names and types, and its rows.
 async fn query(
     connection: &tokio::sync::Mutex<mysql_async::Conn>,
@@ -203,18 +211,16 @@ async fn query(
         .map_err(|e| Failure::QueryFailed(e.to_string()))?;
     let columns: Vec<(String, DataType)> =
         result.columns_ref().iter().map(|c| (c.name_str().into_owned(), data_type(c))).collect();
-    let rows: Vec<mysql_async::Row> =
-        result.collect().await.map_err(|e| Failure::QueryFailed(e.to_string()))?;
-    let rows = rows
-        .into_iter()
-        .map(|row| {
-            row.unwrap()
-                .into_iter()
-                .zip(&columns)
-                .map(|(raw, (_, ty))| value(raw, *ty))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    // Row by row, so that a result past the cap stops there rather than
+    // first filling the host's memory.
+    let mut rows = Vec::new();
+    let mut size = crate::ResultSize::default();
+    while let Some(row) = result.next().await.map_err(|e| Failure::QueryFailed(e.to_string()))? {
+        let row = row.unwrap();
+        size.add(row.iter().map(raw_size).sum()).map_err(Failure::QueryFailed)?;
+        let values = row.into_iter().zip(&columns).map(|(raw, (_, ty))| value(raw, *ty));
+        rows.push(values.collect::<Result<Vec<_>, _>>()?);
+    }
     Ok((columns, rows))
 }
 

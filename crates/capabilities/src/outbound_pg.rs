@@ -22,6 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use rustls_pki_types::pem::PemObject;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
 use wasmtime::component::{Accessor, FutureReader, Resource, StreamReader};
@@ -330,6 +331,22 @@ impl<'a> FromSql<'a> for Raw {
     }
 }
 
+/// How many bytes a value takes on the wire, whatever its type (a null,
+/// none).
+struct RawSize(usize);
+
+impl<'a> FromSql<'a> for RawSize {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawSize(raw.len()))
+    }
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawSize(0))
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
 /// The WIT's type for a column of PostgreSQL type `ty`.
 fn data_type(ty: &Type) -> v4::DbDataType {
     use v4::DbDataType as D;
@@ -433,16 +450,22 @@ async fn query(
     let prepared = client.prepare(statement).await.map_err(query_failed)?;
     let refs: Vec<&(dyn ToSql + Sync)> =
         params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-    let rows = client.query(&prepared, &refs).await.map_err(query_failed)?;
     let columns = prepared
         .columns()
         .iter()
         .map(|c| v4::Column { name: c.name().to_string(), data_type: data_type(c.type_()) })
         .collect();
-    let rows = rows
-        .iter()
-        .map(|row| (0..row.len()).map(|i| value(row, i)).collect::<Result<Vec<_>, _>>())
-        .collect::<Result<Vec<_>, _>>()?;
+    // Row by row, so that a result past the cap stops there rather than
+    // first filling the host's memory.
+    let stream = client.query_raw(&prepared, refs).await.map_err(query_failed)?;
+    let mut stream = std::pin::pin!(stream);
+    let mut rows = Vec::new();
+    let mut size = crate::ResultSize::default();
+    while let Some(row) = stream.try_next().await.map_err(query_failed)? {
+        let bytes = (0..row.len()).map(|i| row.get::<_, RawSize>(i).0).sum();
+        size.add(bytes).map_err(|e| v4::Error::QueryFailed(v4::QueryError::Text(e)))?;
+        rows.push((0..row.len()).map(|i| value(&row, i)).collect::<Result<Vec<_>, _>>()?);
+    }
     Ok((columns, rows))
 }
 

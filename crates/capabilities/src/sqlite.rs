@@ -38,16 +38,11 @@ use wasmtime::component::{Accessor, FutureReader, Resource, StreamReader};
 
 use crate::bindings::fermyon::spin::sqlite as v2;
 use crate::bindings::spin::sqlite::sqlite as v3;
-use crate::{Capabilities, CapabilitiesView, CapabilityError};
+use crate::{Capabilities, CapabilitiesView, CapabilityError, MAX_RESULT_BYTES, ResultSize};
 
 /// How many idle SQLite connections a database file keeps for the next
 /// statements; connections beyond these, opened in a burst, are closed.
 const IDLE_CONNECTIONS: usize = 16;
-
-/// The most one statement may return, counting its values' bytes, and the
-/// longest string or blob SQLite may make: a result is held whole in the
-/// host before it is copied into the guest.
-pub const MAX_RESULT_BYTES: usize = 64 << 20;
 
 /// How long a statement waits for the database in memory while another
 /// guest's transaction holds it: SQLite's own busy timeout for a file, as
@@ -162,7 +157,7 @@ fn query(
     let mut prepared = connection.prepare_cached(statement).map_err(|e| e.to_string())?;
     let columns: Vec<String> = prepared.column_names().into_iter().map(String::from).collect();
     let mut rows = Vec::new();
-    let mut bytes = 0;
+    let mut size = ResultSize::default();
     let mut cursor =
         prepared.query(rusqlite::params_from_iter(parameters)).map_err(|e| e.to_string())?;
     while let Some(row) = cursor.next().map_err(|e| e.to_string())? {
@@ -170,13 +165,7 @@ fn query(
             .map(|i| row.get_ref(i).map(to_sql_value))
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| e.to_string())?;
-        bytes += values.iter().map(value_bytes).sum::<usize>();
-        if bytes > MAX_RESULT_BYTES {
-            return Err(format!(
-                "the result is larger than {} MiB; ask for fewer rows or columns",
-                MAX_RESULT_BYTES >> 20
-            ));
-        }
+        size.add(values.iter().map(value_bytes).sum())?;
         rows.push(values);
     }
     Ok(QueryOutput {
@@ -215,6 +204,7 @@ fn confine(connection: &rusqlite::Connection, changed: Arc<AtomicBool>) -> rusql
     use rusqlite::limits::Limit;
     connection.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
     connection.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+    // No one string or blob longer than a whole result may be.
     connection.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_RESULT_BYTES as i32)?;
     connection.authorizer(Some(move |context: AuthContext<'_>| {
         let changes_state = match context.action {
