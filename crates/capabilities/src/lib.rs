@@ -492,7 +492,7 @@ fn describe_path(path: Option<&PathBuf>, base: Option<&Path>) -> String {
 /// PostgreSQL, MySQL), counting its values' bytes: a result is held whole in
 /// the host before it is copied into the guest, so without a cap a query
 /// (or a hostile server) could fill the host's memory.
-pub const MAX_RESULT_BYTES: usize = 64 << 20;
+pub(crate) const MAX_RESULT_BYTES: usize = 64 << 20;
 
 /// A query result's bytes so far, against [`MAX_RESULT_BYTES`].
 #[derive(Default)]
