@@ -11,7 +11,7 @@
 //! the application's directly, as in Spin.
 //!
 //! Secret values are never written to logs or error messages: errors name
-//! variables, not values, and [`Value`]'s `Debug` hides secrets.
+//! variables, not values, and `Value`'s `Debug` hides secrets.
 
 use std::collections::HashMap;
 use std::path::Path;
