@@ -85,8 +85,8 @@ struct Pooled {
     /// makes a temporary table (or index, view, trigger), attaches a
     /// database. As with Spin's new connection per `open`, the guest's
     /// connection keeps it from then on, and no other guest inherits it:
-    /// such a connection is closed rather than pooled (except a database in
-    /// memory's only one).
+    /// such a connection is closed rather than pooled. (A database in
+    /// memory lives in its one connection, whose state all guests share.)
     changed: Arc<AtomicBool>,
 }
 
@@ -107,11 +107,14 @@ struct Lease {
 impl Lease {
     /// Whether the connection holds state of the guest's that its next
     /// statements must see: an open transaction, or a change to the
-    /// connection's own state.
+    /// connection's own state. A database in memory has only the one
+    /// connection, whose state every guest shares: holding it for a pragma
+    /// would hold up every other guest.
     fn holds_guest_state(&self) -> bool {
-        self.connection
-            .as_ref()
-            .is_some_and(|c| !c.sqlite.is_autocommit() || c.changed.load(Ordering::Relaxed))
+        let file = self.database.path.is_some();
+        self.connection.as_ref().is_some_and(|c| {
+            !c.sqlite.is_autocommit() || (file && c.changed.load(Ordering::Relaxed))
+        })
     }
 
     /// The SQLite connection, opened if the pool had none idle; on a
@@ -778,6 +781,17 @@ mod tests {
         assert!(!waiting.is_finished(), "a statement waits for the open transaction");
         drop(holding);
         assert_eq!(waiting.await.unwrap(), "[Integer(1)]");
+    }
+
+    #[tokio::test]
+    async fn a_pragma_on_a_database_in_memory_holds_up_no_one() {
+        let database = Arc::new(SqliteDatabase::open("mem", None).unwrap());
+        let setting = GuestConnection::default();
+        assert_eq!(run(&database, &setting, "PRAGMA foreign_keys = ON").await, "");
+        let other = GuestConnection::default();
+        let answer =
+            tokio::time::timeout(Duration::from_secs(2), run(&database, &other, "SELECT 1")).await;
+        assert_eq!(answer.expect("the pragma's guest holds the database"), "[Integer(1)]");
     }
 
     #[tokio::test]
