@@ -140,7 +140,7 @@ impl Lease {
         // connection. SQLite's file locks would order the writers among
         // them too, but by sleeping in its busy handler, a millisecond and
         // more each time two meet.
-        let _turn = connection
+        let _one_at_a_time = connection
             .is_autocommit()
             .then(|| database.outside_transactions.lock().unwrap_or_else(|e| e.into_inner()));
         if !interrupt.arm(connection) {
