@@ -113,6 +113,16 @@ fn assert_refused((status, body): (u16, String), bantam: &Bantam, scheme: &str, 
     );
 }
 
+/// A result of 100 MiB: the guest's error, not the host's memory.
+fn assert_capped((status, body): (u16, String)) {
+    assert_eq!(status, 500);
+    assert!(
+        body.starts_with("error: query-failed: ")
+            && body.contains("the result is larger than 64 MiB; ask for fewer rows or columns"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn postgres_round_trips_every_common_type_where_granted() {
     let server = Postgres::start();
@@ -223,15 +233,8 @@ async fn postgres_round_trips_every_common_type_where_granted() {
     let (status, body) = pg(&bantam, "p3", &url, "execute", insert_nulls, "i32:3,uuid:nope").await;
     assert_eq!(status, 500);
     assert!(body.starts_with("error: bad-parameter: "), "{body}");
-    // A result past the cap is the guest's error, not the host's memory.
     let huge = "SELECT repeat('x', 1048576) FROM generate_series(1, 100)";
-    let (status, body) = pg(&bantam, "p3", &url, "query", huge, "").await;
-    assert_eq!(status, 500);
-    assert!(
-        body.starts_with("error: query-failed: ")
-            && body.contains("the result is larger than 64 MiB; ask for fewer rows or columns"),
-        "{body}"
-    );
+    assert_capped(pg(&bantam, "p3", &url, "query", huge, "").await);
 
     assert_refused(
         pg(&bantam, "ungranted", &url, "query", "SELECT 1", "").await,
@@ -296,15 +299,8 @@ async fn mysql_through_both_interface_versions_where_granted() {
             "{guest}: {body}"
         );
     }
-    // A result past the cap is the guest's error, not the host's memory.
     let huge = "SELECT REPEAT('x', 1048576) FROM seq_1_to_100";
-    let (status, body) = mysql(&bantam, "p3", &url, "query", huge, "").await;
-    assert_eq!(status, 500);
-    assert!(
-        body.starts_with("error: query-failed: ")
-            && body.contains("the result is larger than 64 MiB; ask for fewer rows or columns"),
-        "{body}"
-    );
+    assert_capped(mysql(&bantam, "p3", &url, "query", huge, "").await);
     // The server's Unix socket is no granted host, though it is right there.
     let via_socket = format!("{url}?socket={}", server.socket().display());
     let (status, body) = mysql(&bantam, "p3", &via_socket, "query", "SELECT 1", "").await;
