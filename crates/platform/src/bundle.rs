@@ -46,22 +46,44 @@ pub fn pack(app: &bantam_app::App, settings: &DeploySettings) -> Result<Vec<u8>,
     tar.into_inner().and_then(|gzip| gzip.finish()).map_err(PlatformError::bundle)
 }
 
+/// The most a bundle may unpack to, its entries' headers and bytes
+/// together. An upload is at most `admin::MAX_UPLOAD` compressed, and gzip
+/// of zeros shrinks them a thousandfold: unbounded, one upload could hold
+/// the host's memory and a core for minutes.
+const MAX_UNPACKED: u64 = 2 << 30;
+
 /// Unpack an uploaded bundle: blobs go into `blobs` (each checked against
 /// its name), the lock and settings are returned. Anything else in the
-/// archive, or a blob whose bytes do not match its name, is refused.
+/// archive, a blob whose bytes do not match its name, or a bundle that
+/// unpacks to more than [`MAX_UNPACKED`], is refused.
 pub fn unpack(bytes: &[u8], blobs: &Cache) -> Result<(LockedApp, DeploySettings), PlatformError> {
+    unpack_within(bytes, blobs, MAX_UNPACKED)
+}
+
+fn unpack_within(
+    bytes: &[u8],
+    blobs: &Cache,
+    limit: u64,
+) -> Result<(LockedApp, DeploySettings), PlatformError> {
     let bad = |problem: String| PlatformError::BadBundle(problem);
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
     let mut lock = None;
     let mut settings = DeploySettings::default();
+    let mut left = limit;
     let entries = archive.entries().map_err(|e| bad(format!("not a gzipped tar: {e}")))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| bad(format!("not a gzipped tar, or cut short: {e}")))?;
+        // Counted before anything is read or skipped: the size is the
+        // header's word, and an entry reads no more than it says.
+        let size = entry.size();
+        left = left
+            .checked_sub(size.saturating_add(512))
+            .ok_or_else(|| bad(format!("it unpacks to more than {} MiB", limit >> 20)))?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
         let name = entry.path().map_err(|e| bad(e.to_string()))?.to_string_lossy().into_owned();
-        let mut data = Vec::with_capacity(entry.size() as usize);
+        let mut data = Vec::with_capacity(size as usize);
         entry.read_to_end(&mut data).map_err(|e| bad(format!("{name}: {e}")))?;
         if name == LOCK_ENTRY {
             lock =
@@ -145,6 +167,34 @@ mod tests {
         assert_eq!(unpacked.reset_limits, settings.reset_limits);
         let digest = lock.components[0].source.content.digest.clone().unwrap();
         assert_eq!(std::fs::read(cache.blob_path(&digest)).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_bundle_unpacking_past_its_limit_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().join("cache"));
+        // A gzip bomb: 2 MiB of zeros, a few KiB on the wire.
+        let zeros = vec![0; 2 << 20];
+        let name = format!("{BLOB_PREFIX}{}", locked::digest(&zeros).trim_start_matches("sha256:"));
+        let bomb = tar_gz(&[(&name, &zeros)]);
+        assert!(bomb.len() < 16 << 10);
+        let error = unpack_within(&bomb, &cache, 1 << 20).unwrap_err().to_string();
+        assert!(error.contains("it unpacks to more than 1 MiB"), "{error}");
+        assert!(!cache.blob_path(&locked::digest(&zeros)).exists());
+        // A header claiming a terabyte, which must not be taken at its
+        // word for an allocation (that would abort the process).
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        let mut header = tar::Header::new_gnu();
+        header.set_size(1 << 40);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, LOCK_ENTRY, &b"{}"[..]).unwrap();
+        let liar = tar.into_inner().unwrap().finish().unwrap();
+        let error = unpack(&liar, &cache).unwrap_err().to_string();
+        assert!(error.contains("it unpacks to more than 2048 MiB"), "{error}");
     }
 
     #[test]
