@@ -35,6 +35,10 @@ pub const ARCHIVE_LAYER_MEDIA_TYPE: &str = "application/vnd.wasm.content.bundle.
 /// The image-config label naming the locked-app layer.
 pub const LOCKED_APP_DIGEST_LABEL: &str = "com.fermyon.spin.lockedAppDigest";
 
+/// The most an artifact's config or lock may be: both are read into memory,
+/// and a Spin app's are a few KiB (files up to 128 bytes are inlined).
+const MAX_METADATA_BYTES: i64 = 16 << 20;
+
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -167,6 +171,74 @@ fn client(options: &ClientOptions) -> Client {
         protocol: if options.insecure { ClientProtocol::Http } else { ClientProtocol::Https },
         ..ClientConfig::default()
     })
+}
+
+/// A writer for a config or lock blob, refused up front if its descriptor
+/// declares more than [`MAX_METADATA_BYTES`].
+fn metadata<'a>(
+    descriptor: &OciDescriptor,
+    what: &str,
+    into: &'a mut Vec<u8>,
+) -> Result<Declared<&'a mut Vec<u8>>, RegistryError> {
+    if descriptor.size > MAX_METADATA_BYTES {
+        return Err(RegistryError::NotAnApp(format!(
+            "its {what} is {} bytes, more than the {} MiB a Spin app's can be",
+            descriptor.size,
+            MAX_METADATA_BYTES >> 20
+        )));
+    }
+    Ok(Declared::new(into, descriptor))
+}
+
+/// A blob's destination that takes no more than the blob's descriptor
+/// declares. oci-client checks the digest only once the whole body has
+/// arrived, so without this a registry could send any amount, into
+/// memory or onto the disk, before the pull failed.
+struct Declared<W> {
+    inner: W,
+    left: u64,
+    declared: u64,
+}
+
+impl<W> Declared<W> {
+    fn new(inner: W, descriptor: &OciDescriptor) -> Self {
+        let declared = descriptor.size.max(0) as u64;
+        Self { inner, left: declared, declared }
+    }
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Declared<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if buf.len() as u64 > self.left {
+            let declared = self.declared;
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                "the registry sent more than the {declared} bytes the manifest declares"
+            ))));
+        }
+        let written = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &written {
+            self.left -= *n as u64;
+        }
+        written
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 fn registry_error(
@@ -357,7 +429,7 @@ pub async fn pull(
 
     let mut config = Vec::new();
     client
-        .pull_blob(&reference, &manifest.config, &mut config)
+        .pull_blob(&reference, &manifest.config, metadata(&manifest.config, "config", &mut config)?)
         .await
         .map_err(registry_error("pulling the config of", &reference))?;
     let config_file: serde_json::Value = serde_json::from_slice(&config)
@@ -376,7 +448,7 @@ pub async fn pull(
             LOCKED_APP_MEDIA_TYPE => {
                 let mut bytes = Vec::new();
                 client
-                    .pull_blob(&reference, layer, &mut bytes)
+                    .pull_blob(&reference, layer, metadata(layer, "lock", &mut bytes)?)
                     .await
                     .map_err(registry_error("pulling the lock of", &reference))?;
                 if label.as_deref().is_none_or(|l| l == layer.digest) {
@@ -399,10 +471,17 @@ pub async fn pull(
                 let file = tokio::fs::File::create(&partial)
                     .await
                     .map_err(|e| RegistryError::Write { path: partial.clone(), error: e })?;
+                let mut file = Declared::new(file, layer);
                 client
-                    .pull_blob(&reference, layer, file)
+                    .pull_blob(&reference, layer, &mut file)
                     .await
                     .map_err(registry_error("pulling a layer of", &reference))?;
+                // tokio's file writes on a blocking thread: the last write
+                // may still be under way until flushed, and the blob must
+                // be whole before it takes its name.
+                tokio::io::AsyncWriteExt::flush(&mut file.inner)
+                    .await
+                    .map_err(|e| RegistryError::Write { path: partial.clone(), error: e })?;
                 std::fs::rename(&partial, &path)
                     .map_err(|e| RegistryError::Write { path: path.clone(), error: e })?;
                 progress(TransferEvent::Layer { bytes: size, cached: false });
@@ -444,3 +523,87 @@ pub async fn pull(
 }
 
 pub mod credentials;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A registry on loopback serving one manifest whose config descriptor
+    /// declares `declared` bytes for a config blob of `config`: the
+    /// registry's port.
+    async fn registry_lying_about(declared: i64, config: Vec<u8>) -> u16 {
+        let digest = locked::digest(&config);
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest,
+                "size": declared,
+            },
+            "layers": [],
+        })
+        .to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && socket.read(&mut byte).await.unwrap_or(0) == 1
+                {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head);
+                let path = head.split_whitespace().nth(1).unwrap_or_default().to_string();
+                let (kind, body) = if path.contains("/manifests/") {
+                    ("application/vnd.oci.image.manifest.v1+json", manifest.clone().into_bytes())
+                } else if path.contains("/blobs/") {
+                    ("application/octet-stream", config.clone())
+                } else {
+                    ("application/json", b"{}".to_vec())
+                };
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n\
+                     docker-content-digest: {}\r\nconnection: close\r\n\r\n",
+                    body.len(),
+                    locked::digest(&body)
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+            }
+        });
+        port
+    }
+
+    async fn pull_from(port: u16) -> RegistryError {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().to_path_buf());
+        let options = ClientOptions { insecure: true };
+        let reference = format!("127.0.0.1:{port}/app:latest");
+        pull(&reference, &cache, &options, &|_| {}).await.expect_err("the pull must fail")
+    }
+
+    #[tokio::test]
+    async fn a_registry_sending_more_than_its_manifest_declares_is_cut_off() {
+        // Valid JSON, and its digest is the one declared: only its size lies.
+        let config = format!("{{\"padding\": \"{}\"}}", "x".repeat(64 << 10)).into_bytes();
+        let error = pull_from(registry_lying_about(2, config).await).await.to_string();
+        assert!(
+            error.contains("the registry sent more than the 2 bytes the manifest declares"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_config_declared_larger_than_an_apps_can_be_is_not_fetched() {
+        let error = pull_from(registry_lying_about(1 << 30, b"{}".to_vec()).await).await;
+        assert_eq!(
+            error.to_string(),
+            "the artifact is not a Spin application Bantam can run: its config is 1073741824 \
+             bytes, more than the 16 MiB a Spin app's can be"
+        );
+    }
+}
