@@ -19,7 +19,9 @@ use wasmtime::component::{Accessor, FutureReader, Resource, StreamReader};
 use crate::bindings::fermyon::spin::mysql as v2_mysql;
 use crate::bindings::fermyon::spin::rdbms_types as v2;
 use crate::bindings::spin::mysql::mysql as v3;
-use crate::{Capabilities, CapabilitiesView, CheckedTarget, ComponentCapabilities};
+use crate::{
+    Capabilities, CapabilitiesView, CheckedTarget, ComponentCapabilities, MAX_RESULT_BYTES,
+};
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,7 +97,9 @@ async fn connect(
 /// still verifies the host name of the URL. Unix sockets are no host a
 /// grant could name: mysql_async would open one named by `?socket=`, or
 /// by the server's `@@socket` after connecting (`prefer_socket`), so
-/// neither is allowed.
+/// neither is allowed. No packet may be larger than a whole result: left
+/// unset, the limit is whatever the server announces (up to 1 GiB), and
+/// a packet is buffered whole before its row reaches the result's count.
 fn pinned(
     options: mysql_async::Opts,
     checked: &CheckedTarget,
@@ -105,7 +109,10 @@ fn pinned(
             "Unix sockets are not available to components".into(),
         ));
     }
+    let max_packet =
+        options.max_allowed_packet().map_or(MAX_RESULT_BYTES, |own| own.min(MAX_RESULT_BYTES));
     Ok(mysql_async::OptsBuilder::from_opts(options)
+        .max_allowed_packet(Some(max_packet))
         .tcp_port(checked.target.port)
         .resolved_ips(Some(checked.addresses.clone()))
         .prefer_socket(false)
@@ -470,6 +477,16 @@ mod tests {
         assert!(pinned.ssl_opts().is_some());
         // The server's @@socket is never followed.
         assert!(!pinned.prefer_socket());
+        // Nor its word on how large a packet may be.
+        assert_eq!(pinned.max_allowed_packet(), Some(MAX_RESULT_BYTES));
+        let packet_limit = |query: &str| {
+            let url = format!("mysql://u@db.example.com/d?{query}");
+            let options =
+                super::pinned(Opts::from_url(&url).unwrap(), &target("db.example.com", 3306));
+            options.ok().unwrap().max_allowed_packet()
+        };
+        assert_eq!(packet_limit("max_allowed_packet=1073741824"), Some(MAX_RESULT_BYTES));
+        assert_eq!(packet_limit("max_allowed_packet=65536"), Some(65536));
     }
 
     #[test]
