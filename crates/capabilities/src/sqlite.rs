@@ -14,9 +14,9 @@
 //! for each statement and gives it back after, keeping it while its
 //! transaction is open, and for good once the guest changes the
 //! connection's own state (a pragma, a temporary table, an attached
-//! database), which then no other guest inherits. Statements outside transactions take turns, one at
-//! a time per database. rusqlite is blocking, so statements run on tokio's
-//! blocking pool. A database in memory lives in its one SQLite
+//! database), which then no other guest inherits. Statements outside
+//! transactions take turns, one at a time per database. rusqlite is
+//! blocking, so statements run on tokio's blocking pool. A database in memory lives in its one SQLite
 //! connection, so guests take turns at it, a transaction at a time.
 //!
 //! Guest SQL is confined (SQLite's "Defense Against the Dark Arts",
@@ -291,9 +291,8 @@ impl Drop for CancelOnDrop {
 impl Drop for Lease {
     fn drop(&mut self) {
         let Some(connection) = self.connection.take() else { return };
-        let database = Arc::clone(&self.database);
         if connection.sqlite.is_autocommit() {
-            database.give_back(connection);
+            self.database.give_back(connection);
             return;
         }
         // A transaction the guest left open is rolled back, as closing its
@@ -301,6 +300,7 @@ impl Drop for Lease {
         // off the async threads; the turn at a database in memory goes with
         // it, and is released only when the connection is back.
         let turn = self.turn.take();
+        let database = Arc::clone(&self.database);
         let roll_back = move || {
             let rolled_back = connection.sqlite.execute_batch("ROLLBACK").is_ok();
             if rolled_back && connection.sqlite.is_autocommit() {
@@ -413,21 +413,34 @@ impl SqliteDatabase {
         let connection = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         Lease { database: Arc::clone(self), connection, turn }
     }
+}
 
-    /// Run one statement on a guest's connection: on the SQLite connection
-    /// its open transaction holds, or on one from the pool.
+/// A guest's connection to a database, shared with the statements it
+/// runs.
+struct GuestConnection {
+    database: Arc<SqliteDatabase>,
+    /// The SQLite connection the guest's open transaction, or its change to
+    /// the connection's state, holds; locked for each statement, so that
+    /// they run one at a time, as on one SQLite connection.
+    held: tokio::sync::Mutex<Option<Lease>>,
+}
+
+impl GuestConnection {
+    fn new(database: &Arc<SqliteDatabase>) -> Self {
+        Self { database: Arc::clone(database), held: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Run one statement: on the SQLite connection the guest's transaction
+    /// or state holds, or on one from the pool.
     async fn execute(
-        self: &Arc<Self>,
-        held: &tokio::sync::Mutex<Option<Lease>>,
+        &self,
         statement: String,
         parameters: Vec<SqlValue>,
     ) -> Result<QueryOutput, String> {
-        // One statement at a time per guest connection, as on one SQLite
-        // connection.
-        let mut held = held.lock().await;
+        let mut held = self.held.lock().await;
         let lease = match held.take() {
             Some(lease) => lease,
-            None => self.lease().await?,
+            None => self.database.lease().await?,
         };
         let interrupt = Arc::new(Interrupt::default());
         let _cancel = CancelOnDrop(Arc::clone(&interrupt));
@@ -458,20 +471,9 @@ fn to_sql_value(value: ValueRef<'_>) -> SqlValue {
 /// An open database, as a guest holds it, with the outcome of its last
 /// statement (`last-insert-rowid`, `changes`).
 pub struct Connection {
-    database: Arc<SqliteDatabase>,
-    /// The SQLite connection the guest's open transaction, or its change to
-    /// the connection's state, holds; locked for each statement.
-    transaction: Arc<tokio::sync::Mutex<Option<Lease>>>,
+    guest: Arc<GuestConnection>,
     last_insert_rowid: i64,
     changes: u64,
-}
-
-impl Connection {
-    /// The database and the transaction's slot, to use past the borrow of
-    /// the resource table.
-    fn handles(&self) -> (Arc<SqliteDatabase>, Arc<tokio::sync::Mutex<Option<Lease>>>) {
-        (Arc::clone(&self.database), Arc::clone(&self.transaction))
-    }
 }
 
 /// Why a database could not be opened, before mapping to each WIT's error.
@@ -494,8 +496,7 @@ impl CapabilitiesView<'_> {
             return Ok(Err(OpenError::AccessDenied));
         };
         let connection = Connection {
-            database: Arc::clone(database),
-            transaction: Arc::default(),
+            guest: Arc::new(GuestConnection::new(database)),
             last_insert_rowid: 0,
             changes: 0,
         };
@@ -509,8 +510,8 @@ impl CapabilitiesView<'_> {
         statement: String,
         parameters: Vec<SqlValue>,
     ) -> wasmtime::Result<Result<QueryOutput, String>> {
-        let (database, transaction) = self.table.get(connection)?.handles();
-        let output = database.execute(&transaction, statement, parameters).await;
+        let guest = Arc::clone(&self.table.get(connection)?.guest);
+        let output = guest.execute(statement, parameters).await;
         if let Ok(output) = &output {
             let connection = self.table.get_mut(connection)?;
             connection.last_insert_rowid = output.last_insert_rowid;
@@ -642,10 +643,10 @@ impl<T> v3::HostConnectionWithStore<T> for Capabilities {
             v3::Error,
         >,
     > {
-        let (database, transaction) = accessor.with(|mut access| {
-            Ok::<_, wasmtime::Error>(access.get().table.get(&connection)?.handles())
+        let guest = accessor.with(|mut access| {
+            Ok::<_, wasmtime::Error>(Arc::clone(&access.get().table.get(&connection)?.guest))
         })?;
-        let output = match database.execute(&transaction, statement, parameters(params)).await {
+        let output = match guest.execute(statement, parameters(params)).await {
             Ok(output) => output,
             Err(message) => return Ok(Err(v3::Error::Io(message))),
         };
@@ -711,11 +712,8 @@ impl v2::HostConnection for CapabilitiesView<'_> {
 mod tests {
     use super::*;
 
-    /// A guest's connection, as the resource table holds it.
-    type GuestConnection = tokio::sync::Mutex<Option<Lease>>;
-
-    async fn run(database: &Arc<SqliteDatabase>, guest: &GuestConnection, sql: &str) -> String {
-        match database.execute(guest, sql.to_string(), Vec::new()).await {
+    async fn run(guest: &GuestConnection, sql: &str) -> String {
+        match guest.execute(sql.to_string(), Vec::new()).await {
             Ok(output) => {
                 output.rows.iter().map(|row| format!("{row:?}")).collect::<Vec<_>>().join(",")
             }
@@ -734,48 +732,48 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let database = Arc::new(SqliteDatabase::open("default", Some(path.clone())).unwrap());
-        run(&database, &GuestConnection::default(), "CREATE TABLE t (n INTEGER)").await;
+        run(&GuestConnection::new(&database), "CREATE TABLE t (n INTEGER)").await;
 
         // One guest commits its own transaction ...
-        let committing = GuestConnection::default();
+        let committing = GuestConnection::new(&database);
         for sql in ["BEGIN", "INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)", "COMMIT"] {
-            assert_eq!(run(&database, &committing, sql).await, "");
+            assert_eq!(run(&committing, sql).await, "");
         }
-        assert!(committing.lock().await.is_none(), "the connection went back after COMMIT");
+        assert!(committing.held.lock().await.is_none(), "the connection went back after COMMIT");
         assert_eq!(numbers_in_file(&path), [1, 2]);
 
         // ... another leaves one open: no one else sees its writes, and
         // dropping its connection rolls them back.
-        let leaving = GuestConnection::default();
-        run(&database, &leaving, "BEGIN").await;
-        run(&database, &leaving, "INSERT INTO t VALUES (3)").await;
-        assert_eq!(run(&database, &leaving, "SELECT count(*) FROM t").await, "[Integer(3)]");
-        let other = GuestConnection::default();
-        assert_eq!(run(&database, &other, "SELECT count(*) FROM t").await, "[Integer(2)]");
+        let leaving = GuestConnection::new(&database);
+        run(&leaving, "BEGIN").await;
+        run(&leaving, "INSERT INTO t VALUES (3)").await;
+        assert_eq!(run(&leaving, "SELECT count(*) FROM t").await, "[Integer(3)]");
+        let other = GuestConnection::new(&database);
+        assert_eq!(run(&other, "SELECT count(*) FROM t").await, "[Integer(2)]");
         drop(leaving);
         // A later write is its own, committed at once (it waits, as
         // SQLite's writers do, for the rollback to release the file).
-        assert_eq!(run(&database, &other, "INSERT INTO t VALUES (4)").await, "");
-        assert!(other.lock().await.is_none());
+        assert_eq!(run(&other, "INSERT INTO t VALUES (4)").await, "");
+        assert!(other.held.lock().await.is_none());
         assert_eq!(numbers_in_file(&path), [1, 2, 4]);
         // And a new transaction can begin, which it could not inside the
         // one left open.
-        assert_eq!(run(&database, &other, "BEGIN").await, "");
-        assert_eq!(run(&database, &other, "COMMIT").await, "");
+        assert_eq!(run(&other, "BEGIN").await, "");
+        assert_eq!(run(&other, "COMMIT").await, "");
     }
 
     #[tokio::test]
     async fn a_database_in_memory_serves_one_transaction_at_a_time_and_keeps_its_data() {
         let database = Arc::new(SqliteDatabase::open("mem", None).unwrap());
-        run(&database, &GuestConnection::default(), "CREATE TABLE t (n INTEGER)").await;
-        run(&database, &GuestConnection::default(), "INSERT INTO t VALUES (1)").await;
+        run(&GuestConnection::new(&database), "CREATE TABLE t (n INTEGER)").await;
+        run(&GuestConnection::new(&database), "INSERT INTO t VALUES (1)").await;
 
-        let holding = GuestConnection::default();
-        run(&database, &holding, "BEGIN").await;
-        run(&database, &holding, "INSERT INTO t VALUES (2)").await;
+        let holding = GuestConnection::new(&database);
+        run(&holding, "BEGIN").await;
+        run(&holding, "INSERT INTO t VALUES (2)").await;
         let waiting = tokio::spawn({
             let database = Arc::clone(&database);
-            async move { run(&database, &GuestConnection::default(), "SELECT n FROM t").await }
+            async move { run(&GuestConnection::new(&database), "SELECT n FROM t").await }
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!waiting.is_finished(), "a statement waits for the open transaction");
@@ -786,11 +784,10 @@ mod tests {
     #[tokio::test]
     async fn a_pragma_on_a_database_in_memory_holds_up_no_one() {
         let database = Arc::new(SqliteDatabase::open("mem", None).unwrap());
-        let setting = GuestConnection::default();
-        assert_eq!(run(&database, &setting, "PRAGMA foreign_keys = ON").await, "");
-        let other = GuestConnection::default();
-        let answer =
-            tokio::time::timeout(Duration::from_secs(2), run(&database, &other, "SELECT 1")).await;
+        let setting = GuestConnection::new(&database);
+        assert_eq!(run(&setting, "PRAGMA foreign_keys = ON").await, "");
+        let other = GuestConnection::new(&database);
+        let answer = tokio::time::timeout(Duration::from_secs(2), run(&other, "SELECT 1")).await;
         assert_eq!(answer.expect("the pragma's guest holds the database"), "[Integer(1)]");
     }
 
@@ -798,8 +795,8 @@ mod tests {
     async fn the_start_up_batch_runs_on_the_pool() {
         let database = Arc::new(SqliteDatabase::open("mem", None).unwrap());
         database.execute_batch("CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (7);").unwrap();
-        let guest = GuestConnection::default();
-        assert_eq!(run(&database, &guest, "SELECT n FROM t").await, "[Integer(7)]");
+        let guest = GuestConnection::new(&database);
+        assert_eq!(run(&guest, "SELECT n FROM t").await, "[Integer(7)]");
         let error = database.execute_batch("SELEC 1").unwrap_err();
         assert!(
             error.starts_with("SQLite database `mem`: ") && error.contains("syntax"),
@@ -812,18 +809,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let database =
             Arc::new(SqliteDatabase::open("default", Some(dir.path().join("db.sqlite"))).unwrap());
-        let guest = GuestConnection::default();
+        let guest = GuestConnection::new(&database);
         let escape = dir.path().join("escape.db");
         let attach = format!("ATTACH DATABASE '{}' AS outside", escape.display());
-        assert_eq!(run(&database, &guest, &attach).await, "error: not authorized");
+        assert_eq!(run(&guest, &attach).await, "error: not authorized");
         let copy = dir.path().join("copy.db");
         let vacuum_into = format!("VACUUM INTO '{}'", copy.display());
-        assert_eq!(run(&database, &guest, &vacuum_into).await, "error: authorization denied");
+        assert_eq!(run(&guest, &vacuum_into).await, "error: authorization denied");
         assert!(!escape.exists() && !copy.exists());
         // What touches no other file still works.
-        assert_eq!(run(&database, &guest, "VACUUM").await, "");
-        assert_eq!(run(&database, &guest, "ATTACH ':memory:' AS scratch").await, "");
-        assert_eq!(run(&database, &guest, "DETACH scratch").await, "");
+        assert_eq!(run(&guest, "VACUUM").await, "");
+        assert_eq!(run(&guest, "ATTACH ':memory:' AS scratch").await, "");
+        assert_eq!(run(&guest, "DETACH scratch").await, "");
         // Nor does anything set for the whole process, or that grows the
         // host's memory, or loads code.
         for refused in [
@@ -832,12 +829,12 @@ mod tests {
             "PRAGMA temp_store = MEMORY",
             "SELECT load_extension('/lib/x86_64-linux-gnu/libc.so.6')",
         ] {
-            assert_eq!(run(&database, &guest, refused).await, "error: not authorized", "{refused}");
+            assert_eq!(run(&guest, refused).await, "error: not authorized", "{refused}");
         }
         // Defensive mode: the schema cannot be written around SQLite.
-        run(&database, &guest, "CREATE TABLE t (n INTEGER)").await;
-        run(&database, &guest, "PRAGMA writable_schema = ON").await;
-        let forged = run(&database, &guest, "UPDATE sqlite_schema SET sql = 'x'").await;
+        run(&guest, "CREATE TABLE t (n INTEGER)").await;
+        run(&guest, "PRAGMA writable_schema = ON").await;
+        let forged = run(&guest, "UPDATE sqlite_schema SET sql = 'x'").await;
         assert!(forged.starts_with("error: "), "{forged}");
     }
 
@@ -852,14 +849,14 @@ mod tests {
                            SELECT count(*) FROM c";
             let caller = tokio::spawn({
                 let database = Arc::clone(&database);
-                async move { run(&database, &GuestConnection::default(), forever).await }
+                async move { run(&GuestConnection::new(&database), forever).await }
             });
             tokio::time::sleep(Duration::from_millis(100)).await;
             caller.abort();
             // The database in memory is free again (the runaway held its one
             // connection), long before a turn's 5 s timeout.
-            let guest = GuestConnection::default();
-            tokio::time::timeout(Duration::from_secs(2), run(&database, &guest, "SELECT 1")).await
+            let guest = GuestConnection::new(&database);
+            tokio::time::timeout(Duration::from_secs(2), run(&guest, "SELECT 1")).await
         });
         runtime.shutdown_background();
         assert_eq!(answer.expect("the runaway statement still holds the database"), "[Integer(1)]");
@@ -868,14 +865,14 @@ mod tests {
     #[tokio::test]
     async fn a_result_past_the_cap_is_an_error_not_host_memory() {
         let database = Arc::new(SqliteDatabase::open("mem", None).unwrap());
-        let guest = GuestConnection::default();
+        let guest = GuestConnection::new(&database);
         let many = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 100) \
                     SELECT randomblob(1048576) FROM c";
         assert_eq!(
-            run(&database, &guest, many).await,
+            run(&guest, many).await,
             "error: the result is larger than 64 MiB; ask for fewer rows or columns"
         );
-        let huge = run(&database, &guest, "SELECT length(randomblob(100000000))").await;
+        let huge = run(&guest, "SELECT length(randomblob(100000000))").await;
         assert_eq!(huge, "error: string or blob too big");
     }
 
@@ -884,24 +881,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let database =
             Arc::new(SqliteDatabase::open("default", Some(dir.path().join("db.sqlite"))).unwrap());
-        run(&database, &GuestConnection::default(), "CREATE TABLE t (n INTEGER)").await;
+        run(&GuestConnection::new(&database), "CREATE TABLE t (n INTEGER)").await;
 
         // A temporary table and a pragma last for the guest's connection ...
-        let first = GuestConnection::default();
-        assert_eq!(run(&database, &first, "CREATE TEMP TABLE scratch (n)").await, "");
-        assert_eq!(run(&database, &first, "INSERT INTO scratch VALUES (1)").await, "");
-        assert_eq!(run(&database, &first, "PRAGMA query_only = ON").await, "");
-        assert_eq!(run(&database, &first, "SELECT count(*) FROM scratch").await, "[Integer(1)]");
-        let refused = run(&database, &first, "INSERT INTO t VALUES (1)").await;
+        let first = GuestConnection::new(&database);
+        assert_eq!(run(&first, "CREATE TEMP TABLE scratch (n)").await, "");
+        assert_eq!(run(&first, "INSERT INTO scratch VALUES (1)").await, "");
+        assert_eq!(run(&first, "PRAGMA query_only = ON").await, "");
+        assert_eq!(run(&first, "SELECT count(*) FROM scratch").await, "[Integer(1)]");
+        let refused = run(&first, "INSERT INTO t VALUES (1)").await;
         assert_eq!(refused, "error: attempt to write a readonly database");
         drop(first);
 
         // ... and no further: the next guest has neither.
-        let next = GuestConnection::default();
-        assert_eq!(run(&database, &next, "CREATE TEMP TABLE scratch (n)").await, "");
-        assert_eq!(run(&database, &next, "INSERT INTO t VALUES (2)").await, "");
-        let other = GuestConnection::default();
-        assert_eq!(run(&database, &other, "INSERT INTO t VALUES (3)").await, "");
+        let next = GuestConnection::new(&database);
+        assert_eq!(run(&next, "CREATE TEMP TABLE scratch (n)").await, "");
+        assert_eq!(run(&next, "INSERT INTO t VALUES (2)").await, "");
+        let other = GuestConnection::new(&database);
+        assert_eq!(run(&other, "INSERT INTO t VALUES (3)").await, "");
         assert_eq!(numbers_in_file(&dir.path().join("db.sqlite")), [2, 3]);
     }
 }
