@@ -22,7 +22,7 @@ use crate::bindings::fermyon::spin::key_value as v2;
 use crate::bindings::spin::key_value::key_value as v3;
 use crate::bindings::wasi::keyvalue::{atomics, batch, store as wasi_store};
 use crate::runtime_config::KeyValueConfig;
-use crate::{Capabilities, CapabilitiesView, CapabilityError};
+use crate::{Capabilities, CapabilitiesView, CapabilityError, ResultSize};
 
 /// A store failed; the message is given to the guest as the WIT's `other`
 /// error and logged.
@@ -272,22 +272,52 @@ impl KeyValueStore {
         }
     }
 
-    /// Every key in the store.
+    /// The values of several keys, in order, each `None` if absent. The
+    /// keys and values together are held to 64 MiB, as a database result
+    /// is: a guest
+    /// could otherwise ask for one large value a thousand times.
+    pub async fn get_many(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, StoreError> {
+        let mut size = ResultSize::keys();
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = self.get(&key).await?;
+            size.add(key.len() + value.as_ref().map_or(0, Vec::len))
+                .map_err(|e| StoreError::new(&self.label, e))?;
+            found.push((key, value));
+        }
+        Ok(found)
+    }
+
+    /// Every key in the store, held to 64 MiB in all, as a database
+    /// result is: a store may hold more keys than the host should copy at
+    /// once.
     pub async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        let too_large = |e| StoreError::new(&self.label, e);
         match &self.backend {
-            Backend::Sqlite { connection, .. } => {
-                self.sqlite(connection, Access::Read, |c, store| {
-                    c.prepare_cached(
+            Backend::Sqlite { connection, .. } => self
+                .sqlite(connection, Access::Read, |c, store| {
+                    let mut select = c.prepare_cached(
                         "SELECT key FROM spin_key_value WHERE store = ?1 ORDER BY key",
-                    )?
-                    .query_map([store], |row| row.get(0))?
-                    .collect()
+                    )?;
+                    let mut rows = select.query([store])?;
+                    let (mut keys, mut size) = (Vec::new(), ResultSize::keys());
+                    while let Some(row) = rows.next()? {
+                        let key: String = row.get(0)?;
+                        if let Err(e) = size.add(key.len()) {
+                            return Ok(Err(e));
+                        }
+                        keys.push(key);
+                    }
+                    Ok(Ok(keys))
                 })
-                .await
-            }
+                .await?
+                .map_err(too_large),
             Backend::Redis { client, connection, .. } => {
                 let mut connection = self.redis(client, connection).await?;
-                let mut keys: Vec<String> = Vec::new();
+                let (mut keys, mut size) = (Vec::<String>::new(), ResultSize::keys());
                 let mut cursor: u64 = 0;
                 loop {
                     let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -297,6 +327,7 @@ impl KeyValueStore {
                         .query_async(&mut connection)
                         .await
                         .map_err(|e| self.redis_error(e))?;
+                    size.add(batch.iter().map(String::len).sum()).map_err(too_large)?;
                     keys.extend(batch);
                     if next == 0 {
                         break;
@@ -941,15 +972,7 @@ impl batch::Host for CapabilitiesView<'_> {
         bucket: Resource<OpenStore>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, wasi_store::Error>> {
-        let store = self.store(&bucket)?;
-        let mut found = Vec::with_capacity(keys.len());
-        for key in keys {
-            match store.get(&key).await {
-                Ok(value) => found.push((key, value)),
-                Err(error) => return Ok(Err(wasi_error(error))),
-            }
-        }
-        Ok(Ok(found))
+        Ok(self.store(&bucket)?.get_many(keys).await.map_err(wasi_error))
     }
 
     async fn set_many(
@@ -1157,5 +1180,28 @@ mod tests {
         // writer's row, and its own write went in.
         assert_eq!(*answers.lock().unwrap(), ["None Ok(1)", "ok"]);
         assert_eq!(numbers(&connection), [1, 2]);
+    }
+
+    /// A listing or a batch larger than the host should copy at once
+    /// fails with a message that says why; one within the cap is whole.
+    #[tokio::test]
+    async fn listings_and_batches_are_held_to_64_mib() {
+        let store = KeyValueStore::open("default", KeyValueConfig::Spin { path: None }).unwrap();
+        let mebibyte = vec![b'x'; 1 << 20];
+        store.set("big", mebibyte.clone()).await.unwrap();
+        let many = vec!["big".to_string(); 60];
+        assert_eq!(store.get_many(many).await.unwrap().len(), 60);
+        let too_many = vec!["big".to_string(); 65];
+        let error = store.get_many(too_many).await.unwrap_err().to_string();
+        assert!(error.ends_with("the result is larger than 64 MiB; ask for fewer keys"), "{error}");
+
+        // Keys of 1 MiB each, 65 of them: the listing stops at the cap.
+        let key = |i: usize| format!("{i:02}{}", "k".repeat((1 << 20) - 2));
+        store.set_many((0..60).map(|i| (key(i), Vec::new())).collect()).await.unwrap();
+        assert_eq!(store.keys().await.unwrap().len(), 61);
+        store.set_many((60..65).map(|i| (key(i), Vec::new())).collect()).await.unwrap();
+        let error = store.keys().await.unwrap_err().to_string();
+        assert!(error.ends_with("the result is larger than 64 MiB; ask for fewer keys"), "{error}");
+        assert!(store.get("big").await.unwrap().is_some(), "the store is unharmed");
     }
 }

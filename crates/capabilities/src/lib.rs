@@ -488,25 +488,39 @@ fn describe_path(path: Option<&PathBuf>, base: Option<&Path>) -> String {
     }
 }
 
-/// The most one database query may return to a guest (SQLite,
-/// PostgreSQL, MySQL), counting its values' bytes: a result is held whole in
-/// the host before it is copied into the guest, so without a cap a query
-/// (or a hostile server) could fill the host's memory.
+/// The most one database query (SQLite, PostgreSQL, MySQL) or key-value
+/// listing or batch may return to a guest, counting its values' bytes: a
+/// result is held whole in the host before it is copied into the guest, so
+/// without a cap a query (or a hostile server) could fill the host's memory.
 pub(crate) const MAX_RESULT_BYTES: usize = 64 << 20;
 
-/// A query result's bytes so far, against [`MAX_RESULT_BYTES`].
-#[derive(Default)]
-struct ResultSize(usize);
+/// A result's bytes so far, against [`MAX_RESULT_BYTES`].
+pub(crate) struct ResultSize {
+    bytes: usize,
+    /// What the result is made of, for the advice past the cap.
+    of: &'static str,
+}
 
 impl ResultSize {
+    /// A database query's result, counted from nothing.
+    pub(crate) fn rows() -> Self {
+        Self { bytes: 0, of: "rows or columns" }
+    }
+
+    /// A key-value store's listing or batch, counted from nothing.
+    pub(crate) fn keys() -> Self {
+        Self { bytes: 0, of: "keys" }
+    }
+
     /// Count `bytes` more of the result; past the cap, the message the
     /// guest gets.
-    fn add(&mut self, bytes: usize) -> Result<(), String> {
-        self.0 += bytes;
-        if self.0 > MAX_RESULT_BYTES {
+    pub(crate) fn add(&mut self, bytes: usize) -> Result<(), String> {
+        self.bytes += bytes;
+        if self.bytes > MAX_RESULT_BYTES {
             return Err(format!(
-                "the result is larger than {} MiB; ask for fewer rows or columns",
-                MAX_RESULT_BYTES >> 20
+                "the result is larger than {} MiB; ask for fewer {}",
+                MAX_RESULT_BYTES >> 20,
+                self.of
             ));
         }
         Ok(())

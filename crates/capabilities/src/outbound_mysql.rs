@@ -221,7 +221,7 @@ async fn query(
     // Row by row, so that a result past the cap stops there rather than
     // first filling the host's memory.
     let mut rows = Vec::new();
-    let mut size = crate::ResultSize::default();
+    let mut size = crate::ResultSize::rows();
     while let Some(row) = result.next().await.map_err(|e| Failure::QueryFailed(e.to_string()))? {
         let row = row.unwrap();
         size.add(row.iter().map(raw_size).sum()).map_err(Failure::QueryFailed)?;

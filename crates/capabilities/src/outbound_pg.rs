@@ -460,7 +460,7 @@ async fn query(
     let stream = client.query_raw(&prepared, refs).await.map_err(query_failed)?;
     let mut stream = std::pin::pin!(stream);
     let mut rows = Vec::new();
-    let mut size = crate::ResultSize::default();
+    let mut size = crate::ResultSize::rows();
     while let Some(row) = stream.try_next().await.map_err(query_failed)? {
         let bytes = (0..row.len()).map(|i| row.get::<_, RawSize>(i).0).sum();
         size.add(bytes).map_err(|e| v4::Error::QueryFailed(v4::QueryError::Text(e)))?;

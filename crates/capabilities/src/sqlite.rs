@@ -160,7 +160,7 @@ fn query(
     let mut prepared = connection.prepare_cached(statement).map_err(|e| e.to_string())?;
     let columns: Vec<String> = prepared.column_names().into_iter().map(String::from).collect();
     let mut rows = Vec::new();
-    let mut size = ResultSize::default();
+    let mut size = ResultSize::rows();
     let mut cursor =
         prepared.query(rusqlite::params_from_iter(parameters)).map_err(|e| e.to_string())?;
     while let Some(row) = cursor.next().map_err(|e| e.to_string())? {
