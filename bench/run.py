@@ -232,7 +232,7 @@ class Bench:
              str(ROOT / "tests/guests/Cargo.toml")], cwd=ROOT)
         target = ROOT / "target" / profile
         self.bantam, self.native = target / "bantam", target / "native-hello"
-        self.instantiate = target / "instantiate"
+        self.instantiate, self.request = target / "instantiate", target / "request"
         guests = ROOT / "tests/guests/target/wasm32-wasip2/release"
         # Hello world in each shape: what `bantam new -t http-rust` makes
         # (spin-sdk 7, wasi:http 0.3), the same with spin-sdk 5.2 (wasi:http
@@ -332,10 +332,44 @@ class Bench:
             out(f"| {server} | {guest} | {fmt_rps(r)} | {r['p50']:.2f} | {r['p99']:.2f} | "
                 f"{r['p999']:.2f} | {r['cpu_us']:.0f} | {r['rps'] / native['rps']:.2f}x | {vs_wasmtime} |")
         out("")
+        self.floor(native)
         if self.oha:
             self.latency(native, bantam_rps)
         else:
             out("(oha not installed: the fixed-rate latency step was skipped.)\n")
+
+    def floor(self, native):
+        """The least a request through a fresh instance can cost a server,
+        against what 0.5x native hyper allows it. Under `wrk -t2 -c64` the
+        cores are busy, so requests/s = cores / (W + S), W being the load
+        generator's CPU per request and S the server's; native hyper's run
+        gives W. The floor of S is a whole request through the trigger in
+        process (the `request` bench: routing, Spin's headers, a fresh
+        instance, the guest, its body, the store dropped; 64 at once, as
+        under load) plus all that native hyper spends per request on HTTP
+        and TCP."""
+        args, out = self.args, self.out
+        cores = os.cpu_count()
+        loadgen = cores * 1e6 / native["rps"] - native["cpu_us"]
+        allowed = loadgen + 2 * native["cpu_us"]
+        out("### The floor: the least a request can cost, against the 0.5x target\n")
+        out(f"Native hyper above: {native['cpu_us']:.1f} µs of server CPU per request, so the "
+            f"load generator takes {loadgen:.1f} µs per request of the {cores} cores; at 0.5x "
+            f"native hyper a server may spend at most {allowed:.1f} µs per request. In process: "
+            f"median of {args.repeat} runs of the `request` bench, 64 requests at once.\n")
+        out("| Guest | In process µs/req | Floor µs/req (+ native hyper's own) | Allowed at 0.5x | Best possible vs native |")
+        out("|---|---|---|---|---|")
+        for guest, label in self.hello_guests:
+            n = "2000" if args.smoke else "20000"
+            runs = [json.loads(subprocess.run([str(self.request), str(guest), "/", n], check=True,
+                                              capture_output=True, text=True).stdout)
+                    for _ in range(args.repeat)]
+            in_process = statistics.median(r["per_request_us_64_at_once"] for r in runs)
+            floor = in_process + native["cpu_us"]
+            best = (loadgen + native["cpu_us"]) / (loadgen + floor)
+            out(f"| {label} | {fmt_spread([r['per_request_us_64_at_once'] for r in runs])} | "
+                f"{floor:.1f} | {allowed:.1f} | {best:.2f}x |")
+        out("")
 
     def latency(self, native, bantam_rps):
         """p99 at half of peak, each Bantam guest next to its control:
