@@ -55,7 +55,7 @@ const MAX_UNPACKED: u64 = 2 << 30;
 /// Unpack an uploaded bundle: blobs go into `blobs` (each checked against
 /// its name), the lock and settings are returned. Anything else in the
 /// archive, a blob whose bytes do not match its name, or a bundle that
-/// unpacks to more than [`MAX_UNPACKED`], is refused.
+/// unpacks to more than 2 GiB (`MAX_UNPACKED`), is refused.
 pub fn unpack(bytes: &[u8], blobs: &Cache) -> Result<(LockedApp, DeploySettings), PlatformError> {
     unpack_within(bytes, blobs, MAX_UNPACKED)
 }

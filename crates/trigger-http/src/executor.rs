@@ -4,13 +4,13 @@
 //! (Rust `spin-sdk` 7) or `wasi:http/incoming-handler@0.2.x` (older SDKs,
 //! JavaScript, Python, plain `wasi:http` components); [`HttpExport::detect`]
 //! reads which from the component's type. A request to a 0.2 component gets
-//! a fresh instance whose `handle` export is called directly ([`direct`]).
+//! a fresh instance whose `handle` export is called directly (module `direct`).
 //! Requests to 0.3 components are dispatched through wasmtime-wasi-http's
 //! `ProxyHandler`, which drives the instance's component-model-async event
-//! loop until its response body is complete; our [`Instances`] tell it to
+//! loop until its response body is complete; our `Instances` tell it to
 //! make a fresh store and instance for every request, never reuse one.
 //! Either way an instance is stopped as soon as its request lets go of it
-//! (see [`claim`](crate::claim)).
+//! (see the crate's `claim` module).
 //!
 //! A component whose manifest opts in (`[component.<id>.tool.bantam]
 //! instance_reuse`) has its instances serve several requests, but only of
@@ -280,7 +280,7 @@ impl HttpComponent {
 
 /// One client connection, as far as instances care: the instances that
 /// components with `instance_reuse` keep for its requests, and only its.
-/// They go when the connection does (see [`Closed`]), so no instance ever
+/// They go when the connection does (see `Closed`), so no instance ever
 /// serves two clients' requests.
 pub struct ClientConnection {
     /// The client's address.

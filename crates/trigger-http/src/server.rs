@@ -8,7 +8,7 @@
 //! system calls and wake-ups stay on one core (measured in
 //! `BENCHMARKS.md`: 10–15% less CPU per request than tokio's work-stealing
 //! runtime). A thread serves the connections it accepts unless another
-//! serves fewer ([`Placement`]): a burst of new connections, which one
+//! serves fewer (`Placement`): a burst of new connections, which one
 //! thread would otherwise accept alone, is spread over all of them.
 //!
 //! On shutdown the listener closes at once, connections finish their
