@@ -8,8 +8,17 @@
 //! connection's state (`SELECT`, `AUTH`) with `execute`, and that must not
 //! reach another request. The connection goes to an address the grant
 //! check resolved and checked, never to the name resolved anew.
+//!
+//! The server is one the tenant chose, so it is not trusted: its replies
+//! are held to 64 MiB each (see [`ReplyBudget`]).
 
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use wasmtime::component::{Accessor, Resource};
@@ -23,9 +32,73 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one command may take.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// An open Redis connection, as a guest holds it.
+/// An open Redis connection, as a guest holds it; a clone is the same
+/// connection.
+#[derive(Clone)]
 pub struct RedisConnection {
     connection: redis::aio::MultiplexedConnection,
+    /// Held while a command is in flight: one at a time, so that what
+    /// [`ReplyBudget`] reads after a command is that command's reply.
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The most one reply may hold, as a database result.
+const MAX_REPLY_BYTES: usize = crate::MAX_RESULT_BYTES;
+
+/// A Redis connection's socket, refusing a reply of more than
+/// [`MAX_REPLY_BYTES`]. redis-rs gathers a reply whole before parsing it
+/// (a bulk string of any declared length), so without this a server could
+/// fill the host's memory. Its commands go one at a time
+/// ([`RedisConnection::turn`]): what is read since the last write is one
+/// reply, or data no command asked for.
+struct ReplyBudget {
+    stream: tokio::net::TcpStream,
+    read_since_write: usize,
+}
+
+impl AsyncRead for ReplyBudget {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.read_since_write > MAX_REPLY_BYTES {
+            return Poll::Ready(Err(io::Error::other(format!(
+                "the server's reply is larger than {} MiB",
+                MAX_REPLY_BYTES >> 20
+            ))));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        this.read_since_write += buf.filled().len() - before;
+        polled
+    }
+}
+
+impl AsyncWrite for ReplyBudget {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, data);
+        if let Poll::Ready(Ok(written)) = polled
+            && written > 0
+        {
+            this.read_since_write = 0;
+        }
+        polled
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
 
 /// A command's failure, before mapping to each interface's error.
@@ -107,33 +180,45 @@ async fn connect_checked(
     let ConnectionAddr::Tcp(..) = info.addr else {
         return Err(Failure::InvalidAddress);
     };
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(CONNECT_TIMEOUT)
-        .set_response_timeout(RESPONSE_TIMEOUT);
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(RESPONSE_TIMEOUT);
     let mut unreachable = None;
     for ip in &checked.addresses {
-        let pinned = ConnectionInfo {
-            addr: ConnectionAddr::Tcp(ip.to_string(), checked.target.port),
-            redis: info.redis.clone(),
+        let address = std::net::SocketAddr::new(*ip, checked.target.port);
+        let connecting = async {
+            let stream = tokio::net::TcpStream::connect(address).await?;
+            stream.set_nodelay(true)?;
+            let stream = ReplyBudget { stream, read_since_write: 0 };
+            // Authenticates and selects the database as the URL says.
+            let (connection, driver) = redis::aio::MultiplexedConnection::new_with_config(
+                &info.redis,
+                stream,
+                config.clone(),
+            )
+            .await?;
+            tokio::spawn(driver);
+            Ok::<_, redis::RedisError>(connection)
         };
-        let client = redis::Client::open(pinned).map_err(|_| Failure::InvalidAddress)?;
-        match client.get_multiplexed_async_connection_with_config(&config).await {
-            Ok(connection) => return Ok(RedisConnection { connection }),
+        match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Ok(Ok(connection)) => {
+                return Ok(RedisConnection { connection, turn: Default::default() });
+            }
             // The next address may answer, as connecting by name would try it.
-            Err(error) if error.is_io_error() || error.is_timeout() => unreachable = Some(error),
-            Err(error) => return Err(error.into()),
+            Ok(Err(error)) if error.is_io_error() => unreachable = Some(error.to_string()),
+            Ok(Err(error)) => return Err(error.into()),
+            Err(_) => unreachable = Some(format!("timed out connecting to {address}")),
         }
     }
-    Err(unreachable.map_or_else(|| Failure::InvalidAddress, Into::into))
+    Err(unreachable.map_or(Failure::InvalidAddress, Failure::Other))
 }
 
 /// The operations both interface versions share, on a connection taken out
 /// of the table (cheap to clone; commands on it are pipelined).
 async fn run<T: redis::FromRedisValue>(
-    mut connection: redis::aio::MultiplexedConnection,
+    mut connection: RedisConnection,
     command: redis::Cmd,
 ) -> Result<T, Failure> {
-    Ok(command.query_async(&mut connection).await?)
+    let _turn = connection.turn.lock().await;
+    Ok(command.query_async(&mut connection.connection).await?)
 }
 
 fn cmd(name: &str) -> redis::Cmd {
@@ -194,8 +279,8 @@ type V3<T> = wasmtime::Result<Result<T, v3::Error>>;
 fn connection_of<T>(
     accessor: &Accessor<T, Capabilities>,
     handle: &Resource<RedisConnection>,
-) -> wasmtime::Result<redis::aio::MultiplexedConnection> {
-    accessor.with(|mut access| Ok(access.get().table.get(handle)?.connection.clone()))
+) -> wasmtime::Result<RedisConnection> {
+    accessor.with(|mut access| Ok(access.get().table.get(handle)?.clone()))
 }
 
 impl v3::Host for CapabilitiesView<'_> {}
@@ -321,8 +406,8 @@ impl CapabilitiesView<'_> {
     fn redis_connection(
         &self,
         handle: &Resource<RedisConnection>,
-    ) -> wasmtime::Result<redis::aio::MultiplexedConnection> {
-        Ok(self.table.get(handle)?.connection.clone())
+    ) -> wasmtime::Result<RedisConnection> {
+        Ok(self.table.get(handle)?.clone())
     }
 }
 
@@ -444,5 +529,58 @@ mod tests {
         let checked = checked("redis", port, &["127.0.0.2", "127.0.0.1"]).await;
         let connecting = async move { drop(super::connect_checked(info, &checked).await) };
         assert!(reaches(&listener, connecting).await);
+    }
+
+    /// A server (the tenant's own) that answers with a bulk string of a
+    /// gigabyte gets the guest an error once 64 MiB have arrived, not a
+    /// host that holds the gigabyte; a reply within the cap arrives whole.
+    #[tokio::test]
+    async fn a_reply_larger_than_64_mib_is_refused_as_it_arrives() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (listener, port) = listener().await;
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = sent.clone();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0; 4096];
+            loop {
+                let n = socket.read(&mut request).await.unwrap();
+                let text = String::from_utf8_lossy(&request[..n]).into_owned();
+                // The client's set-up: CLIENT SETINFO, twice.
+                for _ in text.matches("SETINFO") {
+                    socket.write_all(b"+OK\r\n").await.unwrap();
+                }
+                if text.contains("small") {
+                    socket.write_all(b"$5\r\nhello\r\n").await.unwrap();
+                } else if text.contains("GET") {
+                    socket.write_all(b"$1073741824\r\n").await.unwrap();
+                    let chunk = vec![b'x'; 1 << 20];
+                    while socket.write_all(&chunk).await.is_ok() {
+                        counted.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                    return;
+                }
+            }
+        });
+        let info = format!("redis://{UNRESOLVABLE}:{port}").into_connection_info().unwrap();
+        let checked = checked("redis", port, &["127.0.0.1"]).await;
+        let Ok(connection) = super::connect_checked(info, &checked).await else {
+            panic!("connects to the fake server")
+        };
+        let small: Vec<u8> = super::run(connection.clone(), super::cmd("GET").arg("small").clone())
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(small, b"hello");
+        let huge = super::run::<Vec<u8>>(connection, super::cmd("GET").arg("huge").clone());
+        let Err(super::Failure::Other(message)) =
+            tokio::time::timeout(std::time::Duration::from_secs(30), huge).await.unwrap()
+        else {
+            panic!("a gigabyte reply is refused")
+        };
+        assert!(message.contains("the server's reply is larger than 64 MiB"), "{message}");
+        let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(sent < 200 << 20, "the client stopped reading early, after {sent} bytes");
     }
 }
