@@ -489,9 +489,9 @@ fn describe_path(path: Option<&PathBuf>, base: Option<&Path>) -> String {
 }
 
 /// The most one database query (SQLite, PostgreSQL, MySQL) or key-value
-/// listing or batch may return to a guest, counting its values' bytes: a
-/// result is held whole in the host before it is copied into the guest, so
-/// without a cap a query (or a hostile server) could fill the host's memory.
+/// listing or batch may hold of the host's memory: a result is held whole
+/// in the host before it is copied into the guest, so without a cap a
+/// query (or a hostile server) could fill the host's memory.
 pub(crate) const MAX_RESULT_BYTES: usize = 64 << 20;
 
 /// A result's bytes so far, against [`MAX_RESULT_BYTES`].
@@ -510,6 +510,14 @@ impl ResultSize {
     /// A key-value store's listing or batch, counted from nothing.
     pub(crate) fn keys() -> Self {
         Self { bytes: 0, of: "keys" }
+    }
+
+    /// Count a row of `values` values of type `V` whose contents hold
+    /// `heap_bytes` besides: what it costs the host, so that a million
+    /// rows of NULLs (or of no columns at all) count too.
+    pub(crate) fn add_row<V>(&mut self, values: usize, heap_bytes: usize) -> Result<(), String> {
+        let row = size_of::<Vec<V>>() + values * size_of::<V>();
+        self.add(row + heap_bytes)
     }
 
     /// Count `bytes` more of the result; past the cap, the message the

@@ -192,11 +192,11 @@ fn value(raw: mysql_async::Value, ty: DataType) -> Result<Value, Failure> {
     })
 }
 
-/// How many bytes a value takes in the host.
-fn raw_size(value: &mysql_async::Value) -> usize {
+/// What a value holds of the host's memory besides itself.
+fn heap_bytes(value: &mysql_async::Value) -> usize {
     match value {
         mysql_async::Value::Bytes(bytes) => bytes.len(),
-        _ => 8,
+        _ => 0,
     }
 }
 
@@ -224,7 +224,8 @@ async fn query(
     let mut size = crate::ResultSize::rows();
     while let Some(row) = result.next().await.map_err(|e| Failure::QueryFailed(e.to_string()))? {
         let row = row.unwrap();
-        size.add(row.iter().map(raw_size).sum()).map_err(Failure::QueryFailed)?;
+        size.add_row::<Value>(row.len(), row.iter().map(heap_bytes).sum())
+            .map_err(Failure::QueryFailed)?;
         let values = row.into_iter().zip(&columns).map(|(raw, (_, ty))| value(raw, *ty));
         rows.push(values.collect::<Result<Vec<_>, _>>()?);
     }

@@ -463,7 +463,8 @@ async fn query(
     let mut size = crate::ResultSize::rows();
     while let Some(row) = stream.try_next().await.map_err(query_failed)? {
         let bytes = (0..row.len()).map(|i| row.get::<_, RawSize>(i).0).sum();
-        size.add(bytes).map_err(|e| v4::Error::QueryFailed(v4::QueryError::Text(e)))?;
+        size.add_row::<v4::DbValue>(row.len(), bytes)
+            .map_err(|e| v4::Error::QueryFailed(v4::QueryError::Text(e)))?;
         rows.push((0..row.len()).map(|i| value(&row, i)).collect::<Result<Vec<_>, _>>()?);
     }
     Ok((columns, rows))

@@ -168,7 +168,7 @@ fn query(
             .map(|i| row.get_ref(i).map(to_sql_value))
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| e.to_string())?;
-        size.add(values.iter().map(value_bytes).sum())?;
+        size.add_row::<SqlValue>(values.len(), values.iter().map(heap_bytes).sum())?;
         rows.push(values);
     }
     Ok(QueryOutput {
@@ -179,12 +179,12 @@ fn query(
     })
 }
 
-/// About how much of the host's memory a value holds.
-fn value_bytes(value: &SqlValue) -> usize {
+/// What a value holds of the host's memory besides itself.
+fn heap_bytes(value: &SqlValue) -> usize {
     match value {
         SqlValue::Text(text) => text.len(),
         SqlValue::Blob(blob) => blob.len(),
-        SqlValue::Null | SqlValue::Integer(_) | SqlValue::Real(_) => 8,
+        SqlValue::Null | SqlValue::Integer(_) | SqlValue::Real(_) => 0,
     }
 }
 
@@ -874,6 +874,13 @@ mod tests {
         );
         let huge = run(&guest, "SELECT length(randomblob(100000000))").await;
         assert_eq!(huge, "error: string or blob too big");
+        // NULLs hold no bytes, but each row and value costs the host.
+        let nulls = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 3000000) \
+                     SELECT NULL FROM c";
+        assert_eq!(
+            run(&guest, nulls).await,
+            "error: the result is larger than 64 MiB; ask for fewer rows or columns"
+        );
     }
 
     #[tokio::test]

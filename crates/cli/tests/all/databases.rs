@@ -235,6 +235,10 @@ async fn postgres_round_trips_every_common_type_where_granted() {
     assert!(body.starts_with("error: bad-parameter: "), "{body}");
     let huge = "SELECT repeat('x', 1048576) FROM generate_series(1, 100)";
     assert_capped(pg(&bantam, "p3", &url, "query", huge, "").await);
+    // Rows of no columns hold no bytes of values, but each costs the
+    // host a row: they count too.
+    let empty_rows = "SELECT FROM generate_series(1, 3000000)";
+    assert_capped(pg(&bantam, "p3", &url, "query", empty_rows, "").await);
 
     assert_refused(
         pg(&bantam, "ungranted", &url, "query", "SELECT 1", "").await,
