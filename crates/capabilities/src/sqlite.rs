@@ -23,7 +23,7 @@
 //! <https://www.sqlite.org/security.html>): defensive mode on, schema
 //! functions untrusted, no `ATTACH` of a file (nor `VACUUM INTO` one: either
 //! would open or create any file the host can reach), at most
-//! 64 MiB of values per statement (`MAX_RESULT_BYTES`), and a statement whose
+//! 64 MiB of host memory per result (`MAX_RESULT_BYTES`), and a statement whose
 //! caller gives up (the request timed out, the client left) is interrupted
 //! rather than left running on a blocking thread.
 
