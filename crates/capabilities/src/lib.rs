@@ -535,6 +535,76 @@ impl ResultSize {
     }
 }
 
+/// The socket of a connection to a database server that a tenant chose,
+/// refusing to read more than `limit` bytes after the last write: one
+/// reply, when the connection's requests take turns. Client libraries
+/// gather a reply unit whole before Bantam sees it (a Redis bulk string, a
+/// PostgreSQL message, of whatever length the server declares), so without
+/// this a server could hold any amount of the host's memory.
+pub(crate) struct ReplyBudget {
+    stream: tokio::net::TcpStream,
+    read_since_write: usize,
+    limit: usize,
+}
+
+impl ReplyBudget {
+    /// `stream`, refusing replies of more than `limit` bytes.
+    pub(crate) fn new(stream: tokio::net::TcpStream, limit: usize) -> Self {
+        Self { stream, read_since_write: 0, limit }
+    }
+}
+
+impl tokio::io::AsyncRead for ReplyBudget {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.read_since_write > this.limit {
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                "the server's reply is larger than {} MiB",
+                this.limit >> 20
+            ))));
+        }
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut this.stream).poll_read(cx, buf);
+        this.read_since_write += buf.filled().len() - before;
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for ReplyBudget {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.stream).poll_write(cx, data);
+        if let std::task::Poll::Ready(Ok(written)) = polled
+            && written > 0
+        {
+            this.read_since_write = 0;
+        }
+        polled
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
 /// What the clients' tests share: a name no resolver knows, checked as if
 /// it led to loopback, so a client that connects at all connected to the
 /// checked address and not to the name.

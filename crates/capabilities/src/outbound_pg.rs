@@ -14,6 +14,9 @@
 //! with `connection-builder.set-ca-root`. Each open is its own connection,
 //! made to the addresses the grant check resolved and checked (`hostaddr`),
 //! TLS still verifying the host name; a guest's own `hostaddr` is refused.
+//! The server is the tenant's choice, so Bantam opens the socket itself
+//! and holds each reply to a budget ([`ReplyBudget`]): tokio-postgres
+//! would gather a message of any declared length.
 
 // The WIT's error type is large (a structured database error); it is what
 // the guest gets, so it is returned as it is rather than boxed.
@@ -31,15 +34,20 @@ use crate::bindings::fermyon::spin::postgres as v2_pg;
 use crate::bindings::fermyon::spin::rdbms_types as v2;
 use crate::bindings::spin::postgres3_0_0::postgres as v3;
 use crate::bindings::spin::postgres4_2_0::postgres as v4;
-use crate::{Capabilities, CapabilitiesView, CheckedTarget, ComponentCapabilities};
+use crate::{Capabilities, CapabilitiesView, CheckedTarget, ComponentCapabilities, ReplyBudget};
 
 /// How long connecting (TLS included) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An open connection, as a guest holds it. The client is shared with the
 /// task driving the connection, and cloned out of the table for each call.
+#[derive(Clone)]
 pub struct PgConnection {
     client: Arc<tokio_postgres::Client>,
+    /// Held while a query or statement is in flight: one at a time, so
+    /// that what the connection's [`ReplyBudget`] reads after a request
+    /// is that request's reply.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A connection being configured (`connection-builder`, 4.1 and later).
@@ -159,34 +167,135 @@ async fn connect_checked(
     .with_root_certificates(roots)
     .with_no_client_auth();
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
-    let connecting = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tls));
-    let (client, connection) = match connecting.await {
-        Ok(Ok(connected)) => connected,
-        Ok(Err(error)) => return Err(v4::Error::ConnectionFailed(error.to_string())),
-        Err(_) => return Err(v4::Error::ConnectionFailed("timed out connecting".into())),
+    let mut targets: Vec<(&str, std::net::IpAddr, u16)> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_hostaddrs())
+        .zip(config.get_ports())
+        .filter_map(|((host, ip), port)| match host {
+            tokio_postgres::config::Host::Tcp(name) => Some((name.as_str(), *ip, *port)),
+            _ => None,
+        })
+        .collect();
+    if config.get_load_balance_hosts() == tokio_postgres::config::LoadBalanceHosts::Random {
+        shuffle(&mut targets);
+    }
+    let attempts = async {
+        let mut failed = String::from("no address to connect to");
+        for (name, ip, port) in targets {
+            let attempt = connect_one(component, config, tls.clone(), name, (ip, port).into());
+            let attempt = match config.get_connect_timeout() {
+                Some(limit) => tokio::time::timeout(*limit, attempt)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("timed out connecting to {ip}"))),
+                None => attempt.await,
+            };
+            match attempt {
+                Ok(client) => return Ok(client),
+                // The next address may answer, as tokio-postgres would try it.
+                Err(error) => failed = error,
+            }
+        }
+        Err(failed)
     };
+    match tokio::time::timeout(CONNECT_TIMEOUT, attempts).await {
+        Ok(Ok(client)) => Ok(PgConnection { client: Arc::new(client), turn: Default::default() }),
+        Ok(Err(error)) => Err(v4::Error::ConnectionFailed(error)),
+        Err(_) => Err(v4::Error::ConnectionFailed("timed out connecting".into())),
+    }
+}
+
+/// Connect to `address` (TLS verifying `name`, as `config` says) over a
+/// socket whose replies are held to [`MAX_REPLY_BYTES`], and check the
+/// session is of the kind `target_session_attrs` asks for.
+async fn connect_one(
+    component: &str,
+    config: &tokio_postgres::Config,
+    mut tls: tokio_postgres_rustls::MakeRustlsConnect,
+    name: &str,
+    address: std::net::SocketAddr,
+) -> Result<tokio_postgres::Client, String> {
+    use tokio_postgres::config::TargetSessionAttrs;
+    use tokio_postgres::tls::MakeTlsConnect;
+
+    let stream = tokio::net::TcpStream::connect(address).await.map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let socket = socket2::SockRef::from(&stream);
+    if config.get_keepalives() {
+        let mut keepalive = socket2::TcpKeepalive::new().with_time(config.get_keepalives_idle());
+        if let Some(interval) = config.get_keepalives_interval() {
+            keepalive = keepalive.with_interval(interval);
+        }
+        if let Some(retries) = config.get_keepalives_retries() {
+            keepalive = keepalive.with_retries(retries);
+        }
+        socket.set_tcp_keepalive(&keepalive).map_err(|e| e.to_string())?;
+    }
+    if let Some(timeout) = config.get_tcp_user_timeout() {
+        socket.set_tcp_user_timeout(Some(*timeout)).map_err(|e| e.to_string())?;
+    }
+    let stream = ReplyBudget::new(stream, MAX_REPLY_BYTES);
+    let tls = MakeTlsConnect::<ReplyBudget>::make_tls_connect(&mut tls, name)
+        .map_err(|e| e.to_string())?;
+    let (client, connection) =
+        config.connect_raw(stream, tls).await.map_err(|e| error_chain(&e))?;
     let component = component.to_string();
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!("component `{component}`: PostgreSQL connection ended: {error}");
         }
     });
-    Ok(PgConnection { client: Arc::new(client) })
+    // As tokio-postgres checks it, with its words.
+    let (wanted, otherwise) = match config.get_target_session_attrs() {
+        TargetSessionAttrs::ReadWrite => ("off", "database does not allow writes"),
+        TargetSessionAttrs::ReadOnly => ("on", "database is not read only"),
+        _ => return Ok(client),
+    };
+    let answer = client.simple_query("SHOW transaction_read_only").await;
+    let read_only = answer.map_err(|e| error_chain(&e))?.into_iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    });
+    match read_only.as_deref() == Some(wanted) {
+        true => Ok(client),
+        false => Err(format!("{address}: {otherwise}")),
+    }
+}
+
+/// The most a server's reply may hold: twice what a result may hold of the
+/// host's memory, since a result is counted as its rows arrive and its
+/// messages on the wire are never larger than what they cost the host
+/// (see [`crate::ResultSize`]).
+const MAX_REPLY_BYTES: usize = 2 * crate::MAX_RESULT_BYTES;
+
+/// `items` in a random order (`load_balance_hosts=random`).
+fn shuffle<T>(items: &mut [T]) {
+    use std::hash::{BuildHasher, RandomState};
+    let random = RandomState::new();
+    for i in (1..items.len()).rev() {
+        let j = (random.hash_one(i) % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// `error` and its sources: tokio-postgres keeps the useful part in the
+/// source ("cannot convert between the Rust type `i64` and the Postgres
+/// type `int4`", "the server's reply is larger than 128 MiB"), so the
+/// guest gets the whole chain.
+fn error_chain(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 /// A query's failure: the server's structured error when there is one.
 fn query_failed(error: tokio_postgres::Error) -> v4::Error {
     let Some(db) = error.as_db_error() else {
-        // tokio-postgres keeps the useful part in the source ("cannot
-        // convert between the Rust type `i64` and the Postgres type
-        // `int4`"); the guest gets the whole chain.
-        let mut text = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            text = format!("{text}: {cause}");
-            source = cause.source();
-        }
-        return v4::Error::QueryFailed(v4::QueryError::Text(text));
+        return v4::Error::QueryFailed(v4::QueryError::Text(error_chain(&error)));
     };
     let mut extras = Vec::new();
     let mut extra = |name: &str, value: Option<&str>| {
@@ -442,10 +551,11 @@ fn value(row: &tokio_postgres::Row, i: usize) -> Result<v4::DbValue, v4::Error> 
 
 /// Run a query; its columns and rows.
 async fn query(
-    client: &tokio_postgres::Client,
+    connection: &PgConnection,
     statement: &str,
     params: Vec<v4::ParameterValue>,
 ) -> Result<(Vec<v4::Column>, Vec<v4::Row>), v4::Error> {
+    let (_turn, client) = (connection.turn.lock().await, &connection.client);
     let params = params.into_iter().map(param).collect::<Result<Vec<_>, _>>()?;
     let prepared = client.prepare(statement).await.map_err(query_failed)?;
     let refs: Vec<&(dyn ToSql + Sync)> =
@@ -472,10 +582,11 @@ async fn query(
 
 /// Run a statement; the number of rows it changed.
 async fn execute(
-    client: &tokio_postgres::Client,
+    connection: &PgConnection,
     statement: &str,
     params: Vec<v4::ParameterValue>,
 ) -> Result<u64, v4::Error> {
+    let (_turn, client) = (connection.turn.lock().await, &connection.client);
     let params = params.into_iter().map(param).collect::<Result<Vec<_>, _>>()?;
     let refs: Vec<&(dyn ToSql + Sync)> =
         params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
@@ -485,11 +596,8 @@ async fn execute(
 type V4<T> = wasmtime::Result<Result<T, v4::Error>>;
 
 impl CapabilitiesView<'_> {
-    fn pg_client(
-        &self,
-        handle: &Resource<PgConnection>,
-    ) -> wasmtime::Result<Arc<tokio_postgres::Client>> {
-        Ok(Arc::clone(&self.table.get(handle)?.client))
+    fn pg_connection(&self, handle: &Resource<PgConnection>) -> wasmtime::Result<PgConnection> {
+        Ok(self.table.get(handle)?.clone())
     }
 
     fn push_pg(
@@ -503,11 +611,11 @@ impl CapabilitiesView<'_> {
     }
 }
 
-fn pg_client_of<T>(
+fn pg_connection_of<T>(
     accessor: &Accessor<T, Capabilities>,
     handle: &Resource<PgConnection>,
-) -> wasmtime::Result<Arc<tokio_postgres::Client>> {
-    accessor.with(|mut access| access.get().pg_client(handle))
+) -> wasmtime::Result<PgConnection> {
+    accessor.with(|mut access| access.get().pg_connection(handle))
 }
 
 fn component_of<T>(accessor: &Accessor<T, Capabilities>) -> Arc<ComponentCapabilities> {
@@ -529,8 +637,8 @@ impl v4::HostConnection for CapabilitiesView<'_> {
         statement: String,
         params: Vec<v4::ParameterValue>,
     ) -> V4<v4::RowSet> {
-        let client = self.pg_client(&this)?;
-        Ok(query(&client, &statement, params)
+        let connection = self.pg_connection(&this)?;
+        Ok(query(&connection, &statement, params)
             .await
             .map(|(columns, rows)| v4::RowSet { columns, rows }))
     }
@@ -541,8 +649,8 @@ impl v4::HostConnection for CapabilitiesView<'_> {
         statement: String,
         params: Vec<v4::ParameterValue>,
     ) -> V4<u64> {
-        let client = self.pg_client(&this)?;
-        Ok(execute(&client, &statement, params).await)
+        let connection = self.pg_connection(&this)?;
+        Ok(execute(&connection, &statement, params).await)
     }
 
     async fn drop(&mut self, this: Resource<PgConnection>) -> wasmtime::Result<()> {
@@ -567,8 +675,8 @@ impl<T> v4::HostConnectionWithStore<T> for Capabilities {
         statement: String,
         params: Vec<v4::ParameterValue>,
     ) -> V4<(Vec<v4::Column>, StreamReader<v4::Row>, FutureReader<Result<(), v4::Error>>)> {
-        let client = pg_client_of(accessor, &this)?;
-        let (columns, rows) = match query(&client, &statement, params).await {
+        let connection = pg_connection_of(accessor, &this)?;
+        let (columns, rows) = match query(&connection, &statement, params).await {
             Ok(result) => result,
             Err(error) => return Ok(Err(error)),
         };
@@ -585,8 +693,8 @@ impl<T> v4::HostConnectionWithStore<T> for Capabilities {
         statement: String,
         params: Vec<v4::ParameterValue>,
     ) -> V4<u64> {
-        let client = pg_client_of(accessor, &this)?;
-        Ok(execute(&client, &statement, params).await)
+        let connection = pg_connection_of(accessor, &this)?;
+        Ok(execute(&connection, &statement, params).await)
     }
 }
 
@@ -726,9 +834,9 @@ impl v2_pg::HostConnection for CapabilitiesView<'_> {
         statement: String,
         params: Vec<v2::ParameterValue>,
     ) -> V2<v2::RowSet> {
-        let client = self.pg_client(&this)?;
+        let connection = self.pg_connection(&this)?;
         let params = params.into_iter().map(v2_param).collect();
-        Ok(query(&client, &statement, params)
+        Ok(query(&connection, &statement, params)
             .await
             .map(|(columns, rows)| v2::RowSet {
                 columns: columns
@@ -746,9 +854,9 @@ impl v2_pg::HostConnection for CapabilitiesView<'_> {
         statement: String,
         params: Vec<v2::ParameterValue>,
     ) -> V2<u64> {
-        let client = self.pg_client(&this)?;
+        let connection = self.pg_connection(&this)?;
         let params = params.into_iter().map(v2_param).collect();
-        Ok(execute(&client, &statement, params).await.map_err(v2_error))
+        Ok(execute(&connection, &statement, params).await.map_err(v2_error))
     }
 
     async fn drop(&mut self, this: Resource<PgConnection>) -> wasmtime::Result<()> {
@@ -853,9 +961,9 @@ impl v3::HostConnection for CapabilitiesView<'_> {
         statement: String,
         params: Vec<v3::ParameterValue>,
     ) -> V3<v3::RowSet> {
-        let client = self.pg_client(&this)?;
+        let connection = self.pg_connection(&this)?;
         let params = params.into_iter().map(v3_param).collect();
-        Ok(query(&client, &statement, params)
+        Ok(query(&connection, &statement, params)
             .await
             .map(|(columns, rows)| v3::RowSet {
                 columns: columns.into_iter().map(v3_column).collect(),
@@ -870,9 +978,9 @@ impl v3::HostConnection for CapabilitiesView<'_> {
         statement: String,
         params: Vec<v3::ParameterValue>,
     ) -> V3<u64> {
-        let client = self.pg_client(&this)?;
+        let connection = self.pg_connection(&this)?;
         let params = params.into_iter().map(v3_param).collect();
-        Ok(execute(&client, &statement, params).await.map_err(v3_error))
+        Ok(execute(&connection, &statement, params).await.map_err(v3_error))
     }
 
     async fn drop(&mut self, this: Resource<PgConnection>) -> wasmtime::Result<()> {
@@ -932,5 +1040,101 @@ mod tests {
             panic!("a hostaddr was accepted");
         };
         assert!(message.starts_with("hostaddr is not available to components"), "{message}");
+    }
+
+    /// A server (the tenant's own) that sends a message of a gigabyte gets
+    /// the guest an error once 128 MiB have arrived, not a host that holds
+    /// the gigabyte (postgres-protocol gathers a message whole).
+    #[tokio::test]
+    async fn a_message_larger_than_128_mib_is_refused_as_it_arrives() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (listener, port) = listener().await;
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = sent.clone();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            // The startup message, then: authenticated, and a parameter
+            // status a gigabyte long.
+            let length = socket.read_u32().await.unwrap() as usize;
+            socket.read_exact(&mut vec![0; length - 4]).await.unwrap();
+            socket.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0]).await.unwrap();
+            socket.write_all(&[b'S', 0x40, 0, 0, 0]).await.unwrap();
+            let chunk = vec![b'x'; 1 << 20];
+            while socket.write_all(&chunk).await.is_ok() {
+                counted.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let config: Config =
+            format!("postgres://u@{UNRESOLVABLE}:{port}/db?sslmode=disable").parse().unwrap();
+        let config = pinned(&config, &[checked("postgres", port, &["127.0.0.1"]).await]);
+        let Err(v4::Error::ConnectionFailed(message)) = connect_checked("test", &config, &[]).await
+        else {
+            panic!("a gigabyte message is refused")
+        };
+        assert!(message.contains("the server's reply is larger than 128 MiB"), "{message}");
+        let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(sent < 300 << 20, "the client stopped reading early, after {sent} bytes");
+    }
+
+    /// With `sslmode=require`, the connection Bantam opens itself is TLS,
+    /// verified against the host's name with the guest's CA root, and
+    /// reaches a session.
+    #[tokio::test]
+    async fn tls_is_negotiated_on_the_connection_bantam_opens() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let key = rcgen::generate_simple_self_signed(vec![UNRESOLVABLE.into()]).unwrap();
+        let ca_root = key.cert.pem();
+        let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![key.cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.key_pair.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+        let (trusting, port) = listener().await;
+        tokio::spawn(async move {
+            let (mut socket, _) = trusting.accept().await.unwrap();
+            let mut ssl_request = [0; 8];
+            socket.read_exact(&mut ssl_request).await.unwrap();
+            socket.write_all(b"S").await.unwrap();
+            let mut tls = acceptor.accept(socket).await.unwrap();
+            let length = tls.read_u32().await.unwrap() as usize;
+            tls.read_exact(&mut vec![0; length - 4]).await.unwrap();
+            // Authenticated, ready for a query.
+            tls.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0, b'Z', 0, 0, 0, 5, b'I']).await.unwrap();
+            tls.flush().await.unwrap();
+            // Hold the connection while the client looks at it.
+            let _ = tls.read(&mut [0; 64]).await;
+        });
+        let config: Config =
+            format!("postgres://u@{UNRESOLVABLE}:{port}/db?sslmode=require").parse().unwrap();
+        let config = pinned(&config, &[checked("postgres", port, &["127.0.0.1"]).await]);
+        let Ok(connection) = connect_checked("test", &config, &[ca_root]).await else {
+            panic!("connects over TLS")
+        };
+        assert!(!connection.client.is_closed());
+        // Without the CA root the server's certificate is not trusted.
+        let (untrusting, port) = listener().await;
+        tokio::spawn(async move {
+            let (mut socket, _) = untrusting.accept().await.unwrap();
+            socket.read_exact(&mut [0; 8]).await.unwrap();
+            socket.write_all(b"S").await.unwrap();
+            let _ = socket.read(&mut [0; 4096]).await;
+        });
+        let config: Config =
+            format!("postgres://u@{UNRESOLVABLE}:{port}/db?sslmode=require").parse().unwrap();
+        let config = pinned(&config, &[checked("postgres", port, &["127.0.0.1"]).await]);
+        let Err(v4::Error::ConnectionFailed(message)) = connect_checked("test", &config, &[]).await
+        else {
+            panic!("an untrusted certificate is refused")
+        };
+        assert!(message.contains("tls") || message.contains("certificate"), "{message}");
     }
 }

@@ -12,20 +12,15 @@
 //! The server is one the tenant chose, so it is not trusted: its replies
 //! are held to 64 MiB each (see [`ReplyBudget`]).
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use wasmtime::component::{Accessor, Resource};
 
 use crate::bindings::fermyon::spin::redis as v2;
 use crate::bindings::spin::redis::redis as v3;
-use crate::{Capabilities, CapabilitiesView, CheckedTarget};
+use crate::{Capabilities, CapabilitiesView, CheckedTarget, ReplyBudget};
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,67 +33,8 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RedisConnection {
     connection: redis::aio::MultiplexedConnection,
     /// Held while a command is in flight: one at a time, so that what
-    /// [`ReplyBudget`] reads after a command is that command's reply.
+    /// its [`ReplyBudget`] reads after a command is that command's reply.
     turn: Arc<tokio::sync::Mutex<()>>,
-}
-
-/// The most one reply may hold, as a database result.
-const MAX_REPLY_BYTES: usize = crate::MAX_RESULT_BYTES;
-
-/// A Redis connection's socket, refusing a reply of more than
-/// [`MAX_REPLY_BYTES`]. redis-rs gathers a reply whole before parsing it
-/// (a bulk string of any declared length), so without this a server could
-/// fill the host's memory. Its commands go one at a time
-/// ([`RedisConnection::turn`]): what is read since the last write is one
-/// reply, or data no command asked for.
-struct ReplyBudget {
-    stream: tokio::net::TcpStream,
-    read_since_write: usize,
-}
-
-impl AsyncRead for ReplyBudget {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.read_since_write > MAX_REPLY_BYTES {
-            return Poll::Ready(Err(io::Error::other(format!(
-                "the server's reply is larger than {} MiB",
-                MAX_REPLY_BYTES >> 20
-            ))));
-        }
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
-        this.read_since_write += buf.filled().len() - before;
-        polled
-    }
-}
-
-impl AsyncWrite for ReplyBudget {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.stream).poll_write(cx, data);
-        if let Poll::Ready(Ok(written)) = polled
-            && written > 0
-        {
-            this.read_since_write = 0;
-        }
-        polled
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
 }
 
 /// A command's failure, before mapping to each interface's error.
@@ -187,7 +123,8 @@ async fn connect_checked(
         let connecting = async {
             let stream = tokio::net::TcpStream::connect(address).await?;
             stream.set_nodelay(true)?;
-            let stream = ReplyBudget { stream, read_since_write: 0 };
+            // A reply is held to what a database result may hold.
+            let stream = ReplyBudget::new(stream, crate::MAX_RESULT_BYTES);
             // Authenticates and selects the database as the URL says.
             let (connection, driver) = redis::aio::MultiplexedConnection::new_with_config(
                 &info.redis,

@@ -235,6 +235,17 @@ async fn postgres_round_trips_every_common_type_where_granted() {
     assert!(body.starts_with("error: bad-parameter: "), "{body}");
     let huge = "SELECT repeat('x', 1048576) FROM generate_series(1, 100)";
     assert_capped(pg(&bantam, "p3", &url, "query", huge, "").await);
+    // Bantam opens the socket itself (to hold replies to a budget), and
+    // still checks the session as the address asks.
+    let read_write = format!("{url}?target_session_attrs=read-write");
+    assert_eq!(
+        ok(pg(&bantam, "p3", &read_write, "query", "SELECT 1", "").await),
+        "?column?:Int32\nInt32(1)"
+    );
+    let read_only = format!("{url}?target_session_attrs=read-only");
+    let (status, body) = pg(&bantam, "p3", &read_only, "query", "SELECT 1", "").await;
+    assert_eq!(status, 500);
+    assert!(body.contains("database is not read only"), "{body}");
     // Rows of no columns hold no bytes of values, but each costs the
     // host a row: they count too.
     let empty_rows = "SELECT FROM generate_series(1, 3000000)";
