@@ -15,7 +15,7 @@
 //! made to the addresses the grant check resolved and checked (`hostaddr`),
 //! TLS still verifying the host name; a guest's own `hostaddr` is refused.
 //! The server is the tenant's choice, so Bantam opens the socket itself
-//! and holds each reply to a budget ([`ReplyBudget`]): tokio-postgres
+//! and holds each reply to a budget (`ReplyBudget`): tokio-postgres
 //! would gather a message of any declared length.
 
 // The WIT's error type is large (a structured database error); it is what

@@ -10,7 +10,7 @@
 //! check resolved and checked, never to the name resolved anew.
 //!
 //! The server is one the tenant chose, so it is not trusted: its replies
-//! are held to 64 MiB each (see [`ReplyBudget`]).
+//! are held to 64 MiB each (see `ReplyBudget`).
 
 use std::sync::Arc;
 use std::time::Duration;
