@@ -4,8 +4,9 @@
 //!
 //! `instantiate <component.wasm> [iterations]`; prints one JSON object.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use bantam_bench::{micros, percentile};
 use bantam_engine::{Engine, EngineConfig, LogConfig};
 
 /// The allocator the `bantam` binary uses, so that the comparison is of
@@ -76,16 +77,6 @@ fn main() -> anyhow::Result<()> {
     println!("{report}");
     engine.shutdown();
     Ok(())
-}
-
-fn percentile(times: &[Duration], p: f64) -> Duration {
-    let mut sorted = times.to_vec();
-    sorted.sort();
-    sorted[((sorted.len() - 1) as f64 * p / 100.0).round() as usize]
-}
-
-fn micros(d: Duration) -> f64 {
-    (d.as_nanos() as f64 / 10.0).round() / 100.0
 }
 
 /// This process's resident memory (Linux), in KiB.

@@ -6,8 +6,9 @@
 //!
 //! `request <component.wasm> [path] [iterations]`; prints one JSON object.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use bantam_bench::{micros, percentile};
 use bantam_capabilities::{AppCapabilities, CapabilityConfig};
 use bantam_engine::{AppLimits, Engine, EngineConfig, LogConfig};
 use bantam_trigger_http::HttpTrigger;
@@ -120,14 +121,4 @@ fn main() -> anyhow::Result<()> {
     println!("{report}");
     engine.shutdown();
     Ok(())
-}
-
-fn percentile(times: &[Duration], p: f64) -> Duration {
-    let mut sorted = times.to_vec();
-    sorted.sort();
-    sorted[((sorted.len() - 1) as f64 * p / 100.0).round() as usize]
-}
-
-fn micros(d: Duration) -> f64 {
-    (d.as_nanos() as f64 / 10.0).round() / 100.0
 }

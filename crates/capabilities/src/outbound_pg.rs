@@ -1021,12 +1021,18 @@ mod tests {
         assert_eq!(pinned(&config, &[checked]), expected);
     }
 
+    /// A guest's address naming a host nobody resolves, pinned to the
+    /// loopback address as if the grant check had resolved it so.
+    async fn on_loopback(port: u16, sslmode: &str) -> Config {
+        let config: Config =
+            format!("postgres://u@{UNRESOLVABLE}:{port}/db?sslmode={sslmode}").parse().unwrap();
+        pinned(&config, &[checked("postgres", port, &["127.0.0.1"]).await])
+    }
+
     #[tokio::test]
     async fn connects_to_the_checked_address_never_the_name() {
         let (listener, port) = listener().await;
-        let config: Config =
-            format!("postgres://u@{UNRESOLVABLE}:{port}/db?sslmode=disable").parse().unwrap();
-        let config = pinned(&config, &[checked("postgres", port, &["127.0.0.1"]).await]);
+        let config = on_loopback(port, "disable").await;
         let connecting = async move { drop(connect_checked("test", &config, &[]).await) };
         assert!(reaches(&listener, connecting).await);
     }
@@ -1065,9 +1071,7 @@ mod tests {
                 counted.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
             }
         });
-        let config: Config =
-            format!("postgres://u@{UNRESOLVABLE}:{port}/db?sslmode=disable").parse().unwrap();
-        let config = pinned(&config, &[checked("postgres", port, &["127.0.0.1"]).await]);
+        let config = on_loopback(port, "disable").await;
         let Err(v4::Error::ConnectionFailed(message)) = connect_checked("test", &config, &[]).await
         else {
             panic!("a gigabyte message is refused")
@@ -1113,9 +1117,7 @@ mod tests {
             // Hold the connection while the client looks at it.
             let _ = tls.read(&mut [0; 64]).await;
         });
-        let config: Config =
-            format!("postgres://u@{UNRESOLVABLE}:{port}/db?sslmode=require").parse().unwrap();
-        let config = pinned(&config, &[checked("postgres", port, &["127.0.0.1"]).await]);
+        let config = on_loopback(port, "require").await;
         let Ok(connection) = connect_checked("test", &config, &[ca_root]).await else {
             panic!("connects over TLS")
         };
@@ -1128,9 +1130,7 @@ mod tests {
             socket.write_all(b"S").await.unwrap();
             let _ = socket.read(&mut [0; 4096]).await;
         });
-        let config: Config =
-            format!("postgres://u@{UNRESOLVABLE}:{port}/db?sslmode=require").parse().unwrap();
-        let config = pinned(&config, &[checked("postgres", port, &["127.0.0.1"]).await]);
+        let config = on_loopback(port, "require").await;
         let Err(v4::Error::ConnectionFailed(message)) = connect_checked("test", &config, &[]).await
         else {
             panic!("an untrusted certificate is refused")
