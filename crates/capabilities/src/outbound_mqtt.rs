@@ -32,6 +32,8 @@ use crate::{Capabilities, CapabilitiesView, CheckedTarget, ComponentCapabilities
 
 /// How long one publish (connecting included) may take.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+/// rumqttc's packet limit, each way, unless the URL sets one.
+const DEFAULT_PACKET_BYTES: usize = 10 * 1024;
 
 /// An MQTT client, as a guest holds it.
 pub struct MqttConnection {
@@ -66,7 +68,16 @@ struct Request<'a> {
 impl Request<'_> {
     /// Client options for `url` with the guest's credentials and keep-alive.
     fn options(&self, url: Url) -> Result<MqttOptions, Failure> {
+        // The URL may raise rumqttc's packet limits (10 KiB by default);
+        // a packet from the broker, the tenant's choice, is read whole, so
+        // the incoming one is held to what a database result may hold.
+        let limit = |name: &str| {
+            url.query_pairs().find(|(key, _)| key == name).and_then(|(_, v)| v.parse().ok())
+        };
+        let incoming = limit("max_incoming_packet_size_bytes").unwrap_or(DEFAULT_PACKET_BYTES);
+        let outgoing = limit("max_outgoing_packet_size_bytes").unwrap_or(DEFAULT_PACKET_BYTES);
         let mut options = MqttOptions::try_from(url).map_err(|_| Failure::InvalidAddress)?;
+        options.set_max_packet_size(incoming.min(crate::MAX_RESULT_BYTES), outgoing);
         if !self.username.is_empty() {
             options.set_credentials(self.username, self.password);
         }
@@ -296,6 +307,19 @@ mod tests {
         let Ok(named) = request.options(request.url.clone()) else { panic!("invalid URL") };
         let Ok(candidates) = request.candidates(named, checked) else { panic!("refused") };
         candidates
+    }
+
+    /// The URL sets the packet limits, but a broker's packets are held to
+    /// 64 MiB whatever it says.
+    #[test]
+    fn the_incoming_packet_limit_is_held_to_64_mib() {
+        let options = |query: &str| {
+            let request = request(&format!("mqtt://broker.example:1883?client_id=t{query}"));
+            request.options(request.url.clone()).ok().unwrap().max_packet_size()
+        };
+        assert_eq!(options(""), 10 * 1024);
+        assert_eq!(options("&max_incoming_packet_size_bytes=1048576"), 1 << 20);
+        assert_eq!(options("&max_incoming_packet_size_bytes=4294967296"), crate::MAX_RESULT_BYTES);
     }
 
     #[tokio::test]
