@@ -515,7 +515,7 @@ impl Engine {
         // deploying the same new bytes at once may both compile; the
         // second copy simply replaces the first in the map.
         let engine = &linked.engine;
-        let component = Component::new(engine, bytes)?;
+        let component = at_compile_priority(|| Component::new(engine, bytes))?;
         if let Some(cache) = &self.cache {
             cache.store(engine, digest, &component);
         }
@@ -584,6 +584,48 @@ impl Engine {
     /// Stop the epoch ticker; called on shutdown.
     pub fn shutdown(&self) {
         self.epoch_ticker.stop();
+    }
+}
+
+/// The niceness compiling runs at. A large component (or a hostile one:
+/// the reference's T29) takes seconds of every core to compile, while the
+/// serving threads, at niceness 0, answer other apps' requests: at 10 the
+/// scheduler gives them about ten times the compiler's share of a busy
+/// core. Measured in SECURITY.md (a neighbour's p99 during a compile).
+const COMPILE_NICENESS: i32 = 10;
+
+/// Run `compile` on a thread of its own at [`COMPILE_NICENESS`], as are
+/// the threads of rayon's global pool, where wasmtime compiles functions
+/// in parallel. A thread's niceness cannot be raised back without
+/// privilege, hence a thread per compile rather than lowering the caller.
+fn at_compile_priority<T: Send>(compile: impl FnOnce() -> T + Send) -> T {
+    static POOL: std::sync::Once = std::sync::Once::new();
+    POOL.call_once(|| {
+        // Fails only if the pool was built already (nothing in Bantam
+        // builds it before this); then compiling keeps its priority.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("bantam-compile-{i}"))
+            .start_handler(|_| lower_this_thread())
+            .build_global();
+    });
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new().name("bantam-compile".into());
+        let compiling = thread
+            .spawn_scoped(scope, || {
+                lower_this_thread();
+                compile()
+            })
+            .expect("spawning the compile thread");
+        compiling.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Lower the calling thread to [`COMPILE_NICENESS`]; best effort. On
+/// Linux each thread has its own niceness, set by its thread id.
+fn lower_this_thread() {
+    let this = rustix::thread::gettid();
+    if let Err(error) = rustix::process::setpriority_process(Some(this), COMPILE_NICENESS) {
+        tracing::debug!("compiling at normal priority: {error}");
     }
 }
 
