@@ -587,17 +587,19 @@ impl Engine {
     }
 }
 
-/// The niceness compiling runs at. A large component (or a hostile one:
-/// the reference's T29) takes seconds of every core to compile, while the
-/// serving threads, at niceness 0, answer other apps' requests: at 10 the
-/// scheduler gives them about ten times the compiler's share of a busy
-/// core. Measured in SECURITY.md (a neighbour's p99 during a compile).
+/// How much nicer than the rest of the process compiling runs. A large
+/// component (or a hostile one: the reference's T29) takes seconds of
+/// every core to compile, while the serving threads answer other apps'
+/// requests: ten steps of niceness give them about ten times the
+/// compiler's share of a busy core. Measured in SECURITY.md (a
+/// neighbour's p99 during a compile).
 const COMPILE_NICENESS: i32 = 10;
 
-/// Run `compile` on a thread of its own at [`COMPILE_NICENESS`], as are
-/// the threads of rayon's global pool, where wasmtime compiles functions
-/// in parallel. A thread's niceness cannot be raised back without
-/// privilege, hence a thread per compile rather than lowering the caller.
+/// Run `compile` on a thread of its own, [`COMPILE_NICENESS`] nicer than
+/// the caller, as are the threads of rayon's global pool, where wasmtime
+/// compiles functions in parallel. A thread's niceness cannot be raised
+/// back without privilege, hence a thread per compile rather than
+/// lowering the caller.
 fn at_compile_priority<T: Send>(compile: impl FnOnce() -> T + Send) -> T {
     static POOL: std::sync::Once = std::sync::Once::new();
     POOL.call_once(|| {
@@ -620,12 +622,16 @@ fn at_compile_priority<T: Send>(compile: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-/// Lower the calling thread to [`COMPILE_NICENESS`]; best effort. On
-/// Linux each thread has its own niceness, set by its thread id.
+/// Make the calling thread [`COMPILE_NICENESS`] nicer than it was (at
+/// most 19, the least priority); best effort. On Linux each thread has
+/// its own niceness, set by its thread id.
 fn lower_this_thread() {
     let this = rustix::thread::gettid();
-    if let Err(error) = rustix::process::setpriority_process(Some(this), COMPILE_NICENESS) {
-        tracing::debug!("compiling at normal priority: {error}");
+    let lowered = rustix::process::getpriority_process(Some(this)).and_then(|niceness| {
+        rustix::process::setpriority_process(Some(this), (niceness + COMPILE_NICENESS).min(19))
+    });
+    if let Err(error) = lowered {
+        tracing::debug!("compiling at the serving threads' priority: {error}");
     }
 }
 
@@ -812,6 +818,22 @@ mod tests {
 
     /// The smallest component: the preamble of an empty one.
     const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    /// Compiling, on its own thread and on rayon's pool where wasmtime
+    /// compiles in parallel, runs [`COMPILE_NICENESS`] nicer than the
+    /// caller (a thread that may go on to serve), which keeps its own.
+    #[test]
+    fn compiling_runs_below_the_callers_priority() {
+        let niceness = || rustix::process::getpriority_process(Some(rustix::thread::gettid()));
+        let before = niceness().unwrap();
+        let (own, pool) = at_compile_priority(|| {
+            (niceness().unwrap(), rayon::broadcast(|_| niceness().unwrap()))
+        });
+        let lowered = (before + COMPILE_NICENESS).min(19);
+        assert_eq!(own, lowered);
+        assert!(pool.iter().all(|&n| n == lowered), "{pool:?}");
+        assert_eq!(niceness().unwrap(), before);
+    }
 
     /// A component importing an instance named `name` (of type 0: names
     /// are read before anything is validated).
