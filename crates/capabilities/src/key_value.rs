@@ -274,8 +274,8 @@ impl KeyValueStore {
 
     /// The values of several keys, in order, each `None` if absent. The
     /// keys and values together are held to 64 MiB, as a database result
-    /// is: a guest
-    /// could otherwise ask for one large value a thousand times.
+    /// is: a guest could otherwise ask for one large value a thousand
+    /// times.
     pub async fn get_many(
         &self,
         keys: Vec<String>,

@@ -93,8 +93,9 @@ async fn connect(
 
 /// `config` connecting only to the `checked` addresses of its hosts, in
 /// order: each host is repeated once per address with that address as its
-/// `hostaddr`, so tokio-postgres tries them in turn as it would the
-/// addresses of the name, and still verifies TLS against the name.
+/// `hostaddr`, so `connect_checked` tries them in turn as tokio-postgres
+/// would the addresses of the name, and still verifies TLS against the
+/// name.
 fn pinned(config: &tokio_postgres::Config, checked: &[CheckedTarget]) -> tokio_postgres::Config {
     // Config cannot drop hosts, so everything else is copied to a new one.
     let mut pinned = tokio_postgres::Config::new();
