@@ -16,8 +16,9 @@
 //! connection's own state (a pragma, a temporary table, an attached
 //! database), which then no other guest inherits. Statements outside
 //! transactions take turns, one at a time per database. rusqlite is
-//! blocking, so statements run on tokio's blocking pool. A database in memory lives in its one SQLite
-//! connection, so guests take turns at it, a transaction at a time.
+//! blocking, so statements run on tokio's blocking pool. A database in
+//! memory lives in its one SQLite connection, so guests take turns at it,
+//! a transaction at a time.
 //!
 //! Guest SQL is confined (SQLite's "Defense Against the Dark Arts",
 //! <https://www.sqlite.org/security.html>): defensive mode on, schema
@@ -85,8 +86,10 @@ struct Pooled {
     /// makes a temporary table (or index, view, trigger), attaches a
     /// database. As with Spin's new connection per `open`, the guest's
     /// connection keeps it from then on, and no other guest inherits it:
-    /// such a connection is closed rather than pooled. (A database in
-    /// memory lives in its one connection, whose state all guests share.)
+    /// such a connection is closed rather than pooled. Never set for a
+    /// database in memory, which lives in its one connection, whose state
+    /// all guests share: holding it for one guest's pragma would hold up
+    /// every other guest, and closing it would lose the data.
     changed: Arc<AtomicBool>,
 }
 
@@ -107,14 +110,11 @@ struct Lease {
 impl Lease {
     /// Whether the connection holds state of the guest's that its next
     /// statements must see: an open transaction, or a change to the
-    /// connection's own state. A database in memory has only the one
-    /// connection, whose state every guest shares: holding it for a pragma
-    /// would hold up every other guest.
+    /// connection's own state.
     fn holds_guest_state(&self) -> bool {
-        let file = self.database.path.is_some();
-        self.connection.as_ref().is_some_and(|c| {
-            !c.sqlite.is_autocommit() || (file && c.changed.load(Ordering::Relaxed))
-        })
+        self.connection
+            .as_ref()
+            .is_some_and(|c| !c.sqlite.is_autocommit() || c.changed.load(Ordering::Relaxed))
     }
 
     /// The SQLite connection, opened if the pool had none idle; on a
@@ -200,8 +200,12 @@ const REFUSED_PRAGMAS: [&str; 5] = [
 ];
 
 /// Guest SQL reaches nothing but its database, with SQLite's defences on;
-/// `changed` is set when a statement changes the connection's own state.
-fn confine(connection: &rusqlite::Connection, changed: Arc<AtomicBool>) -> rusqlite::Result<()> {
+/// `changed`, if given, is set when a statement changes the connection's
+/// own state.
+fn confine(
+    connection: &rusqlite::Connection,
+    changed: Option<Arc<AtomicBool>>,
+) -> rusqlite::Result<()> {
     use rusqlite::config::DbConfig;
     use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
     use rusqlite::limits::Limit;
@@ -234,7 +238,7 @@ fn confine(connection: &rusqlite::Connection, changed: Arc<AtomicBool>) -> rusql
             | AuthAction::CreateTempView { .. } => true,
             _ => context.database_name == Some("temp"),
         };
-        if changes_state {
+        if changes_state && let Some(changed) = &changed {
             changed.store(true, Ordering::Relaxed);
         }
         Authorization::Allow
@@ -349,14 +353,15 @@ impl SqliteDatabase {
             None => rusqlite::Connection::open_in_memory()?,
         };
         let changed = Arc::new(AtomicBool::new(false));
-        confine(&sqlite, Arc::clone(&changed))?;
+        // A database in memory's changes are not tracked (see `Pooled`).
+        confine(&sqlite, self.path.is_some().then(|| Arc::clone(&changed)))?;
         Ok(Pooled { sqlite, changed })
     }
 
     /// Put a connection out of a transaction back in the pool, or close it
     /// if a guest changed its state or the pool has enough.
     fn give_back(&self, connection: Pooled) {
-        if self.path.is_some() && connection.changed.load(Ordering::Relaxed) {
+        if connection.changed.load(Ordering::Relaxed) {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
