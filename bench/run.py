@@ -364,10 +364,10 @@ class Bench:
             runs = [json.loads(subprocess.run([str(self.request), str(guest), "/", n], check=True,
                                               capture_output=True, text=True).stdout)
                     for _ in range(args.repeat)]
-            in_process = statistics.median(r["per_request_us_64_at_once"] for r in runs)
-            floor = in_process + native["cpu_us"]
+            each = [r["per_request_us_64_at_once"] for r in runs]
+            floor = statistics.median(each) + native["cpu_us"]
             best = (loadgen + native["cpu_us"]) / (loadgen + floor)
-            out(f"| {label} | {fmt_spread([r['per_request_us_64_at_once'] for r in runs])} | "
+            out(f"| {label} | {fmt_spread(each)} | "
                 f"{floor:.1f} | {allowed:.1f} | {best:.2f}x |")
         out("")
 
