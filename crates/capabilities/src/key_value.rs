@@ -75,8 +75,14 @@ const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS spin_key_value (
 )";
 
 impl KeyValueStore {
-    /// Open (creating if needed) the store `label` as configured.
-    pub fn open(label: &str, config: KeyValueConfig) -> Result<Self, CapabilityError> {
+    /// Open (creating if needed) the store `label` as configured; one in
+    /// SQLite is held to `max_size` bytes if given (a Redis server holds
+    /// what its operator lets it).
+    pub fn open(
+        label: &str,
+        config: KeyValueConfig,
+        max_size: Option<u64>,
+    ) -> Result<Self, CapabilityError> {
         let backend = match config {
             KeyValueConfig::Spin { path } => {
                 let opened = match &path {
@@ -89,9 +95,10 @@ impl KeyValueStore {
                     None => rusqlite::Connection::open_in_memory(),
                 };
                 let connection = opened
+                    .and_then(|c| crate::sqlite::limit_size(&c, max_size).map(|()| c))
                     .and_then(|c| c.execute_batch(SQLITE_SCHEMA).map(|()| c))
                     .map_err(|e| open_error(label, &path, e))?;
-                Backend::Sqlite { connection: SqliteQueue::new(connection), path }
+                Backend::Sqlite { connection: SqliteQueue::new(connection, max_size), path }
             }
             KeyValueConfig::Redis { url } => {
                 let client =
@@ -132,12 +139,13 @@ impl KeyValueStore {
     ) -> Result<R, StoreError> {
         let (send, receive) = tokio::sync::oneshot::channel();
         let label = Arc::clone(&self.label);
+        let max_size = connection.max_size;
         connection.push(Call::new(access, move |connection| {
             let result = in_savepoint(connection, |c| f(c, &label));
             Box::new(move |group_failed: Option<&str>| {
                 let _ = send.send(match group_failed {
                     Some(error) => Err(error.to_string()),
-                    None => result.map_err(|e| e.to_string()),
+                    None => result.map_err(|e| crate::sqlite::error_message(&e, max_size)),
                 });
             })
         }));
@@ -497,6 +505,8 @@ const MAX_GROUP: usize = 64;
 /// after that commit. Measured in BENCHMARKS.md ("Key-value, examined").
 struct SqliteQueue {
     state: Arc<Mutex<QueueState>>,
+    /// The most bytes the store may hold, for the message of a write past it.
+    max_size: Option<u64>,
 }
 
 struct QueueState {
@@ -506,12 +516,13 @@ struct QueueState {
 }
 
 impl SqliteQueue {
-    fn new(connection: rusqlite::Connection) -> Self {
+    fn new(connection: rusqlite::Connection, max_size: Option<u64>) -> Self {
         Self {
             state: Arc::new(Mutex::new(QueueState {
                 calls: VecDeque::new(),
                 idle: Some(connection),
             })),
+            max_size,
         }
     }
 
@@ -998,7 +1009,7 @@ mod tests {
 
     fn file_store(dir: &Path) -> KeyValueStore {
         let path = dir.join("kv.db");
-        KeyValueStore::open("default", KeyValueConfig::Spin { path: Some(path) }).unwrap()
+        KeyValueStore::open("default", KeyValueConfig::Spin { path: Some(path) }, None).unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1125,7 +1136,7 @@ mod tests {
 
     #[test]
     fn a_call_that_panics_leaves_the_store_usable_and_no_caller_waiting() {
-        let queue = SqliteQueue::new(with_numbers(None));
+        let queue = SqliteQueue::new(with_numbers(None), None);
         let answers = Arc::new(Mutex::new(Vec::new()));
         let panics = Call::new(Access::Write, |_| -> Answer { panic!("a bug") });
         // Three calls waiting together, the second of which panics, run
@@ -1186,7 +1197,8 @@ mod tests {
     /// fails with a message that says why; one within the cap is whole.
     #[tokio::test]
     async fn listings_and_batches_are_held_to_64_mib() {
-        let store = KeyValueStore::open("default", KeyValueConfig::Spin { path: None }).unwrap();
+        let store =
+            KeyValueStore::open("default", KeyValueConfig::Spin { path: None }, None).unwrap();
         let mebibyte = vec![b'x'; 1 << 20];
         store.set("big", mebibyte.clone()).await.unwrap();
         let many = vec!["big".to_string(); 60];
@@ -1203,5 +1215,31 @@ mod tests {
         let error = store.keys().await.unwrap_err().to_string();
         assert!(error.ends_with("the result is larger than 64 MiB; ask for fewer keys"), "{error}");
         assert!(store.get("big").await.unwrap().is_some(), "the store is unharmed");
+    }
+    /// A store's file grows to its size limit and no further: the write
+    /// past it fails with a message naming the limit, and loses nothing
+    /// written before.
+    #[tokio::test]
+    async fn a_store_holds_no_more_than_its_size_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.db");
+        let config = || KeyValueConfig::Spin { path: Some(path.clone()) };
+        let store = KeyValueStore::open("default", config(), Some(256 << 10)).unwrap();
+        let value = vec![b'v'; 100 << 10];
+        store.set("first", value.clone()).await.unwrap();
+        store.set("second", value.clone()).await.unwrap();
+        let error = store.set("third", value.clone()).await.unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "key-value store `default`: database or disk is full: it may hold at most 256KiB \
+             (the max-store-size limit)"
+        );
+        assert_eq!(store.get("second").await.unwrap(), Some(value.clone()));
+        assert_eq!(store.get("third").await.unwrap(), None);
+        assert!(std::fs::metadata(&path).unwrap().len() <= 256 << 10);
+        // Opened again with a larger limit (the operator's), it takes more.
+        drop(store);
+        let store = KeyValueStore::open("default", config(), Some(1 << 20)).unwrap();
+        store.set("third", value).await.unwrap();
     }
 }

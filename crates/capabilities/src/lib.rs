@@ -104,6 +104,9 @@ pub struct CapabilityConfig {
     pub variable_sources: VariableSources,
     /// Outbound HTTP requests one instance may have in flight at once.
     pub max_outbound_connections: usize,
+    /// The most bytes each key-value store's or SQLite database's file (or
+    /// database in memory) may hold; `None` for no limit.
+    pub max_store_size: Option<u64>,
 }
 
 impl Default for CapabilityConfig {
@@ -112,6 +115,7 @@ impl Default for CapabilityConfig {
             runtime_config: None,
             variable_sources: VariableSources::default(),
             max_outbound_connections: outbound_http::DEFAULT_MAX_OUTBOUND_CONNECTIONS,
+            max_store_size: None,
         }
     }
 }
@@ -134,6 +138,7 @@ impl AppCapabilities {
     pub fn new(app: &bantam_app::App, config: CapabilityConfig) -> Result<Self, CapabilityError> {
         let runtime_config = config.runtime_config.unwrap_or_default();
         let variables = Variables::resolve(app, &config.variable_sources)?;
+        let max_size = config.max_store_size;
 
         let mut key_value_stores = HashMap::new();
         let mut sqlite_databases = HashMap::new();
@@ -150,7 +155,7 @@ impl AppCapabilities {
                         }
                     })?;
                 key_value_stores
-                    .insert(label.clone(), Arc::new(KeyValueStore::open(label, store)?));
+                    .insert(label.clone(), Arc::new(KeyValueStore::open(label, store, max_size)?));
             }
             for label in &component.sqlite_databases {
                 if sqlite_databases.contains_key(label) {
@@ -164,7 +169,7 @@ impl AppCapabilities {
                         }
                     })?;
                 sqlite_databases
-                    .insert(label.clone(), Arc::new(SqliteDatabase::open(label, path)?));
+                    .insert(label.clone(), Arc::new(SqliteDatabase::open(label, path, max_size)?));
             }
         }
         Ok(Self {

@@ -165,6 +165,16 @@ pub struct Limits {
     /// Outbound HTTP requests one instance may have in flight at once.
     #[serde(default, alias = "max-outbound-connections", skip_serializing_if = "Option::is_none")]
     pub max_outbound_connections: Option<usize>,
+    /// Bytes one key-value store's or SQLite database's file (or database
+    /// in memory) may hold; zero for no limit.
+    #[serde(
+        default,
+        alias = "max-store-size",
+        deserialize_with = "de::size",
+        serialize_with = "ser::size",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_store_size: Option<u64>,
 }
 
 impl Limits {
@@ -182,12 +192,13 @@ impl Limits {
             max_outbound_connections: self
                 .max_outbound_connections
                 .or(fallback.max_outbound_connections),
+            max_store_size: self.max_store_size.or(fallback.max_store_size),
         }
     }
 
     /// Every limit by its flag's name (`max-memory`), with its value as a
     /// flag would write it (`64MiB`), or `None` where unset.
-    pub fn entries(&self) -> [(&'static str, Option<String>); 7] {
+    pub fn entries(&self) -> [(&'static str, Option<String>); 8] {
         LimitName::ALL.map(|name| (name.as_str(), self.value(name)))
     }
 
@@ -205,6 +216,7 @@ impl Limits {
             LimitName::MaxOutboundConnections => {
                 self.max_outbound_connections.map(|n| n.to_string())
             }
+            LimitName::MaxStoreSize => self.max_store_size.map(format_size),
         }
     }
 
@@ -218,6 +230,7 @@ impl Limits {
             LimitName::MaxResponseBodySize => self.max_response_body_size = None,
             LimitName::MaxInstancesPerComponent => self.max_instances_per_component = None,
             LimitName::MaxOutboundConnections => self.max_outbound_connections = None,
+            LimitName::MaxStoreSize => self.max_store_size = None,
         }
     }
 }
@@ -239,11 +252,13 @@ pub enum LimitName {
     MaxInstancesPerComponent,
     /// `max-outbound-connections`.
     MaxOutboundConnections,
+    /// `max-store-size`.
+    MaxStoreSize,
 }
 
 impl LimitName {
     /// Every limit, in the order listings show them.
-    pub const ALL: [LimitName; 7] = [
+    pub const ALL: [LimitName; 8] = [
         LimitName::RequestTimeout,
         LimitName::MaxMemory,
         LimitName::MaxStackSize,
@@ -251,6 +266,7 @@ impl LimitName {
         LimitName::MaxResponseBodySize,
         LimitName::MaxInstancesPerComponent,
         LimitName::MaxOutboundConnections,
+        LimitName::MaxStoreSize,
     ];
 
     /// Its flag's name: `max-memory`.
@@ -263,6 +279,7 @@ impl LimitName {
             LimitName::MaxResponseBodySize => "max-response-body-size",
             LimitName::MaxInstancesPerComponent => "max-instances-per-component",
             LimitName::MaxOutboundConnections => "max-outbound-connections",
+            LimitName::MaxStoreSize => "max-store-size",
         }
     }
 

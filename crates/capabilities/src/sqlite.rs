@@ -54,6 +54,8 @@ const MEMORY_TURN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SqliteDatabase {
     label: String,
     path: Option<PathBuf>,
+    /// The most bytes the database may hold (see [`limit_size`]).
+    max_size: Option<u64>,
     /// SQLite connections that no statement or open transaction holds.
     idle: Mutex<Vec<Pooled>>,
     /// For a database in memory, the one turn at its one connection. A
@@ -146,7 +148,7 @@ impl Lease {
         if !interrupt.arm(connection) {
             return Err("interrupted".into());
         }
-        let output = query(connection, statement, parameters);
+        let output = query(connection, statement, parameters, database.max_size);
         interrupt.disarm();
         output
     }
@@ -156,14 +158,15 @@ fn query(
     connection: &rusqlite::Connection,
     statement: &str,
     parameters: Vec<SqlValue>,
+    max_size: Option<u64>,
 ) -> Result<QueryOutput, String> {
-    let mut prepared = connection.prepare_cached(statement).map_err(|e| e.to_string())?;
+    let message = |error: rusqlite::Error| error_message(&error, max_size);
+    let mut prepared = connection.prepare_cached(statement).map_err(message)?;
     let columns: Vec<String> = prepared.column_names().into_iter().map(String::from).collect();
     let mut rows = Vec::new();
     let mut size = ResultSize::rows();
-    let mut cursor =
-        prepared.query(rusqlite::params_from_iter(parameters)).map_err(|e| e.to_string())?;
-    while let Some(row) = cursor.next().map_err(|e| e.to_string())? {
+    let mut cursor = prepared.query(rusqlite::params_from_iter(parameters)).map_err(message)?;
+    while let Some(row) = cursor.next().map_err(message)? {
         let values = (0..columns.len())
             .map(|i| row.get_ref(i).map(to_sql_value))
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -189,15 +192,46 @@ fn heap_bytes(value: &SqlValue) -> usize {
 }
 
 /// Pragmas whose setting reaches past the connection: the heap limits and
-/// directories are the whole process's, and temporary tables in memory
-/// would grow the host's memory.
-const REFUSED_PRAGMAS: [&str; 5] = [
+/// directories are the whole process's, temporary tables in memory would
+/// grow the host's memory, and the largest page count and the page size
+/// (which a `VACUUM` applies) are what hold the file to its size limit.
+const REFUSED_PRAGMAS: [&str; 7] = [
     "hard_heap_limit",
     "soft_heap_limit",
     "temp_store",
     "temp_store_directory",
     "data_store_directory",
+    "max_page_count",
+    "page_size",
 ];
+
+/// Hold the database of `connection` to `max_size` bytes, if given:
+/// SQLite then fails a write that would grow it past that many pages with
+/// "database or disk is full", and a database already larger takes no
+/// more pages. The limit is the connection's, not the file's, so each
+/// connection sets it, and guests may not (`REFUSED_PRAGMAS`). A database
+/// in memory is held the same way, which bounds the host memory it takes.
+pub(crate) fn limit_size(
+    connection: &rusqlite::Connection,
+    max_size: Option<u64>,
+) -> rusqlite::Result<()> {
+    let Some(max_size) = max_size else { return Ok(()) };
+    let page_size: i64 = connection.pragma_query_value(None, "page_size", |row| row.get(0))?;
+    let pages = (max_size / page_size.max(1) as u64).clamp(1, i64::MAX as u64) as i64;
+    connection.pragma_update_and_check(None, "max_page_count", pages, |_| Ok(()))
+}
+
+/// A SQLite error as a guest reads it: a write that the size limit
+/// refused says so, with the limit.
+pub(crate) fn error_message(error: &rusqlite::Error, max_size: Option<u64>) -> String {
+    match (error.sqlite_error_code(), max_size) {
+        (Some(rusqlite::ErrorCode::DiskFull), Some(max_size)) => format!(
+            "{error}: it may hold at most {} (the max-store-size limit)",
+            bantam_manifest::units::format_size(max_size)
+        ),
+        _ => error.to_string(),
+    }
+}
 
 /// Guest SQL reaches nothing but its database, with SQLite's defences on;
 /// `changed`, if given, is set when a statement changes the connection's
@@ -321,8 +355,12 @@ impl Drop for Lease {
 
 impl SqliteDatabase {
     /// Open (creating if needed) the database `label` at `path`, or in
-    /// memory.
-    pub fn open(label: &str, path: Option<PathBuf>) -> Result<Self, CapabilityError> {
+    /// memory, held to `max_size` bytes if given (see [`limit_size`]).
+    pub fn open(
+        label: &str,
+        path: Option<PathBuf>,
+        max_size: Option<u64>,
+    ) -> Result<Self, CapabilityError> {
         if let Some(dir) = path.as_ref().and_then(|path| path.parent()) {
             let _ = std::fs::create_dir_all(dir);
         }
@@ -330,6 +368,7 @@ impl SqliteDatabase {
             label: label.to_string(),
             memory_turn: path.is_none().then(|| Arc::new(Semaphore::new(1))),
             path,
+            max_size,
             idle: Mutex::new(Vec::new()),
             outside_transactions: Mutex::new(()),
         };
@@ -353,6 +392,8 @@ impl SqliteDatabase {
             None => rusqlite::Connection::open_in_memory()?,
         };
         let changed = Arc::new(AtomicBool::new(false));
+        // Before `confine`, whose authorizer refuses the pragma.
+        limit_size(&sqlite, self.max_size)?;
         // A database in memory's changes are not tracked (see `Pooled`).
         confine(&sqlite, self.path.is_some().then(|| Arc::clone(&changed)))?;
         Ok(Pooled { sqlite, changed })
@@ -736,7 +777,7 @@ mod tests {
     async fn a_guest_transaction_spans_its_own_statements_and_no_one_elses() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
-        let database = Arc::new(SqliteDatabase::open("default", Some(path.clone())).unwrap());
+        let database = Arc::new(SqliteDatabase::open("default", Some(path.clone()), None).unwrap());
         run(&GuestConnection::new(&database), "CREATE TABLE t (n INTEGER)").await;
 
         // One guest commits its own transaction ...
@@ -769,7 +810,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_database_in_memory_serves_one_transaction_at_a_time_and_keeps_its_data() {
-        let database = Arc::new(SqliteDatabase::open("mem", None).unwrap());
+        let database = Arc::new(SqliteDatabase::open("mem", None, None).unwrap());
         run(&GuestConnection::new(&database), "CREATE TABLE t (n INTEGER)").await;
         run(&GuestConnection::new(&database), "INSERT INTO t VALUES (1)").await;
 
@@ -788,7 +829,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pragma_on_a_database_in_memory_holds_up_no_one() {
-        let database = Arc::new(SqliteDatabase::open("mem", None).unwrap());
+        let database = Arc::new(SqliteDatabase::open("mem", None, None).unwrap());
         let setting = GuestConnection::new(&database);
         assert_eq!(run(&setting, "PRAGMA foreign_keys = ON").await, "");
         let other = GuestConnection::new(&database);
@@ -797,8 +838,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_database_holds_no_more_than_its_size_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let database =
+            Arc::new(SqliteDatabase::open("default", Some(path.clone()), Some(64 << 10)).unwrap());
+        let guest = GuestConnection::new(&database);
+        assert_eq!(run(&guest, "CREATE TABLE t (b BLOB)").await, "");
+        let insert = "INSERT INTO t VALUES (zeroblob(8000))";
+        let mut written = 0;
+        let refused = loop {
+            let answer = run(&guest, insert).await;
+            if answer.starts_with("error") {
+                break answer;
+            }
+            written += 1;
+            assert!(written < 100, "64 KiB took {written} rows of 8 kB");
+        };
+        assert_eq!(
+            refused,
+            "error: database or disk is full: it may hold at most 64KiB (the max-store-size limit)"
+        );
+        assert!(written >= 4, "only {written} rows fitted in 64 KiB");
+        assert!(std::fs::metadata(&path).unwrap().len() <= 64 << 10);
+        // What it holds is still read, and deleting makes room again.
+        assert_eq!(run(&guest, "SELECT count(*) FROM t").await, format!("[Integer({written})]"));
+        assert_eq!(run(&guest, "DELETE FROM t").await, "");
+        assert_eq!(run(&guest, insert).await, "");
+        // A guest cannot lift the limit, nor change the page size under it.
+        for refused in ["PRAGMA max_page_count = 1000000", "PRAGMA page_size = 65536"] {
+            assert_eq!(run(&guest, refused).await, "error: not authorized", "{refused}");
+        }
+        assert_eq!(run(&guest, "PRAGMA max_page_count").await, "[Integer(16)]");
+
+        // In memory the same: the limit is what the host's memory gives it.
+        let memory = Arc::new(SqliteDatabase::open("mem", None, Some(64 << 10)).unwrap());
+        let guest = GuestConnection::new(&memory);
+        assert_eq!(run(&guest, "CREATE TABLE t (b BLOB)").await, "");
+        let refused = run(&guest, "INSERT INTO t VALUES (zeroblob(100000))").await;
+        assert!(refused.contains("at most 64KiB (the max-store-size limit)"), "{refused}");
+    }
+
+    #[tokio::test]
     async fn the_start_up_batch_runs_on_the_pool() {
-        let database = Arc::new(SqliteDatabase::open("mem", None).unwrap());
+        let database = Arc::new(SqliteDatabase::open("mem", None, None).unwrap());
         database.execute_batch("CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (7);").unwrap();
         let guest = GuestConnection::new(&database);
         assert_eq!(run(&guest, "SELECT n FROM t").await, "[Integer(7)]");
@@ -812,8 +895,9 @@ mod tests {
     #[tokio::test]
     async fn guest_sql_reaches_no_file_but_its_own_database() {
         let dir = tempfile::tempdir().unwrap();
-        let database =
-            Arc::new(SqliteDatabase::open("default", Some(dir.path().join("db.sqlite"))).unwrap());
+        let database = Arc::new(
+            SqliteDatabase::open("default", Some(dir.path().join("db.sqlite")), None).unwrap(),
+        );
         let guest = GuestConnection::new(&database);
         let escape = dir.path().join("escape.db");
         let attach = format!("ATTACH DATABASE '{}' AS outside", escape.display());
@@ -849,7 +933,7 @@ mod tests {
         // threads: if the runaway went on, the test fails instead of hanging.
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let answer = runtime.block_on(async {
-            let database = Arc::new(SqliteDatabase::open("mem", None).unwrap());
+            let database = Arc::new(SqliteDatabase::open("mem", None, None).unwrap());
             let forever = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) \
                            SELECT count(*) FROM c";
             let caller = tokio::spawn({
@@ -869,7 +953,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_result_past_the_cap_is_an_error_not_host_memory() {
-        let database = Arc::new(SqliteDatabase::open("mem", None).unwrap());
+        let database = Arc::new(SqliteDatabase::open("mem", None, None).unwrap());
         let guest = GuestConnection::new(&database);
         let many = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 100) \
                     SELECT randomblob(1048576) FROM c";
@@ -891,8 +975,9 @@ mod tests {
     #[tokio::test]
     async fn a_guest_connection_keeps_its_own_state_and_passes_none_on() {
         let dir = tempfile::tempdir().unwrap();
-        let database =
-            Arc::new(SqliteDatabase::open("default", Some(dir.path().join("db.sqlite"))).unwrap());
+        let database = Arc::new(
+            SqliteDatabase::open("default", Some(dir.path().join("db.sqlite")), None).unwrap(),
+        );
         run(&GuestConnection::new(&database), "CREATE TABLE t (n INTEGER)").await;
 
         // A temporary table and a pragma last for the guest's connection ...

@@ -14,6 +14,10 @@ use std::time::Duration;
 use bantam_capabilities::outbound_http::DEFAULT_MAX_OUTBOUND_CONNECTIONS;
 use bantam_capabilities::runtime_config::Limits;
 
+/// Each store's default size limit: room for any app's working data, not
+/// for filling the host's disk (or, for a database in memory, its memory).
+const DEFAULT_MAX_STORE_SIZE: u64 = 1 << 30;
+
 /// The limits of one app, every one resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppLimits {
@@ -34,6 +38,9 @@ pub struct AppLimits {
     pub max_instances_per_component: usize,
     /// Outbound HTTP requests one instance may have in flight at once.
     pub max_outbound_connections: usize,
+    /// The most bytes each key-value store's or SQLite database's file may
+    /// hold; `None` for no limit.
+    pub max_store_size: Option<u64>,
 }
 
 impl Default for AppLimits {
@@ -45,6 +52,7 @@ impl Default for AppLimits {
             max_response_body_size: 1 << 30,
             max_instances_per_component: 1000,
             max_outbound_connections: DEFAULT_MAX_OUTBOUND_CONNECTIONS,
+            max_store_size: Some(DEFAULT_MAX_STORE_SIZE),
         }
     }
 }
@@ -62,7 +70,7 @@ pub enum LimitError {
 
 impl AppLimits {
     /// These limits with each one `limits` sets in its place (a zero
-    /// request timeout meaning none). `limits.max_stack_size` is not an
+    /// request timeout or store size meaning none). `limits.max_stack_size` is not an
     /// app's to set: the caller reads it for the engine.
     pub fn with(&self, limits: &Limits) -> Result<Self, LimitError> {
         Ok(Self {
@@ -84,11 +92,16 @@ impl AppLimits {
             max_outbound_connections: limits
                 .max_outbound_connections
                 .unwrap_or(self.max_outbound_connections),
+            max_store_size: match limits.max_store_size {
+                None => self.max_store_size,
+                Some(0) => None,
+                Some(size) => Some(size),
+            },
         })
     }
 
     /// These limits as the `[limits]` table writes them, every one set
-    /// (no request timeout is a zero one).
+    /// (no request timeout or store size limit is a zero one).
     pub fn to_table(&self) -> Limits {
         Limits {
             request_timeout: Some(self.request_timeout.unwrap_or(Duration::ZERO)),
@@ -98,6 +111,7 @@ impl AppLimits {
             max_response_body_size: Some(self.max_response_body_size),
             max_instances_per_component: Some(self.max_instances_per_component),
             max_outbound_connections: Some(self.max_outbound_connections),
+            max_store_size: Some(self.max_store_size.unwrap_or(0)),
         }
     }
 }
@@ -138,6 +152,12 @@ mod tests {
             .unwrap();
         assert_eq!(untimed.request_timeout, None);
         assert_eq!(untimed.to_table().request_timeout, Some(Duration::ZERO));
+        assert_eq!(host.max_store_size, Some(DEFAULT_MAX_STORE_SIZE));
+        let unlimited =
+            host.with(&Limits { max_store_size: Some(0), ..Limits::default() }).unwrap();
+        assert_eq!(unlimited.max_store_size, None);
+        assert_eq!(unlimited.to_table().max_store_size, Some(0));
+        assert_eq!(host.with(&unlimited.to_table()), Ok(unlimited), "no limit round-trips");
         assert_eq!(host.with(&host.to_table()), Ok(host), "the table round-trips");
         let zero = host.with(&Limits { max_memory: Some(0), ..Limits::default() });
         assert_eq!(zero.unwrap_err().to_string(), "--max-memory must be more than 0");

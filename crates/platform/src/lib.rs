@@ -557,6 +557,7 @@ impl Platform {
                 runtime_config: None,
                 variable_sources,
                 max_outbound_connections: limits.max_outbound_connections,
+                max_store_size: limits.max_store_size,
             },
         )
         .map_err(|e| failed(e.to_string()))?;
@@ -925,7 +926,7 @@ mod tests {
         assert!(
             error.starts_with(
                 "there is no limit `max-cpu` to reset: name one of request-timeout, max-memory,"
-            ) && error.contains("max-outbound-connections, or `all`"),
+            ) && error.contains("max-outbound-connections, max-store-size, or `all`"),
             "{error}"
         );
         // The stack size is the host's alone: an app has none to reset.

@@ -450,7 +450,7 @@ mod tests {
             .to_string();
         assert!(
             error.contains(
-                "invalid value 'max-cpu' for '--reset-limit <LIMIT>': there is no limit `max-cpu` to reset: name one of request-timeout, max-memory, max-request-body-size, max-response-body-size, max-instances-per-component, max-outbound-connections, or `all`"
+                "invalid value 'max-cpu' for '--reset-limit <LIMIT>': there is no limit `max-cpu` to reset: name one of request-timeout, max-memory, max-request-body-size, max-response-body-size, max-instances-per-component, max-outbound-connections, max-store-size, or `all`"
             ),
             "{error}"
         );

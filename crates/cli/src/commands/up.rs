@@ -177,6 +177,11 @@ pub struct AppLimitArgs {
     /// more fail with connection-limit-reached [32].
     #[arg(long, value_name = "N")]
     pub max_outbound_connections: Option<usize>,
+    /// The most each key-value store's or SQLite database's file (or
+    /// database in memory) may hold: writes past it fail with "database or
+    /// disk is full", naming this limit; 0 for no limit [1GiB].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub max_store_size: Option<u64>,
 }
 
 impl AppLimitArgs {
@@ -190,6 +195,7 @@ impl AppLimitArgs {
             max_response_body_size: self.max_response_body_size,
             max_instances_per_component: self.max_instances_per_component,
             max_outbound_connections: self.max_outbound_connections,
+            max_store_size: self.max_store_size,
         }
     }
 }
@@ -463,6 +469,7 @@ fn capabilities(
             runtime_config,
             variable_sources,
             max_outbound_connections: limits.max_outbound_connections,
+            max_store_size: limits.max_store_size,
         },
     )?;
     if announce {

@@ -279,6 +279,34 @@ async fn sqlite_through_every_interface_version() {
 }
 
 #[tokio::test]
+async fn a_database_fills_to_its_size_limit_and_no_further() {
+    let app = app(DEFAULTS, DEFAULTS);
+    let bantam = up(&app, &["--max-store-size", "256KiB", "--sqlite", "CREATE TABLE t (b BLOB)"]);
+    let insert = "/p3?cap=sqlite&db=default&sql=INSERT%20INTO%20t%20VALUES%20(zeroblob(100000))";
+    ok(&bantam, insert).await;
+    ok(&bantam, insert).await;
+    assert_eq!(
+        call(&bantam, insert).await,
+        (
+            500,
+            "error: io: database or disk is full: it may hold at most 256KiB \
+             (the max-store-size limit)"
+                .into()
+        )
+    );
+    let count = "/p2?cap=sqlite&db=default&sql=SELECT%20count(*)%20FROM%20t";
+    assert_eq!(ok(&bantam, count).await, "count(*)\ni:2");
+    let file = app.path().join(".spin/sqlite_db.db");
+    assert!(std::fs::metadata(&file).unwrap().len() <= 256 << 10);
+    // The limit is the host's to lift, not the guest's.
+    let lift = "/p3?cap=sqlite&db=default&sql=PRAGMA%20max_page_count%20=%201000000";
+    assert_eq!(call(&bantam, lift).await, (500, "error: io: not authorized".into()));
+    drop(bantam);
+    let unlimited = up(&app, &["--max-store-size", "0"]);
+    ok(&unlimited, insert).await;
+}
+
+#[tokio::test]
 async fn a_runaway_query_ends_with_its_request() {
     let app = app(DEFAULTS, DEFAULTS);
     let bantam = up(&app, &["--request-timeout", "1s", "--sqlite", "CREATE TABLE t (n INTEGER)"]);

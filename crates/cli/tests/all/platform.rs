@@ -732,7 +732,7 @@ async fn apps_have_their_own_limits() {
 
     // An unknown name is refused, listing the known ones; so is the stack
     // size, which is the host's alone.
-    let known = "name one of request-timeout, max-memory, max-request-body-size, max-response-body-size, max-instances-per-component, max-outbound-connections, or `all`";
+    let known = "name one of request-timeout, max-memory, max-request-body-size, max-response-body-size, max-instances-per-component, max-outbound-connections, max-store-size, or `all`";
     let output =
         host.cli(updated.path(), &["deploy", "--name", "strict", "--reset-limit", "max-cpu"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
