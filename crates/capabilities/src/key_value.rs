@@ -1216,6 +1216,7 @@ mod tests {
         assert!(error.ends_with("the result is larger than 64 MiB; ask for fewer keys"), "{error}");
         assert!(store.get("big").await.unwrap().is_some(), "the store is unharmed");
     }
+
     /// A store's file grows to its size limit and no further: the write
     /// past it fails with a message naming the limit, and loses nothing
     /// written before.

@@ -355,7 +355,7 @@ impl Drop for Lease {
 
 impl SqliteDatabase {
     /// Open (creating if needed) the database `label` at `path`, or in
-    /// memory, held to `max_size` bytes if given (see [`limit_size`]).
+    /// memory, held to `max_size` bytes if given (see `limit_size`).
     pub fn open(
         label: &str,
         path: Option<PathBuf>,
