@@ -70,8 +70,8 @@ pub enum LimitError {
 
 impl AppLimits {
     /// These limits with each one `limits` sets in its place (a zero
-    /// request timeout or store size meaning none). `limits.max_stack_size` is not an
-    /// app's to set: the caller reads it for the engine.
+    /// request timeout or store size meaning none). `limits.max_stack_size`
+    /// is not an app's to set: the caller reads it for the engine.
     pub fn with(&self, limits: &Limits) -> Result<Self, LimitError> {
         Ok(Self {
             request_timeout: match limits.request_timeout {
