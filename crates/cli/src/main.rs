@@ -121,6 +121,11 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // The engine runs this executable to compile a component in a process
+    // of its own; no flags, no output but the artifact.
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == bantam_engine::compile::WORKER_COMMAND) {
+        return bantam_engine::compile::worker_main();
+    }
     turn_off_error_backtraces();
     let cli = Cli::parse();
     init_tracing(cli.log_format);

@@ -20,6 +20,7 @@
 //! routing; triggers decide when to instantiate and what to call.
 
 mod cache;
+pub mod compile;
 mod limits;
 mod sandbox;
 mod stdio;
@@ -34,6 +35,7 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 pub use cache::CompileCache;
+pub use compile::CompileWorker;
 pub use limits::{AppLimits, LimitError, size_limit};
 pub use sandbox::{HostState, RequestClock, Sandbox};
 pub use stdio::LogConfig;
@@ -71,6 +73,9 @@ pub struct EngineConfig {
     pub max_stack_size: usize,
     /// The most instances alive at once, across all components.
     pub max_instances: u32,
+    /// Compile in a worker process under limits; `None` to compile in
+    /// this process (at lower priority, without limits).
+    pub compile_worker: Option<CompileWorker>,
 }
 
 impl EngineConfig {
@@ -91,6 +96,7 @@ impl Default for EngineConfig {
             max_instance_memory: AppLimits::default().max_memory,
             max_stack_size: 1 << 20,
             max_instances: 1000,
+            compile_worker: None,
         }
     }
 }
@@ -119,6 +125,17 @@ pub enum EngineError {
         /// The file that was compiled.
         path: PathBuf,
         /// wasmtime's explanation.
+        message: String,
+    },
+    /// Compiling a component took more than its limits allow (see
+    /// [`CompileWorker`]).
+    #[error("component `{component}` ({}) could not be compiled: {message}", .path.display())]
+    CompileStopped {
+        /// The component id.
+        component: String,
+        /// The file that was compiled.
+        path: PathBuf,
+        /// Which limit it reached, most likely.
         message: String,
     },
     /// A component imports something Bantam does not provide.
@@ -158,6 +175,10 @@ pub struct Engine {
     /// times over).
     compiled: Mutex<HashMap<CodeKey, Weak<Component>>>,
     max_instance_memory: usize,
+    /// The stack size compiled code checks for, which a compile worker's
+    /// engine must be configured with too.
+    max_stack_size: usize,
+    compile_worker: Option<CompileWorker>,
     epoch_ticker: EpochTicker,
 }
 
@@ -335,6 +356,8 @@ impl Engine {
             cache: config.cache_dir.clone().map(CompileCache::new),
             compiled: Mutex::default(),
             max_instance_memory: config.max_instance_memory,
+            max_stack_size: config.max_stack_size,
+            compile_worker: config.compile_worker.clone(),
             epoch_ticker,
         }
     }
@@ -418,25 +441,33 @@ impl Engine {
         // (the file may have changed since it was streamed).
         let bytes = std::fs::read(&component.source).map_err(read_error)?;
         let digest = *blake3::hash(&bytes).as_bytes();
-        if may_go_without_concurrency
-            && !tried_without_concurrency
-            && needs_no_concurrency(&bytes)
-            && let Some(linked) = Self::linked_without_concurrency(
-                &engines.sync,
-                component,
-                self.compile(&engines.sync, &digest, &bytes),
-                false,
-            )
+        let compile_error = |error: wasmtime::Error| match error.downcast_ref::<compile::Stopped>()
         {
-            return Ok(linked);
-        }
-        let compiled = self.compile(&engines.concurrent, &digest, &bytes).map_err(|error| {
-            EngineError::Compile {
+            Some(compile::Stopped(message)) => EngineError::CompileStopped {
+                component: component.id.clone(),
+                path: component.source.clone(),
+                message: message.clone(),
+            },
+            None => EngineError::Compile {
                 component: component.id.clone(),
                 path: component.source.clone(),
                 message: describe(&error),
+            },
+        };
+        if may_go_without_concurrency && !tried_without_concurrency && needs_no_concurrency(&bytes)
+        {
+            let compiled = match self.compile(&engines.sync, &digest, &bytes) {
+                // Stopped at its limits, it would only be stopped again.
+                Err(error) if error.is::<compile::Stopped>() => return Err(compile_error(error)),
+                compiled => compiled,
+            };
+            if let Some(linked) =
+                Self::linked_without_concurrency(&engines.sync, component, compiled, false)
+            {
+                return Ok(linked);
             }
-        })?;
+        }
+        let compiled = self.compile(&engines.concurrent, &digest, &bytes).map_err(compile_error)?;
         Self::linked_concurrent(&engines.concurrent, component, compiled, false)
     }
 
@@ -515,7 +546,22 @@ impl Engine {
         // deploying the same new bytes at once may both compile; the
         // second copy simply replaces the first in the map.
         let engine = &linked.engine;
-        let component = at_compile_priority(|| Component::new(engine, bytes))?;
+        let in_worker = self
+            .compile_worker
+            .as_ref()
+            .map(|worker| worker.compile(engine, self.max_stack_size, linked.concurrent, bytes));
+        let component = match in_worker {
+            Some(Ok(component)) => component,
+            Some(Err(compile::Failure::Invalid(message))) => {
+                return Err(wasmtime::Error::msg(message));
+            }
+            Some(Err(compile::Failure::Stopped(message))) => {
+                return Err(wasmtime::Error::new(compile::Stopped(message)));
+            }
+            Some(Err(compile::Failure::NoWorker)) | None => {
+                at_compile_priority(|| Component::new(engine, bytes))?
+            }
+        };
         if let Some(cache) = &self.cache {
             cache.store(engine, digest, &component);
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bantam_capabilities::runtime_config::Limits;
 use bantam_capabilities::{AppCapabilities, CapabilityConfig, RuntimeConfig, VariableSources};
-use bantam_engine::{AppLimits, Engine, EngineConfig, LogConfig, size_limit};
+use bantam_engine::{AppLimits, CompileWorker, Engine, EngineConfig, LogConfig, size_limit};
 use bantam_manifest::units::{parse_duration, parse_size};
 use bantam_trigger_http::HttpTrigger;
 use bantam_trigger_http::metrics::AppMetrics;
@@ -121,6 +121,14 @@ pub struct ServingArgs {
     /// Do not use the pooling instance allocator.
     #[arg(long)]
     pub disable_pooling: bool,
+    /// The most memory (address space) compiling one component may take;
+    /// each compile runs in a process of its own, stopped past it.
+    #[arg(long, default_value = "8GiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_compile_memory: u64,
+    /// The most CPU time compiling one component may take, over all its
+    /// threads, in whole seconds; the compile is stopped past it.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_compile_time: Duration,
     /// How long in-flight requests may run after a shutdown signal.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_timeout: Duration,
@@ -320,6 +328,10 @@ impl Host {
             },
             max_instance_memory: limits.app.max_memory,
             max_stack_size: limits.max_stack_size,
+            compile_worker: CompileWorker::this_executable(
+                serving.max_compile_memory,
+                serving.max_compile_time,
+            ),
             ..EngineConfig::default()
         }));
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -130,6 +130,30 @@ fn a_component_without_an_http_export_fails_start_up() {
     assert!(output.contains("`wasi:cli/run@0.2"), "it lists what it does export: {output}");
 }
 
+/// Each compile runs in a process of its own under the host's limits:
+/// one past them is stopped, and the host says which limit, not that the
+/// component is invalid.
+#[test]
+fn a_compile_past_its_memory_limit_is_stopped_naming_the_limit() {
+    let app = TestApp::single("heavy", r#"source = "{plain}""#);
+    let output = match app.up_with(&["--disable-cache", "--max-compile-memory", "64MiB"]) {
+        Ok(bantam) => panic!("compiled within 64 MiB:\n{}", bantam.output()),
+        Err(output) => output,
+    };
+    assert!(output.contains("component `heavy` ("), "{output}");
+    assert!(output.contains(") could not be compiled: the compiler stopped"), "{output}");
+    assert!(
+        output.contains(
+            "compiling may take at most 64MiB of memory and 600s of CPU time \
+             (--max-compile-memory, --max-compile-time)"
+        ),
+        "{output}"
+    );
+    // Within the default limits, the same component compiles and serves.
+    let bantam = app.up(&["--disable-cache"]);
+    assert!(bantam.output().contains("heavy"), "{}", bantam.output());
+}
+
 #[test]
 fn a_malformed_manifest_is_reported_with_file_line_and_field() {
     let app = TestApp::single("bad", r#"sourse = "x.wasm""#);
