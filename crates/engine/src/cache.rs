@@ -61,11 +61,12 @@ impl CompileCache {
         Some(loaded)
     }
 
-    /// Keep `component`, compiled for `engine` from bytes of the BLAKE3
-    /// `digest`; a failure to write is logged, not fatal.
-    pub fn store(&self, engine: &wasmtime::Engine, digest: &[u8; 32], component: &Component) {
+    /// Keep `artifact` (from `Engine::precompile_component`), compiled
+    /// for `engine` from bytes of the BLAKE3 `digest`; a failure to write
+    /// is logged, not fatal.
+    pub fn store(&self, engine: &wasmtime::Engine, digest: &[u8; 32], artifact: &[u8]) {
         let path = self.path(engine, digest);
-        if let Err(error) = self.write(&path, component) {
+        if let Err(error) = self.write(&path, artifact) {
             tracing::warn!("cannot write compile cache {}: {error}", path.display());
         }
         if let Err(error) = prune(&self.dir, SOFT_LIMIT, SOFT_LIMIT / 100 * PRUNE_TO_PERCENT) {
@@ -77,12 +78,10 @@ impl CompileCache {
         self.dir.join(format!("{}.cwasm", cache_key(engine, digest)))
     }
 
-    fn write(&self, path: &Path, component: &Component) -> std::io::Result<()> {
-        let serialized =
-            component.serialize().map_err(|e| std::io::Error::other(crate::describe(&e)))?;
+    fn write(&self, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        std::io::Write::write_all(&mut temp, &serialized)?;
+        std::io::Write::write_all(&mut temp, artifact)?;
         temp.persist(path).map(drop).map_err(|e| e.error)
     }
 }
@@ -124,13 +123,14 @@ fn prune(dir: &Path, limit: u64, target: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Load a precompiled component written by [`CompileCache::write`].
+/// Load a precompiled component written by [`CompileCache::store`].
 #[expect(unsafe_code, reason = "deserializing precompiled code we wrote ourselves")]
 fn load(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Component> {
-    // SAFETY: the file was produced by `Component::serialize` from this
-    // cache, under a name that includes the engine's compatibility hash;
-    // wasmtime additionally checks the header and version before using it.
-    // The cache directory belongs to the user running Bantam.
+    // SAFETY: the file was produced by `Engine::precompile_component` and
+    // written by this cache, under a name that includes the engine's
+    // compatibility hash; wasmtime additionally checks the header and
+    // version before using it. The cache directory belongs to the user
+    // running Bantam.
     unsafe { Component::deserialize_file(engine, path) }
 }
 

@@ -3,8 +3,8 @@
 //! memory). The worker is the host's own executable run with
 //! [`WORKER_COMMAND`]: it reads the component's bytes on stdin, compiles
 //! them for an engine configured as the host's, and writes the compiled
-//! artifact on stdout, which the host loads as it loads the compile
-//! cache's files. The worker limits itself before it reads a byte: its
+//! artifact on stdout, which the host keeps in the compile cache as it
+//! is and loads as it loads the cache's files. The worker limits itself before it reads a byte: its
 //! address space and CPU time (`setrlimit`), and its priority, ten steps
 //! below the host's, as compiling in the host does. A worker that runs out
 //! of either is stopped by the kernel, and the host says which limit it
@@ -43,16 +43,16 @@ impl CompileWorker {
         Some(Self { program, max_memory, max_cpu_time })
     }
 
-    /// `bytes` compiled by a worker for `engine` (configured as
-    /// `wasmtime_config` does, with `max_stack_size`, and with the
-    /// component model's concurrency if `concurrent`), or why not.
+    /// `bytes` compiled by a worker for an engine configured as
+    /// `wasmtime_config` does, with `max_stack_size` and with the component
+    /// model's concurrency if `concurrent`: the artifact, to [`load`], or
+    /// why not.
     pub(crate) fn compile(
         &self,
-        engine: &wasmtime::Engine,
         max_stack_size: usize,
         concurrent: bool,
         bytes: &[u8],
-    ) -> Result<Component, Failure> {
+    ) -> Result<Vec<u8>, Failure> {
         let mut child = Command::new(&self.program)
             .arg(WORKER_COMMAND)
             .arg(if concurrent { "concurrent" } else { "sync" })
@@ -94,7 +94,7 @@ impl CompileWorker {
         });
         let status = child.wait().map_err(|error| Failure::Stopped(error.to_string()))?;
         if status.success() {
-            return load(engine, &artifact).map_err(|error| Failure::Invalid(describe(&error)));
+            return Ok(artifact);
         }
         let message = message.trim();
         if status.code() == Some(WORKER_INVALID) {
@@ -142,13 +142,15 @@ pub(crate) enum Failure {
 #[error("{0}")]
 pub(crate) struct Stopped(pub String);
 
-/// Load what a worker compiled.
-#[expect(unsafe_code, reason = "deserializing precompiled code a worker of ours wrote")]
-fn load(engine: &wasmtime::Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
-    // SAFETY: the artifact is what `Engine::precompile_component` wrote
-    // in a worker of this same executable, for an engine configured as
-    // `engine` is; wasmtime checks the header, version and configuration
-    // it was compiled for against `engine`'s before using it.
+/// Load a compiled artifact: what a worker wrote, or what
+/// `Engine::precompile_component` gave in the host.
+#[expect(unsafe_code, reason = "deserializing precompiled code we compiled ourselves")]
+pub(crate) fn load(engine: &wasmtime::Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: the artifact is what `Engine::precompile_component` wrote,
+    // in this process or in a worker of this same executable, for an
+    // engine configured as `engine` is; wasmtime checks the header,
+    // version and configuration it was compiled for against `engine`'s
+    // before using it.
     unsafe { Component::deserialize(engine, artifact) }
 }
 

@@ -549,9 +549,11 @@ impl Engine {
         let in_worker = self
             .compile_worker
             .as_ref()
-            .map(|worker| worker.compile(engine, self.max_stack_size, linked.concurrent, bytes));
-        let component = match in_worker {
-            Some(Ok(component)) => component,
+            .map(|worker| worker.compile(self.max_stack_size, linked.concurrent, bytes));
+        // Both ways give the artifact, which the cache keeps as it is: the
+        // compiled component is never serialized a second time.
+        let artifact = match in_worker {
+            Some(Ok(artifact)) => artifact,
             Some(Err(compile::Failure::Invalid(message))) => {
                 return Err(wasmtime::Error::msg(message));
             }
@@ -559,12 +561,13 @@ impl Engine {
                 return Err(wasmtime::Error::new(compile::Stopped(message)));
             }
             Some(Err(compile::Failure::NoWorker)) | None => {
-                at_compile_priority(|| Component::new(engine, bytes))?
+                at_compile_priority(|| engine.precompile_component(bytes))?
             }
         };
         if let Some(cache) = &self.cache {
-            cache.store(engine, digest, &component);
+            cache.store(engine, digest, &artifact);
         }
+        let component = compile::load(engine, &artifact)?;
         Ok(self.share((*digest, linked.concurrent), component))
     }
 
@@ -959,5 +962,27 @@ mod tests {
         let (_third, third_reused) = compiled();
         assert!(!third_reused, "nothing used the code any more: compiled again");
         assert_eq!(engine.compiled.lock().unwrap().len(), 1, "the dead entry was dropped");
+    }
+
+    #[test]
+    fn code_compiled_in_the_host_is_cached_for_the_next_engine() {
+        let cache = tempfile::tempdir().unwrap();
+        let config = EngineConfig {
+            pooling: false,
+            cache_dir: Some(cache.path().to_path_buf()),
+            compile_worker: None,
+            ..EngineConfig::default()
+        };
+        let digest = *blake3::hash(EMPTY_COMPONENT).as_bytes();
+        let first = Engine::new(&config);
+        let linked = &first.engines().unwrap().concurrent;
+        assert!(first.precompiled(linked, &digest).is_none(), "an empty cache");
+        first.compile(linked, &digest, EMPTY_COMPONENT).unwrap();
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1, "one entry");
+
+        let second = Engine::new(&config);
+        let linked = &second.engines().unwrap().concurrent;
+        let loaded = second.precompiled(linked, &digest).expect("loaded from the cache");
+        assert_eq!(loaded.component_type().exports(&linked.engine).count(), 0);
     }
 }
