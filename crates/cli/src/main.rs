@@ -155,7 +155,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("{} {error:#}", crate::terminal::error_prefix());
+            crate::terminal::print_error(format_args!("{error:#}"));
             std::process::ExitCode::FAILURE
         }
     }

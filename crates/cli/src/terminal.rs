@@ -30,12 +30,22 @@ pub fn color() -> bool {
     std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none()
 }
 
-/// `Error:`, red on a colour terminal.
-pub fn error_prefix() -> &'static str {
-    if color() { "\x1b[1;31mError:\x1b[0m" } else { "Error:" }
+/// Print `Error: <message>` on stderr, `Error:` red on a colour terminal.
+pub fn print_error(message: impl std::fmt::Display) {
+    print_line(if color() { "\x1b[1;31mError:\x1b[0m" } else { "Error:" }, message);
 }
 
-/// `Warning:`, yellow on a colour terminal.
-pub fn warning_prefix() -> &'static str {
-    if color() { "\x1b[1;33mWarning:\x1b[0m" } else { "Warning:" }
+/// Print `Warning: <message>` on stderr, `Warning:` yellow on a colour
+/// terminal.
+pub fn print_warning(message: impl std::fmt::Display) {
+    print_line(if color() { "\x1b[1;33mWarning:\x1b[0m" } else { "Warning:" }, message);
+}
+
+/// `prefix message` and a newline, in one write. stderr is unbuffered, so
+/// `eprintln!` writes each piece of a formatted error on its own, and a
+/// log line from another thread (or stdout, when both go to one pipe)
+/// could land in the middle of the message.
+fn print_line(prefix: &str, message: impl std::fmt::Display) {
+    let line = format!("{prefix} {message}\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
 }

@@ -185,7 +185,7 @@ pub fn add(args: AddArgs) -> anyhow::Result<()> {
         )
     })?;
     for warning in &parsed.warnings {
-        eprintln!("{} {warning}", crate::terminal::warning_prefix());
+        crate::terminal::print_warning(warning);
     }
 
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

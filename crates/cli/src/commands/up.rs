@@ -292,7 +292,7 @@ pub fn load_app(args: &UpArgs, cwd: &Path) -> anyhow::Result<LoadedApp> {
         }
     };
     for warning in &app.warnings {
-        eprintln!("{} {warning}", crate::terminal::warning_prefix());
+        crate::terminal::print_warning(warning);
     }
     for component in &mut app.components {
         component.environment.extend(args.env.iter().cloned());

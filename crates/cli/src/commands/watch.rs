@@ -227,12 +227,12 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
                     }
                     match Rules::new(&manifest_path, &args, &cwd) {
                         Ok(new_rules) => rules = new_rules,
-                        Err(error) => eprintln!("{} {error:#}", crate::terminal::warning_prefix()),
+                        Err(error) => crate::terminal::print_warning(format_args!("{error:#}")),
                     }
                     watch_dirs(&mut watcher, &rules, &mut watched)?;
                 }
                 Err(error) => {
-                    eprintln!("{} {error:#}", crate::terminal::error_prefix());
+                    crate::terminal::print_error(format_args!("{error:#}"));
                     if serving.is_some() {
                         eprintln!("The last good version is still serving; waiting for changes.");
                     } else {
