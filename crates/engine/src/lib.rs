@@ -564,10 +564,18 @@ impl Engine {
                 at_compile_priority(|| engine.precompile_component(bytes))?
             }
         };
-        if let Some(cache) = &self.cache {
+        // Loaded from the cache's file where it could be written, as a warm
+        // start loads it: the code's pages are then the file's, shared with
+        // the page cache and reclaimable, not a private copy of tens of MiB
+        // for as long as the app runs.
+        let from_file = self.cache.as_ref().and_then(|cache| {
             cache.store(engine, digest, &artifact);
-        }
-        let component = compile::load(engine, &artifact)?;
+            cache.load(engine, digest)
+        });
+        let component = match from_file {
+            Some(component) => component,
+            None => compile::load(engine, &artifact)?,
+        };
         Ok(self.share((*digest, linked.concurrent), component))
     }
 
