@@ -76,6 +76,13 @@ pub struct EngineConfig {
     /// Compile in a worker process under limits; `None` to compile in
     /// this process (at lower priority, without limits).
     pub compile_worker: Option<CompileWorker>,
+    /// Called when a compile is over and what it allocated is freed, to
+    /// give that memory back to the operating system: a compile frees
+    /// tens to hundreds of MiB at once (the artifact; in process, the
+    /// compiler's working memory), which an allocator such as mimalloc
+    /// otherwise keeps for as long as the host runs. The binary chooses
+    /// the allocator, so it supplies this.
+    pub after_compile: Option<fn()>,
 }
 
 impl EngineConfig {
@@ -97,6 +104,7 @@ impl Default for EngineConfig {
             max_stack_size: 1 << 20,
             max_instances: 1000,
             compile_worker: None,
+            after_compile: None,
         }
     }
 }
@@ -179,6 +187,7 @@ pub struct Engine {
     /// engine must be configured with too.
     max_stack_size: usize,
     compile_worker: Option<CompileWorker>,
+    after_compile: Option<fn()>,
     epoch_ticker: EpochTicker,
 }
 
@@ -358,6 +367,7 @@ impl Engine {
             max_instance_memory: config.max_instance_memory,
             max_stack_size: config.max_stack_size,
             compile_worker: config.compile_worker.clone(),
+            after_compile: config.after_compile,
             epoch_ticker,
         }
     }
@@ -542,6 +552,21 @@ impl Engine {
         digest: &Digest,
         bytes: &[u8],
     ) -> wasmtime::Result<Arc<Component>> {
+        let component = self.compile_and_load(linked, digest, bytes);
+        // The artifact (and, in process, the compiler's memory) is freed now.
+        if let Some(after_compile) = self.after_compile {
+            after_compile();
+        }
+        Ok(self.share((*digest, linked.concurrent), component?))
+    }
+
+    /// `bytes`, of `digest`, compiled now for `linked`, cached and loaded.
+    fn compile_and_load(
+        &self,
+        linked: &LinkedEngine,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> wasmtime::Result<Component> {
         // Compiling can take seconds: not under the lock. Two apps
         // deploying the same new bytes at once may both compile; the
         // second copy simply replaces the first in the map.
@@ -572,11 +597,10 @@ impl Engine {
             cache.store(engine, digest, &artifact);
             cache.load(engine, digest)
         });
-        let component = match from_file {
-            Some(component) => component,
-            None => compile::load(engine, &artifact)?,
-        };
-        Ok(self.share((*digest, linked.concurrent), component))
+        match from_file {
+            Some(component) => Ok(component),
+            None => compile::load(engine, &artifact),
+        }
     }
 
     /// Keep `component` for other components of the same bytes while any
@@ -992,5 +1016,24 @@ mod tests {
         let linked = &second.engines().unwrap().concurrent;
         let loaded = second.precompiled(linked, &digest).expect("loaded from the cache");
         assert_eq!(loaded.component_type().exports(&linked.engine).count(), 0);
+    }
+
+    #[test]
+    fn the_binary_is_told_when_a_compile_has_freed_its_memory() {
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let engine = Engine::new(&EngineConfig {
+            pooling: false,
+            cache_dir: None,
+            after_compile: Some(|| {
+                CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }),
+            ..EngineConfig::default()
+        });
+        let linked = &engine.engines().unwrap().concurrent;
+        let digest = *blake3::hash(EMPTY_COMPONENT).as_bytes();
+        engine.compile(linked, &digest, EMPTY_COMPONENT).unwrap();
+        let invalid = *blake3::hash(b"not a component").as_bytes();
+        assert!(engine.compile(linked, &invalid, b"not a component").is_err());
+        assert_eq!(CALLS.load(std::sync::atomic::Ordering::Relaxed), 2, "after each compile");
     }
 }

@@ -332,6 +332,7 @@ impl Host {
                 serving.max_compile_memory,
                 serving.max_compile_time,
             ),
+            after_compile: Some(crate::release_freed_memory),
             ..EngineConfig::default()
         }));
         let runtime = tokio::runtime::Builder::new_multi_thread()
