@@ -62,15 +62,35 @@ impl CompileCache {
     }
 
     /// Keep `artifact` (from `Engine::precompile_component`), compiled
-    /// for `engine` from bytes of the BLAKE3 `digest`; a failure to write
-    /// is logged, not fatal.
-    pub fn store(&self, engine: &wasmtime::Engine, digest: &[u8; 32], artifact: &[u8]) {
+    /// for `engine` from bytes of the BLAKE3 `digest`, and load it back
+    /// from the entry written, as [`CompileCache::load`] would: mapped
+    /// from the file. `None` if it could not be written or loaded back;
+    /// either is logged, not fatal.
+    pub fn store(
+        &self,
+        engine: &wasmtime::Engine,
+        digest: &[u8; 32],
+        artifact: &[u8],
+    ) -> Option<Component> {
         let path = self.path(engine, digest);
-        if let Err(error) = self.write(&path, artifact) {
-            tracing::warn!("cannot write compile cache {}: {error}", path.display());
-        }
+        let written = self.write(&path, artifact);
         if let Err(error) = prune(&self.dir, SOFT_LIMIT, SOFT_LIMIT / 100 * PRUNE_TO_PERCENT) {
             tracing::warn!("cannot prune compile cache {}: {error}", self.dir.display());
+        }
+        match written {
+            Ok(()) => load(engine, &path)
+                .inspect_err(|error| {
+                    tracing::warn!(
+                        "cannot load the compile cache entry just written {}: {}",
+                        path.display(),
+                        crate::describe(error)
+                    )
+                })
+                .ok(),
+            Err(error) => {
+                tracing::warn!("cannot write compile cache {}: {error}", path.display());
+                None
+            }
         }
     }
 

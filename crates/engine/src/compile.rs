@@ -3,12 +3,13 @@
 //! memory). The worker is the host's own executable run with
 //! [`WORKER_COMMAND`]: it reads the component's bytes on stdin, compiles
 //! them for an engine configured as the host's, and writes the compiled
-//! artifact on stdout, which the host keeps in the compile cache as it
-//! is and loads as it loads the cache's files. The worker limits itself before it reads a byte: its
-//! address space and CPU time (`setrlimit`), and its priority, ten steps
-//! below the host's, as compiling in the host does. A worker that runs out
-//! of either is stopped by the kernel, and the host says which limit it
-//! was; the host itself never holds the compiler's memory.
+//! artifact on stdout, which the host writes to the compile cache as it is
+//! and loads from there (from memory without a cache). The worker limits
+//! itself before it reads a byte: its address space and CPU time
+//! (`setrlimit`), and its priority, ten steps below the host's, as
+//! compiling in the host does. A worker that runs out of either is
+//! stopped by the kernel, and the host says which limit it was; the host
+//! itself never holds the compiler's memory.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

@@ -593,10 +593,8 @@ impl Engine {
         // start loads it: the code's pages are then the file's, shared with
         // the page cache and reclaimable, not a private copy of tens of MiB
         // for as long as the app runs.
-        let from_file = self.cache.as_ref().and_then(|cache| {
-            cache.store(engine, digest, &artifact);
-            cache.load(engine, digest)
-        });
+        let from_file =
+            self.cache.as_ref().and_then(|cache| cache.store(engine, digest, &artifact));
         match from_file {
             Some(component) => Ok(component),
             None => compile::load(engine, &artifact),
